@@ -1,0 +1,234 @@
+"""The stages — design, train, fit — and the main pipeline that chains them.
+
+Each stage validates its whole input before it logs anything, takes an explicit
+:class:`mlflow.MlflowClient`, and can adopt an existing run (the one ``mlflow run`` created) or
+nest under a parent. Talking to the server goes through :mod:`mixscale.tracking` and
+:mod:`mixscale.serving`; this module holds the order of things.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+
+from mixscale import tracking as tr
+from mixscale.config import DesignSpec, FitConfig, TrainConfig
+from mixscale.data import ImageDataset, load_dataset
+from mixscale.errors import MixscaleError
+
+__all__ = ["DesignResult", "FitResult", "build_design_table", "run_design", "train_rows",
+           "run_fit", "serve_command"]
+
+Echo = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class DesignResult:
+    """A logged design."""
+
+    design_id: str  # the parent run
+    row_run_ids: list[str]  # one child run per row, in row order
+    table: pd.DataFrame  # row, role, subset_size, seed, n_<class>...
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """A logged fit."""
+
+    fit_run_id: str
+    model_name: str  # registered model holding one version per law
+    versions: dict[str, str]  # "<family>-<predictor>" -> model version
+    champion: str  # "<family>-<predictor>" of the champion
+    summary: pd.DataFrame  # one row per law: train/validation MSE and r2
+
+    @property
+    def champion_uri(self) -> str:
+        """``models:/<name>@champion``."""
+        return f"models:/{self.model_name}@champion"
+
+
+def _bounds(spec: DesignSpec, dataset: ImageDataset, size: int) -> tuple[np.ndarray, np.ndarray]:
+    available = dataset.available
+    upper = available if spec.max_per_class is None else np.minimum(available,
+                                                                     spec.max_per_class)
+    lower = np.full(dataset.n_classes, spec.min_per_class, dtype=np.int64)
+    if size > upper.sum():
+        cap = "" if spec.max_per_class is None else f" with max_per_class={spec.max_per_class}"
+        raise MixscaleError(
+            f"subset size {size} is more than the {int(upper.sum())} training images "
+            f"dataset {dataset.name!r} offers{cap}; allowed subset sizes: "
+            f"{int(lower.sum())}..{int(upper.sum())}."
+        )
+    if size < lower.sum():
+        raise MixscaleError(
+            f"subset size {size} is below {int(lower.sum())} = min_per_class "
+            f"({spec.min_per_class}) x {dataset.n_classes} classes; lower min_per_class or "
+            "raise the subset size."
+        )
+    if (lower > upper).any():
+        c = int(np.argmax(lower > upper))
+        raise MixscaleError(
+            f"min_per_class={spec.min_per_class} exceeds the {int(upper[c])} images of class "
+            f"{dataset.class_names[c]!r}."
+        )
+    return lower, upper
+
+
+def build_design_table(spec: DesignSpec, dataset: ImageDataset
+                       ) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Build the training and validation designs for every subset size (no tracking).
+
+    The validation rows of each size come from an independent design with its own seed.
+
+    Returns
+    -------
+    table : DataFrame
+        Columns ``row, role, subset_size, seed`` and ``n_<class>`` for every class.
+    quality : dict
+        Per subset size and role: minimum pairwise distance (on counts / subset size), pairs at
+        the minimum and mean nearest-neighbour distance.
+    """
+    from mixscale.design import design_quality, maximin_design
+
+    bounds = {s: _bounds(spec, dataset, s) for s in spec.subset_sizes}  # validate all first
+    parts, quality = [], {}
+    for size in spec.subset_sizes:
+        lower, upper = bounds[size]
+        for role, n_rows, offset in (("train", spec.rows_per_size, 0),
+                                     ("validation", spec.val_rows_per_size, 1)):
+            if n_rows == 0:
+                continue
+            seed = int(np.random.SeedSequence([spec.seed + offset, size]).generate_state(1)[0])
+            points = maximin_design(n_rows, size, lower, upper, method=spec.method,
+                                    iterations=spec.iterations, seed=seed)
+            part = pd.DataFrame(points, columns=list(dataset.count_columns))
+            part.insert(0, "subset_size", size)
+            part.insert(0, "role", role)
+            parts.append(part)
+            if n_rows > 1:
+                q = design_quality(points, size)
+                tag = f"s{size:04d}_{role}"
+                quality[f"min_distance_{tag}"] = q.min_distance
+                quality[f"pairs_at_min_{tag}"] = q.pairs_at_min
+                quality[f"mean_nn_distance_{tag}"] = q.mean_nn_distance
+    table = pd.concat(parts, ignore_index=True)
+    table.insert(0, "row", np.arange(len(table)))
+    table.insert(3, "seed", spec.seed * 10_000 + table["row"])
+    return table, quality
+
+
+def run_design(spec: DesignSpec, client: MlflowClient, experiment_id: str, *,
+               run_id: str | None = None, parent_run_id: str | None = None,
+               echo: Echo = print) -> DesignResult:
+    """Build a design and log it: a parent run with ``design.csv`` and one child run per row.
+
+    Everything is validated and computed before the first request to the tracking server.
+    """
+    from mixscale import plots
+
+    dataset = load_dataset(spec.dataset)
+    t0 = time.perf_counter()
+    table, quality = build_design_table(spec, dataset)
+    seconds = time.perf_counter() - t0
+    name = f"design-{spec.dataset}-s{spec.seed}"
+    design_id = tr.start_stage_run(client, experiment_id, kind="design", name=name,
+                                   tags={tr.DATASET: spec.dataset}, run_id=run_id,
+                                   parent_run_id=parent_run_id)
+    try:
+        client.set_tag(design_id, tr.DESIGN, design_id)
+        params = {f: getattr(spec, f) for f in spec.__dataclass_fields__}
+        params["subset_sizes"] = ",".join(map(str, spec.subset_sizes))
+        params["class_keys"] = ",".join(dataset.class_keys)
+        params["n_rows"] = len(table)
+        tr.log_params(client, design_id, params)
+        tr.log_metrics(client, design_id, {**quality, "design_seconds": seconds})
+        fig = plots.design_heatmap(table, dataset.count_columns)
+        tr.log_artifacts(client, design_id, {tr.DESIGN_CSV: table, "design.png": fig})
+        plots.close(fig)
+        row_ids = tr.create_design_rows(client, design_id, table,
+                                        count_columns=dataset.count_columns,
+                                        dataset=spec.dataset)
+    except BaseException as exc:
+        tr.end_run(client, design_id, error=exc)
+        raise
+    if run_id is None:
+        tr.end_run(client, design_id)
+    echo(f"design {design_id}: {len(table)} rows ({spec.rows_per_size} train + "
+         f"{spec.val_rows_per_size} validation per size, sizes "
+         f"{', '.join(map(str, spec.subset_sizes))}) in {seconds:.1f} s")
+    return DesignResult(design_id=design_id, row_run_ids=row_ids, table=table)
+
+
+def train_rows(client: MlflowClient, design_id: str, config: TrainConfig, *,
+               run_ids: Sequence[str] | None = None, echo: Echo = print) -> int:
+    """Train rows of a design one after another; return how many were trained.
+
+    Parameters
+    ----------
+    run_ids : sequence of str, optional
+        Train only these row runs (``train_row``); by default every pending row (SCHEDULED,
+        or FAILED/KILLED, which restart in a fresh run). FINISHED rows are never retrained.
+    """
+    from mixscale.data import sample_subset, subset_hash
+    from mixscale.train import train_model
+
+    rows = tr.list_rows(client, design_id)
+    if run_ids is not None:
+        wanted = set(run_ids)
+        unknown = wanted - {r.run_id for r in rows}
+        if unknown:
+            raise MixscaleError(f"run(s) {sorted(unknown)} are not current rows of design "
+                                f"{design_id}.")
+        rows = [r for r in rows if r.run_id in wanted]
+        for r in rows:
+            if r.status in ("FINISHED", "RUNNING"):
+                tr.claim_row(client, r)  # raises the clear "already FINISHED/RUNNING" error
+    else:
+        rows = [r for r in rows if r.status in ("SCHEDULED", "FAILED", "KILLED")]
+    dataset = load_dataset(client.get_run(design_id).data.params["dataset"])
+    for i, row in enumerate(rows, start=1):
+        run_id = tr.claim_row(client, row)
+        t0 = time.perf_counter()
+        try:
+            idx = sample_subset(dataset.train_labels, row.counts, seed=row.seed)
+            params = {f: getattr(config, f) for f in config.__dataclass_fields__}
+            params["lr_milestones"] = ",".join(map(str, config.lr_milestones))
+            tr.log_params(client, run_id, {**params, "subset_hash": subset_hash(idx)})
+            result = train_model(
+                dataset.train_images[idx], dataset.train_labels[idx],
+                dataset.test_images, dataset.test_labels,
+                config=config, class_keys=dataset.class_keys, seed=row.seed,
+                callback=lambda epoch, m, rid=run_id: tr.log_eval(client, rid, epoch, m),
+            )
+            tr.log_metrics(client, run_id, {"train_seconds": result.seconds,
+                                            "images_per_second": result.images_per_second})
+        except BaseException as exc:
+            tr.end_row(client, run_id, error=exc)
+            echo(f"row {row.row} ({run_id}) FAILED: {type(exc).__name__}: {exc}")
+            raise
+        tr.end_row(client, run_id)
+        echo(f"[{i}/{len(rows)}] row {row.row:>3} {row.role:<10} n={row.subset_size:<5} "
+             f"test_accuracy={result.final['test_accuracy']:.3f} "
+             f"({time.perf_counter() - t0:.1f} s)")
+    return len(rows)
+
+
+def serve_command(model_uri: str, tracking_uri: str, port: int = 5001) -> str:
+    """The exact shell command that serves ``model_uri`` from this tracking store."""
+    return (f"MLFLOW_TRACKING_URI={tracking_uri} mlflow models serve -m '{model_uri}' "
+            f"--env-manager local --port {port}")
+
+
+def run_fit(config: FitConfig, client: MlflowClient, experiment_id: str,
+            design_ids: Sequence[str], *, run_id: str | None = None,
+            parent_run_id: str | None = None, echo: Echo = print) -> FitResult:
+    """Fit every requested law to the designs' FINISHED rows, log, register, pick a champion."""
+    from mixscale.fitstage import fit_and_log
+
+    return fit_and_log(config, client, experiment_id, list(design_ids), run_id=run_id,
+                       parent_run_id=parent_run_id, echo=echo)

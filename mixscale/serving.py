@@ -1,0 +1,135 @@
+"""Fitted laws as MLflow pyfunc models: the wrapper, its signature, registration and aliases.
+
+The model is logged "from code" (:mod:`mixscale._law_model`): ``load_context`` rebuilds the law
+from its JSON artifact and ``predict`` delegates to :meth:`mixscale.fit.ScalingLaw.predict`. The
+``mixscale`` package travels with the model as ``code_paths``, and nothing here imports torch,
+so ``mlflow models serve`` needs only numpy, scipy, pandas and mlflow.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.types import ColSpec, Schema
+
+__all__ = ["LawModel", "law_signature", "log_law", "set_alias", "CHAMPION"]
+
+CHAMPION = "champion"  # alias of the law with the best validation MSE
+LAW_ARTIFACT = "law"  # artifact key of the law's JSON inside the logged model
+_PACKAGE_DIR = Path(__file__).resolve().parent
+_MODEL_CODE = _PACKAGE_DIR / "_law_model.py"
+
+
+class LawModel(mlflow.pyfunc.PythonModel):
+    """Serves a fitted :class:`~mixscale.fit.ScalingLaw`: counts and epoch in, accuracy out.
+
+    Predictions are clipped to [0, 1] (an accuracy); bad input raises an
+    :class:`~mlflow.exceptions.MlflowException` that the scoring server turns into HTTP 400.
+    """
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        """Rebuild the law from its JSON artifact."""
+        from mixscale.fit import ScalingLaw
+
+        self.law = ScalingLaw.from_json(Path(context.artifacts[LAW_ARTIFACT]).read_text())
+
+    def predict(self, context, model_input, params=None):  # noqa: ANN001 - pyfunc protocol
+        """Predicted accuracy for each row of ``n_<class>`` counts and ``epoch``."""
+        frame = pd.DataFrame(model_input)
+        required = [*self.law.class_columns_, "epoch"]
+        missing = [c for c in required if c not in frame.columns]
+        if missing:
+            raise MlflowException(
+                f"missing input column(s) {missing}; required: {required}.",
+                error_code=INVALID_PARAMETER_VALUE,
+            )
+        for col in required:
+            values = pd.to_numeric(frame[col], errors="coerce")
+            if values.isna().any():
+                raise MlflowException(f"column {col!r} must be numeric, but got "
+                                      f"{frame[col].tolist()}.",
+                                      error_code=INVALID_PARAMETER_VALUE)
+            if (values < 0).any():
+                raise MlflowException(f"column {col!r} must be >= 0, but got "
+                                      f"{values[values < 0].tolist()}.",
+                                      error_code=INVALID_PARAMETER_VALUE)
+        accuracy = np.clip(self.law.predict(frame[required]), 0.0, 1.0)
+        return pd.DataFrame({"accuracy": accuracy})
+
+
+def law_signature(class_columns: Sequence[str]) -> ModelSignature:
+    """Signature: a ``long`` column per class count and ``epoch`` in, ``accuracy`` out.
+
+    Counts and epochs are integers; ``long`` accepts Python/NumPy ints and JSON integers.
+    """
+    inputs = Schema([ColSpec("long", c) for c in [*class_columns, "epoch"]])
+    return ModelSignature(inputs=inputs, outputs=Schema([ColSpec("double", "accuracy")]))
+
+
+def _pip_requirements() -> list[str]:
+    import scipy
+
+    return [f"mlflow=={mlflow.__version__}", f"numpy=={np.__version__}",
+            f"pandas=={pd.__version__}", f"scipy=={scipy.__version__}"]
+
+
+def log_law(law, *, run_id: str, name: str, registered_model_name: str,
+            input_example: pd.DataFrame, tags: Mapping[str, str] | None = None) -> str:
+    """Log a fitted law as a pyfunc model on ``run_id`` and register it.
+
+    Parameters
+    ----------
+    law : ScalingLaw
+        A fitted law.
+    run_id : str
+        The fit run to attach the model to (resumed for the call, then ended FINISHED).
+    name : str
+        Model name within the run, e.g. ``law-power-m1``.
+    registered_model_name : str
+        Registered model to add a version to.
+    input_example : DataFrame
+        A few rows of ``n_<class>`` counts and ``epoch`` (int64).
+    tags : mapping, optional
+        Tags set on the new model version.
+
+    Returns
+    -------
+    str
+        The new model version.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        law_path = Path(tmp) / "law.json"
+        law_path.write_text(law.to_json())
+        with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
+            # The signature is given explicitly; MLflow's hint about type hints does not apply.
+            warnings.filterwarnings("ignore", message=".*type hints.*", category=UserWarning)
+            info = mlflow.pyfunc.log_model(
+                name=name,
+                python_model=str(_MODEL_CODE),
+                artifacts={LAW_ARTIFACT: str(law_path)},
+                code_paths=[str(_PACKAGE_DIR)],
+                signature=law_signature(law.class_columns_),
+                input_example=input_example,
+                pip_requirements=_pip_requirements(),
+                registered_model_name=registered_model_name,
+            )
+    version = str(info.registered_model_version)
+    client = MlflowClient()
+    for key, value in (tags or {}).items():
+        client.set_model_version_tag(registered_model_name, version, key, str(value))
+    return version
+
+
+def set_alias(registered_model_name: str, alias: str, version: str) -> None:
+    """Point ``models:/<name>@<alias>`` at ``version``."""
+    MlflowClient().set_registered_model_alias(registered_model_name, alias, version)

@@ -1,0 +1,313 @@
+"""Everything that talks to the tracking server about runs.
+
+Stages hand data to each other through run ids, tags and named artifacts, all declared here:
+a design is a parent run (``mixscale.kind=design``) with ``design.csv`` and one child run per
+row (``mixscale.kind=row``, status SCHEDULED until trained); ``fit`` reads the FINISHED rows
+back into one table. Every call goes through an explicit :class:`mlflow.MlflowClient` and run
+id, never the fluent "active run", so stages compose in one process and inside ``mlflow run``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+
+from mixscale.errors import MixscaleError
+
+__all__ = [
+    "KIND", "DESIGN", "ROLE", "SUBSET_SIZE", "DATASET", "ROW", "ERROR", "SUPERSEDED_BY",
+    "PARENT", "DESIGN_CSV", "FIT_TABLE_CSV", "FIT_SUMMARY_CSV",
+    "RowSpec", "resolve_tracking_uri", "experiment_for", "start_stage_run", "end_run",
+    "log_params", "log_metrics", "log_artifacts", "create_design_rows", "list_rows",
+    "claim_row", "log_eval", "end_row", "assemble_table", "design_class_keys",
+]
+
+# Tags (searchable in the MLflow UI, e.g. `tags."mixscale.kind" = 'row'`).
+KIND = "mixscale.kind"  # pipeline | design | row | fit | launcher
+DESIGN = "mixscale.design"  # design run id, on the design run and on each of its rows
+ROLE = "mixscale.role"  # train | validation
+SUBSET_SIZE = "mixscale.subset_size"
+DATASET = "mixscale.dataset"
+ROW = "mixscale.row"
+ERROR = "mixscale.error"  # the exception that failed a row
+SUPERSEDED_BY = "mixscale.superseded_by"  # on a failed row run: the run that restarted it
+PARENT = "mlflow.parentRunId"
+# Artifacts.
+DESIGN_CSV = "design.csv"
+FIT_TABLE_CSV = "fit_table.csv"
+FIT_SUMMARY_CSV = "fit_summary.csv"
+
+_MAX_TAG = 5000
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    """One design row as read back from its child run."""
+
+    run_id: str
+    design_id: str
+    row: int  # row index within the design
+    role: str  # train | validation
+    subset_size: int
+    seed: int
+    counts: np.ndarray  # images per class, in the design's class order
+    status: str  # MLflow run status: SCHEDULED, RUNNING, FINISHED, FAILED, KILLED
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """Pick the tracking URI, make a relative SQLite path absolute, and activate it.
+
+    Order: ``uri``, then ``MLFLOW_TRACKING_URI``, then ``sqlite:///mlflow.db`` in the working
+    directory (MLflow's own default). The result is also exported as ``MLFLOW_TRACKING_URI`` so
+    child processes use the same store.
+    """
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        path = uri[len("sqlite:///"):]
+        if path and path != ":memory:":
+            uri = "sqlite:///" + str(Path(path).resolve())
+    mlflow.set_tracking_uri(uri)
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    return uri
+
+
+def experiment_for(client: MlflowClient, name: str, *, run_id: str | None = None) -> str:
+    """The experiment id to log into: the given run's, else experiment ``name`` (created)."""
+    if run_id:
+        return client.get_run(run_id).info.experiment_id
+    env_id = os.environ.get("MLFLOW_EXPERIMENT_ID")
+    if env_id and not name:
+        return env_id
+    exp = client.get_experiment_by_name(name)
+    return exp.experiment_id if exp else client.create_experiment(name)
+
+
+def start_stage_run(client: MlflowClient, experiment_id: str, *, kind: str, name: str,
+                    tags: Mapping[str, str] | None = None, parent_run_id: str | None = None,
+                    run_id: str | None = None) -> str:
+    """Create a stage run (or adopt ``run_id``, e.g. the run ``mlflow run`` made) and tag it."""
+    all_tags = {KIND: kind, **(tags or {})}
+    if parent_run_id:
+        all_tags[PARENT] = parent_run_id
+    if run_id is None:
+        run_id = client.create_run(experiment_id, tags=all_tags, run_name=name).info.run_id
+    else:
+        client.update_run(run_id, name=name)
+        log_params(client, run_id, {}, tags=all_tags)
+    return run_id
+
+
+def end_run(client: MlflowClient, run_id: str, *, error: BaseException | None = None) -> None:
+    """Mark a run FINISHED, or FAILED with the error as the ``mixscale.error`` tag."""
+    if error is not None:
+        client.set_tag(run_id, ERROR, f"{type(error).__name__}: {error}"[:_MAX_TAG])
+    client.set_terminated(run_id, "FAILED" if error is not None else "FINISHED")
+
+
+def log_params(client: MlflowClient, run_id: str, params: Mapping[str, object], *,
+               tags: Mapping[str, str] | None = None) -> None:
+    """Log params and tags in one request."""
+    client.log_batch(
+        run_id,
+        params=[Param(k, str(v)) for k, v in params.items()],
+        tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
+    )
+
+
+def log_metrics(client: MlflowClient, run_id: str, metrics: Mapping[str, float], *,
+                step: int = 0) -> None:
+    """Log many metrics at one step in one request (non-finite values are skipped)."""
+    ts = int(time.time() * 1000)
+    batch = [Metric(k, float(v), ts, step) for k, v in metrics.items() if np.isfinite(v)]
+    for i in range(0, len(batch), 1000):
+        client.log_batch(run_id, metrics=batch[i:i + 1000])
+
+
+def log_artifacts(client: MlflowClient, run_id: str, files: Mapping[str, object],
+                  artifact_path: str | None = None) -> None:
+    """Log named artifacts: DataFrames as CSV, str as text, matplotlib figures as PNG."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, obj in files.items():
+            path = Path(tmp) / name
+            if isinstance(obj, pd.DataFrame):
+                obj.to_csv(path, index=False)
+            elif isinstance(obj, str):
+                path.write_text(obj)
+            else:  # a matplotlib figure
+                obj.savefig(path, dpi=110, bbox_inches="tight")
+        client.log_artifacts(run_id, tmp, artifact_path)
+
+
+def create_design_rows(client: MlflowClient, design_id: str, table: pd.DataFrame, *,
+                       count_columns: Iterable[str], dataset: str) -> list[str]:
+    """Create one SCHEDULED child run per row of ``table`` under the design run.
+
+    ``table`` has columns ``row, role, subset_size, seed`` and the count columns. Each child run
+    gets params ``n_<class>`` for every class, ``total_n``, ``subset_size``, ``row``, ``role``
+    and ``seed``, and a name like ``s0060-r03-train``.
+    """
+    experiment_id = client.get_run(design_id).info.experiment_id
+    count_columns = list(count_columns)
+    run_ids = []
+    for rec in table.to_dict("records"):
+        counts = {c: int(rec[c]) for c in count_columns}
+        tags = {PARENT: design_id, KIND: "row", DESIGN: design_id, ROLE: rec["role"],
+                SUBSET_SIZE: str(rec["subset_size"]), ROW: str(rec["row"]), DATASET: dataset}
+        name = f"s{rec['subset_size']:04d}-r{rec['row']:02d}-{rec['role']}"
+        run = client.create_run(experiment_id, tags=tags, run_name=name)
+        params = {**counts, "total_n": sum(counts.values()), "subset_size": rec["subset_size"],
+                  "row": rec["row"], "role": rec["role"], "seed": rec["seed"]}
+        log_params(client, run.info.run_id, params)
+        client.update_run(run.info.run_id, status="SCHEDULED")
+        run_ids.append(run.info.run_id)
+    return run_ids
+
+
+def _search_all(client: MlflowClient, experiment_id: str, filter_string: str) -> list:
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], filter_string, max_results=1000,
+                                  page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def design_class_keys(client: MlflowClient, design_id: str) -> list[str]:
+    """The design's class keys in label order (the ``class_keys`` param of the design run)."""
+    try:
+        run = client.get_run(design_id)
+    except MlflowException:
+        raise MixscaleError(f"no run with id {design_id!r} in this tracking store.") from None
+    if run.data.tags.get(KIND) != "design":
+        raise MixscaleError(
+            f"run {design_id!r} is not a design (its {KIND} tag is "
+            f"{run.data.tags.get(KIND)!r}); pass the id of a `design` run."
+        )
+    return run.data.params["class_keys"].split(",")
+
+
+def list_rows(client: MlflowClient, design_id: str) -> list[RowSpec]:
+    """The current run of every row of a design (any status), by row index.
+
+    Runs superseded by a restart are left out, so each row appears exactly once.
+    """
+    keys = design_class_keys(client, design_id)
+    experiment_id = client.get_run(design_id).info.experiment_id
+    runs = _search_all(client, experiment_id,
+                       f"tags.`{DESIGN}` = '{design_id}' and tags.`{KIND}` = 'row'")
+    rows = [
+        RowSpec(run_id=r.info.run_id, design_id=design_id, row=int(r.data.params["row"]),
+                role=r.data.params["role"], subset_size=int(r.data.params["subset_size"]),
+                seed=int(r.data.params["seed"]), status=r.info.status,
+                counts=np.array([int(r.data.params[f"n_{k}"]) for k in keys], dtype=np.int64))
+        for r in runs
+        if SUPERSEDED_BY not in r.data.tags
+    ]
+    return sorted(rows, key=lambda r: (r.row, r.run_id))
+
+
+def claim_row(client: MlflowClient, row: RowSpec) -> str:
+    """Mark a row RUNNING and return the run id to log into.
+
+    A SCHEDULED row is trained in its own run. A FAILED or KILLED row is restarted in a fresh
+    child run with the same params (the old run is tagged ``mixscale.superseded_by``), so its
+    partial metric history never mixes with the new one. A FINISHED or RUNNING row is refused.
+    """
+    if row.status == "FINISHED":
+        raise MixscaleError(
+            f"row {row.row} (run {row.run_id}) is already FINISHED; "
+            "a finished row is never trained twice."
+        )
+    if row.status == "RUNNING":
+        raise MixscaleError(
+            f"row {row.row} (run {row.run_id}) is RUNNING, probably in another process; "
+            "wait for it, or mark that run FAILED to restart the row."
+        )
+    run_id = row.run_id
+    if row.status in ("FAILED", "KILLED"):
+        old = client.get_run(row.run_id)
+        keep = {k: v for k, v in old.data.tags.items() if not k.startswith("mlflow.")}
+        keep.pop(ERROR, None)
+        tags = {**keep, PARENT: old.data.tags[PARENT]}
+        new = client.create_run(old.info.experiment_id, tags=tags, run_name=old.info.run_name)
+        run_id = new.info.run_id
+        log_params(client, run_id, {k: v for k, v in old.data.params.items()
+                                    if k in _ROW_PARAMS or k.startswith("n_")})
+        client.set_tag(row.run_id, SUPERSEDED_BY, run_id)
+    client.update_run(run_id, status="RUNNING")
+    return run_id
+
+
+_ROW_PARAMS = {"total_n", "subset_size", "row", "role", "seed"}
+
+
+def log_eval(client: MlflowClient, run_id: str, epoch: int, metrics: Mapping[str, float]
+             ) -> None:
+    """Log one evaluation's metrics at step ``epoch`` in a single request."""
+    log_metrics(client, run_id, metrics, step=epoch)
+
+
+def end_row(client: MlflowClient, run_id: str, *, error: BaseException | None = None) -> None:
+    """End a row run FINISHED, or FAILED with the error as a tag."""
+    end_run(client, run_id, error=error)
+
+
+def assemble_table(client: MlflowClient, design_ids: Iterable[str], *,
+                   metric: str = "test_accuracy") -> pd.DataFrame:
+    """The fit table (the paper's Table 6) from the FINISHED rows of one or more designs.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``accuracy, n_<class>..., epoch, total_n, subset_size, role, run_id, design_id``,
+        one row per (run, logged epoch), sorted by run and epoch.
+    """
+    design_ids = list(design_ids)
+    keys = None
+    frames = []
+    for design_id in design_ids:
+        design_keys = design_class_keys(client, design_id)
+        if keys is not None and design_keys != keys:
+            raise MixscaleError(
+                f"designs have different classes: {keys} vs {design_keys} ({design_id}); "
+                "fit designs of one dataset together."
+            )
+        keys = design_keys
+        for row in list_rows(client, design_id):
+            if row.status != "FINISHED":
+                continue
+            history = client.get_metric_history(row.run_id, metric)
+            if not history:
+                continue
+            frame = pd.DataFrame({"accuracy": [m.value for m in history],
+                                  "epoch": [m.step for m in history]})
+            for key, n in zip(keys, row.counts, strict=True):
+                frame[f"n_{key}"] = int(n)
+            frame["total_n"] = int(row.counts.sum())
+            frame["subset_size"] = row.subset_size
+            frame["role"] = row.role
+            frame["run_id"] = row.run_id
+            frame["design_id"] = design_id
+            frames.append(frame)
+    if not frames:
+        raise MixscaleError(
+            f"design(s) {', '.join(design_ids)} have no FINISHED rows with a {metric!r} "
+            "history; train them first (`mixscale train --design-id ...`)."
+        )
+    table = pd.concat(frames, ignore_index=True)
+    cols = ["accuracy", *[f"n_{k}" for k in keys], "epoch", "total_n", "subset_size", "role",
+            "run_id", "design_id"]
+    return table[cols].sort_values(["run_id", "epoch"], kind="stable").reset_index(drop=True)

@@ -1,0 +1,124 @@
+"""Validation of the tables a scaling law reads (private; used by :mod:`mixscale.fit`).
+
+Every error names the rule and the offending columns or values, because the serving endpoint
+turns a :class:`~mixscale.errors.MixscaleError` into an HTTP 400 with this message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mixscale.errors import FitError, MixscaleError
+from mixscale.laws import get_family, get_predictor
+
+__all__: list[str] = []  # private module
+
+CLASS_PREFIX = "n_"
+EPOCH = "epoch"
+
+
+def read_features(
+    X: Any, *, class_columns: Sequence[str] | None
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Return ``(counts, epoch, class_columns)`` as float arrays from a validated ``X``.
+
+    With ``class_columns=None`` (fitting) every column named ``n_<class>`` is a class column;
+    otherwise exactly ``class_columns`` (and ``epoch``) are required and others are ignored.
+    """
+    if not isinstance(X, pd.DataFrame):
+        raise MixscaleError(
+            f"`X` must be a pandas DataFrame with columns n_<class>... and {EPOCH!r}, "
+            f"but got {type(X).__name__}."
+        )
+    if class_columns is None:
+        class_columns = [c for c in X.columns if isinstance(c, str) and c.startswith("n_")]
+        if not class_columns:
+            raise FitError(
+                f"`X` must have at least one class-count column named '{CLASS_PREFIX}<class>', "
+                f"but its columns are {list(X.columns)}."
+            )
+    required = [*class_columns, EPOCH]
+    missing = [c for c in required if c not in X.columns]
+    if missing:
+        raise MixscaleError(
+            f"`X` is missing required column(s) {missing}; the law needs {required}."
+        )
+    non_numeric = {
+        c: str(X[c].dtype)
+        for c in required
+        if not (pd.api.types.is_integer_dtype(X[c]) or pd.api.types.is_float_dtype(X[c]))
+    }
+    if non_numeric:
+        raise MixscaleError(
+            f"columns {list(non_numeric)} must be numeric (int or float), but have dtypes "
+            f"{non_numeric}."
+        )
+    values = X[required].to_numpy(dtype=float)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        cols = [c for c, b in zip(required, bad.any(axis=0), strict=True) if b]
+        raise MixscaleError(f"columns {cols} must be finite, but contain NaN or inf.")
+    negative = values < 0
+    if negative.any():
+        cols = [c for c, b in zip(required, negative.any(axis=0), strict=True) if b]
+        raise MixscaleError(
+            f"counts and epochs must be >= 0, but columns {cols} contain negative values "
+            f"(smallest {values[negative].min():g})."
+        )
+    return values[:, :-1], values[:, -1], list(class_columns)
+
+
+def read_target(y: Any, *, n_rows: int) -> np.ndarray:
+    """Observed accuracies as a finite 1-D float array of length ``n_rows``."""
+    try:
+        arr = np.asarray(y, dtype=float)
+    except (TypeError, ValueError):
+        raise MixscaleError(
+            f"`y` must be numeric accuracies, but got {type(y).__name__}."
+        ) from None
+    if arr.ndim != 1 or arr.size != n_rows:
+        raise MixscaleError(
+            f"`y` must be 1-D with one accuracy per row of X ({n_rows}), "
+            f"but got shape {arr.shape}."
+        )
+    if not np.all(np.isfinite(arr)):
+        n_bad = int((~np.isfinite(arr)).sum())
+        raise MixscaleError(f"`y` must be finite, but has {n_bad} NaN/inf value(s).")
+    return arr
+
+
+def check_options(
+    *,
+    family: Any,
+    predictor: Any,
+    min_epoch: Any,
+    loss: Any,
+    f_scale: Any,
+    n_starts: Any,
+    seed: Any,
+) -> None:
+    """Validate the options of a :class:`~mixscale.fit.ScalingLaw` (called by ``fit``)."""
+    get_family(family)
+    get_predictor(predictor)
+    if not _is_int(min_epoch) or min_epoch < 0:
+        raise MixscaleError(f"`min_epoch` must be an int >= 0, but got {min_epoch!r}.")
+    if loss not in ("linear", "huber"):
+        raise MixscaleError(f"`loss` must be 'linear' or 'huber', but got {loss!r}.")
+    if (
+        isinstance(f_scale, bool)
+        or not isinstance(f_scale, (int, float))
+        or not (0 < f_scale < np.inf)
+    ):
+        raise MixscaleError(f"`f_scale` must be a float > 0, but got {f_scale!r}.")
+    if not _is_int(n_starts) or n_starts < 1:
+        raise MixscaleError(f"`n_starts` must be an int >= 1, but got {n_starts!r}.")
+    if seed is not None and not _is_int(seed):
+        raise MixscaleError(f"`seed` must be an int or None, but got {seed!r}.")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)

@@ -1,0 +1,115 @@
+"""Tables over fitted laws: parameter tables and the all-laws summary (paper Tables 1-5).
+
+Re-exported by :mod:`mixscale.fit`, which is where users import them from.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from mixscale._inputs import read_features
+from mixscale.errors import FitError
+from mixscale.laws import FAMILIES, PREDICTORS, get_family, get_predictor
+
+if TYPE_CHECKING:
+    from mixscale.fit import ScalingLaw
+
+__all__ = ["fit_all", "n_raw_params", "parameter_table"]
+
+
+def n_raw_params(family: str, predictor: str, n_classes: int) -> int:
+    """Number of estimated parameters (the count weights have one constraint)."""
+    pred = get_predictor(predictor)
+    n_count_terms = n_classes if pred.per_class else 1
+    return len(get_family(family).param_names) + n_count_terms - 1 + len(pred.epoch_powers)
+
+
+def parameter_table(law: ScalingLaw) -> pd.DataFrame:
+    """One row per reported parameter: ``name``, ``value``, ``std_error`` (paper Tables 2-5).
+
+    Values are in the reporting convention of :data:`CONVENTION`.
+    """
+    se = law.standard_errors()
+    return pd.DataFrame(
+        {
+            "name": list(law.params_),
+            "value": list(law.params_.values()),
+            "std_error": [se[n] for n in law.params_],
+        }
+    )
+
+
+def fit_all(
+    X_train: pd.DataFrame,
+    y_train: Any,
+    X_val: pd.DataFrame | None = None,
+    y_val: Any = None,
+    *,
+    families: list[str] | None = None,
+    predictors: list[str] | None = None,
+    groups: Any = None,
+    **kwargs: Any,
+) -> tuple[dict[tuple[str, str], ScalingLaw], pd.DataFrame]:
+    """Fit every family x predictor and summarise them like the paper's Table 1.
+
+    Parameters
+    ----------
+    X_train, y_train : pandas.DataFrame, array_like
+        Training design.
+    X_val, y_val : pandas.DataFrame, array_like, optional
+        Validation design; without it the ``val_*`` columns are ``nan``.
+    families, predictors : list of str, optional
+        Subsets of :data:`~mixscale.laws.FAMILIES` / :data:`~mixscale.laws.PREDICTORS`
+        (default: all).
+    groups : array_like, optional
+        Passed to every :meth:`ScalingLaw.fit`.
+    **kwargs
+        Options for every :class:`ScalingLaw` (``min_epoch``, ``loss``, ...).
+
+    Returns
+    -------
+    laws : dict
+        ``(family, predictor) -> fitted ScalingLaw`` for the combinations that fitted.
+    summary : pandas.DataFrame
+        One row per combination: ``family, predictor, n_params, train_mse, train_r2,
+        val_mse, val_r2, error`` (``error`` holds the :class:`FitError` message of a failed
+        combination, else ``None``).
+    """
+    from mixscale.fit import ScalingLaw  # fit.py re-exports this module: import at call time
+
+    families = list(FAMILIES) if families is None else list(families)
+    predictors = list(PREDICTORS) if predictors is None else list(predictors)
+    n_classes = len(read_features(X_train, class_columns=None)[2])
+    laws: dict[tuple[str, str], ScalingLaw] = {}
+    rows = []
+    nan = float("nan")
+    for fam in families:
+        for pred in predictors:
+            law = ScalingLaw(family=fam, predictor=pred, **kwargs)
+            n_params = n_raw_params(fam, pred, n_classes)
+            row = {
+                "family": fam,
+                "predictor": pred,
+                "n_params": n_params,
+                "train_mse": nan,
+                "train_r2": nan,
+                "val_mse": nan,
+                "val_r2": nan,
+                "error": None,
+            }
+            try:
+                law.fit(X_train, y_train, groups=groups)
+            except FitError as exc:
+                row["error"] = str(exc)
+                rows.append(row)
+                continue
+            laws[(fam, pred)] = law
+            train = law.score(X_train, y_train)
+            row.update(train_mse=train["mse"], train_r2=train["r2"])
+            if X_val is not None:
+                val = law.score(X_val, y_val)
+                row.update(val_mse=val["mse"], val_r2=val["r2"])
+            rows.append(row)
+    return laws, pd.DataFrame(rows)

@@ -1,0 +1,443 @@
+"""Pure scaling-law functions and the registries of families and linear predictors.
+
+A scaling law predicts accuracy ``y = f(z; shape)`` from a *linear predictor* ``z`` of scaled
+inputs (paper section 5). The linear predictors are the paper's models 0-3 (:data:`PREDICTORS`);
+the outer functions ``f`` are the families of :data:`FAMILIES`.
+
+Identifiability convention (used everywhere in :mod:`mixscale`): the count weights of ``z`` (one
+weight per class column for ``m0``/``m1``, the single ``total_n`` weight for ``m2``/``m3``) sum to
+exactly 1. Every family has a *scale* parameter (for example ``b`` of the power law) that absorbs
+the overall size of the linear predictor, so fixing the sum of the count weights loses nothing
+and makes every parameter identifiable. The epoch weights are in the same normalised units.
+
+Everything here is numpy only: array in, array out, no state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from mixscale._m4 import m4_fraction, m4_gradient
+from mixscale.errors import MixscaleError
+
+__all__ = [
+    "FAMILIES",
+    "PREDICTORS",
+    "Z_MIN",
+    "Family",
+    "Predictor",
+    "algebraic_root",
+    "arctan_law",
+    "get_family",
+    "get_predictor",
+    "log_law",
+    "logistic_law",
+    "m4_law",
+    "power_law",
+]
+
+Z_MIN = 1e-12  # families that need z > 0 clip the linear predictor here (also in _m4.py)
+
+
+def _positive(z: np.ndarray) -> np.ndarray:
+    return np.maximum(np.asarray(z, dtype=float), Z_MIN)
+
+
+def power_law(z: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
+    """Power law ``y = a + b * z**c`` (paper section 5; Tables 2-5 list ``a, b, c`` this way).
+
+    Parameters
+    ----------
+    z : array_like
+        Linear predictor; clipped at :data:`Z_MIN` because ``z**c`` needs ``z > 0``.
+    a : float
+        Offset (accuracy as ``z -> 0`` for ``c > 0``).
+    b : float
+        Scale; absorbs the size of the linear predictor.
+    c : float
+        Exponent.
+
+    Returns
+    -------
+    numpy.ndarray
+        Predicted accuracy, same shape as ``z``.
+    """
+    return a + b * _positive(z) ** c
+
+
+def arctan_law(z: np.ndarray, a: float, b: float, a2: float) -> np.ndarray:
+    """Arctan law ``y = (2/pi) * arctan(b * (pi/2) * z + a2) + a``.
+
+    Mahmood et al. (2022) and the paper write ``200/pi`` because they model accuracy in percent:
+    ``200/pi * arctan`` spans (-100, 100). Accuracy here is a fraction in [0, 1], so the factor
+    is ``2/pi`` and the law saturates at ``1 + a`` as ``z -> inf``.
+
+    Parameters
+    ----------
+    z : array_like
+        Linear predictor (any sign).
+    a : float
+        Offset; the upper asymptote is ``1 + a``.
+    b : float
+        Scale (slope at the inflection is ``b``).
+    a2 : float
+        Shift inside the arctan.
+
+    Returns
+    -------
+    numpy.ndarray
+        Predicted accuracy.
+    """
+    z = np.asarray(z, dtype=float)
+    return (2.0 / np.pi) * np.arctan(b * (np.pi / 2.0) * z + a2) + a
+
+
+def log_law(z: np.ndarray, a: float, b: float, d: float) -> np.ndarray:
+    """Logarithmic law ``y = b * log(z + d) + a`` (unbounded, slowly growing).
+
+    Parameters
+    ----------
+    z : array_like
+        Linear predictor; clipped at :data:`Z_MIN`.
+    a : float
+        Offset.
+    b : float
+        Scale (gain per e-fold of ``z + d``).
+    d : float
+        Shift, ``d > 0`` keeps the logarithm finite at ``z = 0``.
+
+    Returns
+    -------
+    numpy.ndarray
+        Predicted accuracy.
+    """
+    return b * np.log(_positive(z) + d) + a
+
+
+def algebraic_root(z: np.ndarray, a: float, p: float, q: float, r: float) -> np.ndarray:
+    """Algebraic-root law ``y = a + p * u / (1 + u**r)**(1/r)`` with ``u = q * z``.
+
+    The paper prints ``100 n / (1 + |w1 n|^(1/w2)) + w3``: without an outer root this is not an
+    accuracy law (for ``1/w2 > 1`` it rises, then falls back to ``w3``; for ``1/w2 < 1`` it grows
+    without bound). Mahmood et al. (2022) mean the algebraic sigmoid
+    ``100 n / (1 + |w1 n|^w2)^(1/w2) + w3``, which rises like ``100 n`` and saturates at
+    ``100/w1 + w3``. Its fixed slope 100 only makes sense for raw counts in percent; with a
+    normalised linear predictor the amplitude must be free, so we use ``p`` (amplitude, the
+    range above ``a``), ``q`` (rate, the scale parameter) and ``r`` (sharpness of the knee;
+    ``r -> inf`` gives ``a + p * min(q z, 1)``). It is monotone and saturates at ``a + p``.
+
+    Parameters
+    ----------
+    z : array_like
+        Linear predictor; clipped at :data:`Z_MIN`.
+    a : float
+        Offset (accuracy at ``z = 0``).
+    p : float
+        Amplitude; the upper asymptote is ``a + p``.
+    q : float
+        Rate; absorbs the size of the linear predictor.
+    r : float
+        Sharpness of the transition, ``r > 0``.
+
+    Returns
+    -------
+    numpy.ndarray
+        Predicted accuracy.
+    """
+    u = q * _positive(z)
+    # u / (1 + u^r)^(1/r) == exp(log u - log1p(u^r)/r), written in logs to avoid overflow
+    log_u = np.log(np.maximum(u, Z_MIN * Z_MIN))
+    return a + p * np.exp(log_u - np.logaddexp(0.0, r * log_u) / r)
+
+
+def logistic_law(z: np.ndarray, a: float, b: float, s: float, k: float) -> np.ndarray:
+    """Logistic law ``y = a + b / (1 + exp(-(s * z + k)))``.
+
+    The paper's logistic regression extended with a floor ``a`` and a range ``b`` (accuracy
+    starts near chance, not 0, and may saturate below 1). ``k`` is the intercept of the linear
+    predictor and ``s`` its scale, so ``s * z + k`` is an ordinary free linear predictor.
+
+    Parameters
+    ----------
+    z : array_like
+        Linear predictor (any sign).
+    a : float
+        Lower asymptote.
+    b : float
+        Range; the upper asymptote is ``a + b``.
+    s : float
+        Scale (slope of the logit in ``z``).
+    k : float
+        Intercept of the logit.
+
+    Returns
+    -------
+    numpy.ndarray
+        Predicted accuracy.
+    """
+    t = s * np.asarray(z, dtype=float) + k
+    return a + b * np.exp(-np.logaddexp(0.0, -t))
+
+
+def m4_law(
+    z: np.ndarray, eps_inf: float, delta: float, alpha: float, beta: float, c: float
+) -> np.ndarray:
+    """Alabdulmohsin et al. (2022) M4 law, returned as accuracy ``y = 1 - eps``.
+
+    The error ``eps`` solves ``(eps - eps_inf) / (eps0 - eps)**alpha = beta * z**(-c)`` with
+    ``eps0 = eps_inf + delta`` (error with no data) and ``eps_inf`` (irreducible error); ``c > 0``
+    here (the paper writes ``x**c`` with ``c < 0``). With ``t = (eps - eps_inf) / delta`` in
+    (0, 1) the equation is ``log t - alpha * log(1 - t) = log K``, ``K = beta * z**-c *
+    delta**(alpha - 1)``, monotone in ``t``; it is solved in ``s = logit(t)`` by a vectorised
+    safeguarded Newton iteration. At ``alpha = 0`` the solution is the limit ``t = min(K, 1)``.
+
+    Parameters
+    ----------
+    z : array_like
+        Linear predictor; clipped at :data:`Z_MIN`.
+    eps_inf : float
+        Irreducible error; the upper asymptote of accuracy is ``1 - eps_inf``.
+    delta : float
+        ``eps0 - eps_inf`` > 0; accuracy tends to ``1 - eps_inf - delta`` as ``z -> 0``.
+    alpha : float
+        Sigmoid-shape exponent, ``alpha >= 0`` (``alpha = 0`` is a power law in the error, M3).
+    beta : float
+        Scale; absorbs the size of the linear predictor.
+    c : float
+        Decay exponent, ``c > 0``.
+
+    Returns
+    -------
+    numpy.ndarray
+        Predicted accuracy.
+    """
+    log_k = np.log(beta) - c * np.log(_positive(z)) + (alpha - 1.0) * np.log(delta)
+    return 1.0 - eps_inf - delta * m4_fraction(log_k, alpha)[0]
+
+
+@dataclass(frozen=True)
+class Family:
+    """One outer function ``y = f(z; shape)`` with what a fit needs to start and bound it.
+
+    Attributes
+    ----------
+    name : str
+        Registry key.
+    formula : str
+        The law, for reports.
+    param_names : tuple of str
+        Names of the shape parameters, in the order ``func`` takes them.
+    lower, upper : tuple of float
+        Box bounds used by the fit.
+    starts : tuple of tuple of float
+        Grid of starting values; random starts are drawn in the box they span.
+    scale_param : str
+        The parameter that absorbs the size of the linear predictor (what makes normalising
+        the count weights free of loss).
+    func : callable
+        ``func(z, *shape) -> y``, pure and vectorised.
+    grad : callable or None
+        ``grad(z, *shape) -> (dy/dz, dy/dshape)`` where a fit would otherwise spend most of
+        its time in finite differences (M4); ``None`` means finite differences.
+    """
+
+    name: str
+    formula: str
+    param_names: tuple[str, ...]
+    lower: tuple[float, ...]
+    upper: tuple[float, ...]
+    starts: tuple[tuple[float, ...], ...]
+    scale_param: str
+    func: Callable[..., np.ndarray]
+    grad: Callable[..., tuple[np.ndarray, np.ndarray]] | None = None
+
+    def __call__(self, z: np.ndarray, shape: Sequence[float]) -> np.ndarray:
+        """Evaluate the law at linear predictor ``z`` with shape parameters ``shape``."""
+        if len(shape) != len(self.param_names):
+            raise MixscaleError(
+                f"family {self.name!r} takes {len(self.param_names)} shape parameters "
+                f"{self.param_names}, but got {len(shape)}."
+            )
+        return self.func(z, *(float(v) for v in shape))
+
+
+@dataclass(frozen=True)
+class Predictor:
+    """One linear predictor: count terms (per class or total) plus epoch terms.
+
+    ``z = sum_j w_j * count_j + sum_k v_k * epoch**k`` on scaled inputs; the count weights
+    ``w`` sum to 1 (see the module docstring), the epoch weights ``v`` are free.
+
+    Attributes
+    ----------
+    name : str
+        Registry key (``m0`` ... ``m3``, the paper's models 0-3).
+    description : str
+        The linear combination, as in the paper's Table 1.
+    per_class : bool
+        True: one term per class column; False: one ``total_n`` term.
+    epoch_powers : tuple of int
+        Powers of the scaled epoch that enter (``(1,)`` or ``(1, 2)``).
+    """
+
+    name: str
+    description: str
+    per_class: bool
+    epoch_powers: tuple[int, ...]
+
+    def count_names(self, class_columns: Sequence[str]) -> list[str]:
+        """Names of the count terms: the class columns, or ``["total_n"]``."""
+        return list(class_columns) if self.per_class else ["total_n"]
+
+    def epoch_names(self) -> list[str]:
+        """Names of the epoch terms (``epoch``, ``epoch2``)."""
+        return ["epoch" if k == 1 else f"epoch{k}" for k in self.epoch_powers]
+
+    def count_block(self, counts: np.ndarray, total: np.ndarray) -> np.ndarray:
+        """Count terms, shape ``(n_rows, n_count_terms)``, from scaled counts and total."""
+        if self.per_class:
+            return np.asarray(counts, dtype=float)
+        return np.asarray(total, dtype=float).reshape(-1, 1)
+
+    def epoch_block(self, epoch: np.ndarray) -> np.ndarray:
+        """Epoch terms, shape ``(n_rows, len(epoch_powers))``, from the scaled epoch."""
+        e = np.asarray(epoch, dtype=float).reshape(-1, 1)
+        return np.hstack([e**k for k in self.epoch_powers])
+
+
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in (
+        Family(
+            name="power",
+            formula="a + b * z**c",
+            param_names=("a", "b", "c"),
+            lower=(-2.0, 0.0, 0.01),
+            upper=(1.0, 20.0, 3.0),
+            starts=((0.0, 0.8, 0.5), (-0.2, 1.0, 0.3), (0.1, 0.6, 1.0), (-0.5, 1.3, 0.2)),
+            scale_param="b",
+            func=power_law,
+        ),
+        Family(
+            name="arctan",
+            formula="(2/pi) * arctan(b * (pi/2) * z + a2) + a",
+            param_names=("a", "b", "a2"),
+            lower=(-1.0, 0.0, -20.0),
+            upper=(1.0, 100.0, 20.0),
+            starts=((0.0, 1.0, 0.0), (-0.1, 2.0, -0.5), (-0.3, 0.5, 0.5), (0.0, 4.0, -1.5)),
+            scale_param="b",
+            func=arctan_law,
+        ),
+        Family(
+            name="log",
+            formula="b * log(z + d) + a",
+            param_names=("a", "b", "d"),
+            lower=(-5.0, 0.0, 1e-6),
+            upper=(5.0, 5.0, 10.0),
+            starts=((0.8, 0.2, 0.1), (0.6, 0.1, 0.01), (0.9, 0.4, 1.0), (0.7, 0.15, 0.3)),
+            scale_param="b",
+            func=log_law,
+        ),
+        Family(
+            name="root",
+            formula="a + p * q*z / (1 + (q*z)**r)**(1/r)",
+            param_names=("a", "p", "q", "r"),
+            lower=(-1.0, 0.0, 1e-3, 0.1),
+            upper=(1.0, 2.0, 1e3, 10.0),
+            starts=(
+                (0.1, 0.8, 2.0, 1.0),
+                (0.0, 0.9, 5.0, 0.5),
+                (0.2, 0.7, 1.0, 2.0),
+                (0.1, 0.8, 10.0, 0.3),
+            ),
+            scale_param="q",
+            func=algebraic_root,
+        ),
+        Family(
+            name="logistic",
+            formula="a + b / (1 + exp(-(s*z + k)))",
+            param_names=("a", "b", "s", "k"),
+            lower=(-1.0, 0.0, 0.0, -50.0),
+            upper=(1.0, 2.0, 100.0, 50.0),
+            starts=(
+                (0.1, 0.8, 4.0, -1.0),
+                (0.0, 1.0, 8.0, -3.0),
+                (0.1, 0.8, 2.0, 0.0),
+                (0.1, 0.9, 15.0, -5.0),
+            ),
+            scale_param="s",
+            func=logistic_law,
+        ),
+        Family(
+            name="m4",
+            formula="1 - eps, (eps - eps_inf) / (eps_inf + delta - eps)**alpha = beta * z**-c",
+            param_names=("eps_inf", "delta", "alpha", "beta", "c"),
+            lower=(0.0, 1e-3, 0.0, 1e-6, 0.01),
+            upper=(1.0, 1.0, 10.0, 1e3, 5.0),
+            starts=(
+                (0.1, 0.8, 1.0, 0.5, 0.5),
+                (0.05, 0.85, 0.5, 0.2, 1.0),
+                (0.2, 0.7, 2.0, 1.0, 0.3),
+                (0.1, 0.8, 0.1, 0.1, 0.8),
+            ),
+            scale_param="beta",
+            func=m4_law,
+            grad=m4_gradient,
+        ),
+    )
+}
+"""Outer functions by name (paper section 5, plus Alabdulmohsin et al.'s M4)."""
+
+PREDICTORS: dict[str, Predictor] = {
+    p.name: p
+    for p in (
+        Predictor(
+            name="m0",
+            description="sum_c w_c n_c + w_epoch epoch",
+            per_class=True,
+            epoch_powers=(1,),
+        ),
+        Predictor(
+            name="m1",
+            description="sum_c w_c n_c + w_epoch epoch + w_epoch2 epoch^2",
+            per_class=True,
+            epoch_powers=(1, 2),
+        ),
+        Predictor(
+            name="m2",
+            description="w_total_n total_n + w_epoch epoch",
+            per_class=False,
+            epoch_powers=(1,),
+        ),
+        Predictor(
+            name="m3",
+            description="w_total_n total_n + w_epoch epoch + w_epoch2 epoch^2",
+            per_class=False,
+            epoch_powers=(1, 2),
+        ),
+    )
+}
+"""Linear predictors by name: the paper's models 0-3 (Table 1)."""
+
+
+def get_family(name: str) -> Family:
+    """Return the registered family ``name`` or raise :class:`MixscaleError` naming the choices."""
+    try:
+        return FAMILIES[name]
+    except (KeyError, TypeError):
+        raise MixscaleError(
+            f"`family` must be one of {sorted(FAMILIES)}, but got {name!r}."
+        ) from None
+
+
+def get_predictor(name: str) -> Predictor:
+    """Return the registered predictor ``name`` or raise :class:`MixscaleError`."""
+    try:
+        return PREDICTORS[name]
+    except (KeyError, TypeError):
+        raise MixscaleError(
+            f"`predictor` must be one of {sorted(PREDICTORS)}, but got {name!r}."
+        ) from None

@@ -1,0 +1,364 @@
+"""Tests of mixscale.fit: recovery of known laws, the estimator contract, uncertainty."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mixscale.errors import FitError, MixscaleError
+from mixscale.fit import (
+    BootstrapResult,
+    NotFittedError,
+    ScalingLaw,
+    fit_all,
+    mse,
+    parameter_table,
+    r2,
+)
+from mixscale.laws import get_family
+
+MAX_COUNT = 400  # largest class count in every simulated design (the common count scale)
+EPOCHS = tuple(range(5, 61, 5))  # 5 and below min_epoch=10 are dropped by fit
+
+
+def _true_weights(k):
+    w = np.linspace(1.0, 2.5, k)
+    return w / w.sum()
+
+
+def simulate(
+    family, shape, weights, epoch_weights, *, n_runs=40, noise=0.003, seed=1, epochs=EPOCHS
+):
+    """Runs x epochs table from a known law; returns X, y, noiseless y and run ids."""
+    rng = np.random.default_rng(seed)
+    k = len(weights)
+    sizes = rng.choice([0.2, 0.4, 0.6, 0.8, 1.0], n_runs) * MAX_COUNT * k * 0.5
+    counts = np.minimum(np.round(rng.dirichlet(np.ones(k), n_runs) * sizes[:, None]), MAX_COUNT)
+    counts[0] = MAX_COUNT  # pin the common count scale
+    columns = [f"n_c{j}" for j in range(k)]
+    frame = pd.DataFrame(np.repeat(counts, len(epochs), axis=0).astype(np.int64), columns=columns)
+    frame["epoch"] = np.tile(epochs, n_runs)
+    runs = np.repeat([f"run{r}" for r in range(n_runs)], len(epochs))
+    e = frame["epoch"].to_numpy(float) / max(epochs)
+    z = frame[columns].to_numpy(float) / MAX_COUNT @ weights
+    z = z + sum(v * e ** (j + 1) for j, v in enumerate(epoch_weights))
+    clean = get_family(family)(z, shape)
+    return frame, clean + noise * rng.standard_normal(len(frame)), clean, runs
+
+
+def _class_weights(law):
+    return np.array([law.params_[f"w_{c}"] for c in law.class_columns_])
+
+
+@pytest.fixture(scope="module")
+def power_m1():
+    """A fitted power/m1 law on 10 classes with its data."""
+    w = _true_weights(10)
+    X, y, clean, runs = simulate("power", (-0.1, 0.8, 0.5), w, (0.7, -0.4))
+    law = ScalingLaw(family="power", predictor="m1").fit(X, y, groups=runs)
+    return law, X, y, clean, runs, w
+
+
+@pytest.mark.parametrize(
+    ("family", "predictor", "shape", "epoch_weights"),
+    [
+        ("power", "m0", (-0.05, 0.7, 0.55), (0.3,)),
+        ("power", "m1", (-0.1, 0.8, 0.5), (0.7, -0.4)),
+        ("arctan", "m0", (-0.1, 1.5, -0.3), (0.3,)),
+        ("logistic", "m0", (0.1, 0.8, 4.0, -1.5), (0.4,)),
+        ("logistic", "m1", (0.1, 0.8, 4.0, -1.5), (0.6, -0.2)),
+    ],
+)
+def test_recovers_known_class_weights(family, predictor, shape, epoch_weights):
+    w = _true_weights(10)
+    X, y, clean, _ = simulate(family, shape, w, epoch_weights)
+    law = ScalingLaw(family=family, predictor=predictor, n_starts=4).fit(X, y)
+    np.testing.assert_allclose(_class_weights(law), w, atol=0.006)
+    assert _class_weights(law).sum() == pytest.approx(1.0, abs=1e-12)  # the convention
+    epochs_hat = [law.params_["w_epoch"], law.params_.get("w_epoch2", 0.0)]
+    np.testing.assert_allclose(epochs_hat[: len(epoch_weights)], epoch_weights, atol=0.03)
+    np.testing.assert_allclose(
+        [law.params_[n] for n in get_family(family).param_names], shape, rtol=0.05, atol=0.02
+    )
+    np.testing.assert_allclose(law.predict(X), clean, atol=0.003)
+    assert law.score(X, y)["r2"] > 0.99
+
+
+@pytest.mark.parametrize(
+    ("family", "shape"),
+    [
+        ("log", (0.9, 0.2, 0.05)),
+        ("root", (0.1, 0.8, 2.0, 1.0)),
+        ("m4", (0.1, 0.8, 1.0, 0.3, 0.8)),
+    ],
+)
+def test_other_families_recover_class_weights(family, shape):
+    # shape parameters of these laws trade off against each other; weights and fit must not
+    w = _true_weights(10)
+    X, y, clean, _ = simulate(family, shape, w, (0.3,), n_runs=30)
+    law = ScalingLaw(family=family, predictor="m0", n_starts=3).fit(X, y)
+    np.testing.assert_allclose(_class_weights(law), w, atol=0.01)
+    np.testing.assert_allclose(law.predict(X), clean, atol=0.006)
+    assert np.all(np.isfinite(list(law.standard_errors().values())))
+
+
+def test_fitted_attributes(power_m1):
+    law, X, *_ = power_m1
+    assert law.class_columns_ == [f"n_c{j}" for j in range(10)]
+    assert law.count_scale_ == MAX_COUNT
+    assert law.epoch_scale_ == max(EPOCHS)
+    assert law.total_scale_ == X[law.class_columns_].sum(axis=1).max()
+    assert law.n_train_ == int((X["epoch"] >= 10).sum())
+    assert list(law.params_)[:3] == ["a", "b", "c"]
+    assert list(law.params_)[-2:] == ["w_epoch", "w_epoch2"]
+    assert law.raw_params_.size == len(law.params_) - 1  # last class weight is implied
+    assert law.pcov_.shape == (len(law.params_),) * 2
+    assert law.cost_ > 0
+
+
+def test_predict_before_fit_raises():
+    X, *_ = simulate("power", (0.0, 0.8, 0.5), _true_weights(2), (0.3,), n_runs=3)
+    with pytest.raises(NotFittedError, match="not fitted yet. Call 'fit'"):
+        ScalingLaw().predict(X)
+    assert issubclass(NotFittedError, AttributeError)
+    assert issubclass(NotFittedError, MixscaleError)
+
+
+def test_init_only_stores_and_fit_validates_options():
+    law = ScalingLaw(family="nope", n_starts=0)  # no error until fit
+    assert law.family == "nope"
+    X, y, *_ = simulate("power", (0.0, 0.8, 0.5), _true_weights(2), (0.3,), n_runs=3)
+    with pytest.raises(MixscaleError, match="`family` must be one of"):
+        law.fit(X, y)
+    with pytest.raises(MixscaleError, match=r"`loss` must be 'linear' or 'huber'.*'l1'"):
+        ScalingLaw(loss="l1").fit(X, y)
+    with pytest.raises(MixscaleError, match=r"`n_starts` must be an int >= 1, but got 0"):
+        ScalingLaw(n_starts=0).fit(X, y)
+
+
+def test_input_errors_name_the_problem(power_m1):
+    law, X, *_ = power_m1
+    with pytest.raises(MixscaleError, match=r"missing required column\(s\) \['n_c3', 'epoch'\]"):
+        law.predict(X.drop(columns=["n_c3", "epoch"]))
+    bad = X.copy()
+    bad.loc[2, "n_c1"] = -5
+    with pytest.raises(MixscaleError, match=r">= 0.*\['n_c1'\].*-5"):
+        law.predict(bad)
+    text = X.astype({"n_c2": str})
+    with pytest.raises(MixscaleError, match=r"\['n_c2'\] must be numeric"):
+        law.predict(text)
+    nan = X.astype({"epoch": float})
+    nan.loc[0, "epoch"] = np.nan
+    with pytest.raises(MixscaleError, match=r"\['epoch'\] must be finite"):
+        law.predict(nan)
+    with pytest.raises(MixscaleError, match="pandas DataFrame"):
+        law.predict(X.to_numpy())
+
+
+def test_predict_accepts_int_or_float_and_ignores_extra_columns(power_m1):
+    law, X, *_ = power_m1
+    extra = X.astype(float).assign(accuracy=0.5, role="train")[::-1]
+    np.testing.assert_allclose(law.predict(extra), law.predict(X)[::-1], rtol=1e-12)
+
+
+def test_predict_does_not_drop_low_epochs(power_m1):
+    law, X, *_ = power_m1
+    assert law.predict(X).shape == (len(X),)
+    assert (X["epoch"] < law.min_epoch).any()
+
+
+def test_json_round_trip_reproduces_predictions_exactly(power_m1):
+    law, X, *_ = power_m1
+    text = law.to_json()
+    json.loads(text)  # valid JSON
+    again = ScalingLaw.from_json(text)
+    np.testing.assert_array_equal(again.predict(X), law.predict(X))
+    assert again.params_ == law.params_
+    assert again.standard_errors() == law.standard_errors()
+    assert (again.family, again.predictor, again.class_columns_) == (
+        law.family,
+        law.predictor,
+        law.class_columns_,
+    )
+    with pytest.raises(MixscaleError, match="format"):
+        ScalingLaw.from_dict({"format": "other"})
+    d = law.to_dict()
+    with pytest.raises(MixscaleError, match=r"missing key\(s\) \['pcov'\]"):
+        ScalingLaw.from_dict({k: v for k, v in d.items() if k != "pcov"})
+    with pytest.raises(MixscaleError, match="must have 14 values, but got 13"):
+        ScalingLaw.from_dict({**d, "raw_params": d["raw_params"][:-1]})
+
+
+def test_min_epoch_rows_are_dropped_before_fitting():
+    w = _true_weights(3)
+    X, y, *_ = simulate("power", (0.0, 0.8, 0.5), w, (0.3,), n_runs=12)
+    keep = X["epoch"].to_numpy() >= 10
+    garbage = np.where(keep, y, 0.0)  # low-epoch rows carry nonsense accuracies
+    law = ScalingLaw(family="power", predictor="m0", n_starts=2).fit(X, garbage)
+    clean = ScalingLaw(family="power", predictor="m0", n_starts=2).fit(
+        X[keep].reset_index(drop=True), y[keep]
+    )
+    assert law.n_train_ == keep.sum()
+    np.testing.assert_allclose(law.raw_params_, clean.raw_params_, rtol=1e-10, atol=1e-12)
+    later = ScalingLaw(family="power", predictor="m0", n_starts=2, min_epoch=30).fit(X, y)
+    assert later.n_train_ == int((X["epoch"] >= 30).sum())
+    assert later.score(X, y)["n"] == later.n_train_
+
+
+def test_too_few_rows_is_a_fit_error():
+    X, y, *_ = simulate("power", (0.0, 0.8, 0.5), _true_weights(10), (0.3,), n_runs=1)
+    # m0 on 10 classes has 3 + 9 + 1 = 13 parameters; one run leaves 11 rows with epoch >= 10
+    with pytest.raises(FitError, match=r"needs at least 14 rows .* but got 11 of 12"):
+        ScalingLaw(family="power", predictor="m0").fit(X, y)
+    with pytest.raises(FitError, match="class-count column"):
+        ScalingLaw().fit(X.rename(columns=lambda c: c.replace("n_", "count_")), y)
+
+
+def test_every_start_failing_is_a_fit_error(monkeypatch):
+    import mixscale._lsq
+
+    X, y, *_ = simulate("power", (0.0, 0.8, 0.5), _true_weights(2), (0.3,), n_runs=4)
+
+    def broken(*args, **kwargs):
+        raise ValueError("Residuals are not finite in the initial point.")
+
+    monkeypatch.setattr(mixscale._lsq, "least_squares", broken)
+    with pytest.raises(FitError, match=r"every start .* failed \(3 starts\).*not finite"):
+        ScalingLaw(family="power", predictor="m0", n_starts=3).fit(X, y)
+
+
+def test_failed_refit_keeps_the_previous_fit(power_m1):
+    law, X, y, *_ = power_m1
+    before = law.predict(X)
+    again = ScalingLaw.from_json(law.to_json())
+    with pytest.raises(FitError):
+        again.fit(X.iloc[:3], y[:3])
+    np.testing.assert_array_equal(again.predict(X), before)
+
+
+def test_huber_resists_gross_outliers():
+    w = _true_weights(4)
+    X, y, clean, _ = simulate("power", (-0.05, 0.7, 0.55), w, (0.3,), n_runs=30, noise=0.002)
+    rng = np.random.default_rng(0)
+    bad = rng.choice(np.flatnonzero(X["epoch"].to_numpy() >= 10), 12, replace=False)
+    y = y.copy()
+    y[bad] = 0.02  # a few crashed evaluations
+    fits = {
+        loss: ScalingLaw(family="power", predictor="m0", loss=loss, f_scale=0.01, n_starts=4).fit(
+            X, y
+        )
+        for loss in ("linear", "huber")
+    }
+    err = {loss: mse(clean, law.predict(X)) for loss, law in fits.items()}
+    w_err = {loss: np.abs(_class_weights(law) - w).max() for loss, law in fits.items()}
+    assert err["huber"] < err["linear"] / 10
+    assert w_err["huber"] < w_err["linear"]
+    np.testing.assert_allclose(_class_weights(fits["huber"]), w, atol=0.01)
+    assert np.all(np.isfinite(list(fits["huber"].standard_errors().values())))
+
+
+def test_standard_errors_in_the_normalised_convention(power_m1):
+    law, *_ = power_m1
+    se = law.standard_errors()
+    assert list(se) == list(law.params_)
+    values = np.array(list(se.values()))
+    assert np.all(np.isfinite(values)) and np.all(values > 0)
+    # the count weights sum to the constant 1, so their covariance rows sum to zero
+    idx = [list(law.params_).index(f"w_{c}") for c in law.class_columns_]
+    np.testing.assert_allclose(law.pcov_[idx].sum(axis=0), 0.0, atol=1e-12)
+    table = parameter_table(law)
+    assert list(table.columns) == ["name", "value", "std_error"]
+    assert table["name"].tolist() == list(law.params_)
+    np.testing.assert_allclose(table["std_error"], values)
+
+
+def test_fixed_total_weight_has_zero_error():
+    X, y, *_ = simulate("power", (0.0, 0.8, 0.5), _true_weights(3), (0.3,), n_runs=10)
+    law = ScalingLaw(family="power", predictor="m2", n_starts=2).fit(X, y)
+    assert law.params_["w_total_n"] == 1.0
+    assert law.standard_errors()["w_total_n"] == 0.0
+    assert law.standard_errors()["w_epoch"] > 0
+
+
+def test_bootstrap_resamples_runs_and_covers_the_truth():
+    w = _true_weights(3)
+    X, y, clean, runs = simulate(
+        "power", (-0.05, 0.7, 0.55), w, (0.3,), n_runs=24, noise=0.004, seed=5
+    )
+    law = ScalingLaw(family="power", predictor="m0", n_starts=3).fit(X, y, groups=runs)
+    X_pred = X.iloc[[11, 23]]
+    boot = law.bootstrap(X, y, n_boot=60, seed=1, X_pred=X_pred)
+    assert isinstance(boot, BootstrapResult)
+    assert boot.n_failed == 0 and boot.samples.shape == (60, len(law.params_))
+    iv = boot.intervals
+    assert iv.index.tolist() == list(law.params_)
+    width = iv["upper"] - iv["lower"]
+    assert np.all(width[[f"w_{c}" for c in law.class_columns_]] > 0)
+    for c, truth in zip(law.class_columns_, w, strict=True):
+        assert iv.loc[f"w_{c}", "lower"] <= truth <= iv.loc[f"w_{c}", "upper"], c
+    np.testing.assert_allclose(
+        boot.samples[[f"w_{c}" for c in law.class_columns_]].sum(axis=1), 1.0, atol=1e-12
+    )
+    pi = boot.prediction_intervals
+    assert pi.shape == (2, 2) and np.all(pi["upper"] > pi["lower"])
+    assert np.all((pi["lower"] <= clean[[11, 23]]) & (clean[[11, 23]] <= pi["upper"]))
+    # bootstrap spread and Jacobian standard errors agree in size
+    se = law.standard_errors()
+    sd = boot.samples.std()
+    for c in law.class_columns_:
+        assert 0.4 < sd[f"w_{c}"] / se[f"w_{c}"] < 2.5
+    with pytest.raises(MixscaleError, match="needs `groups`"):
+        ScalingLaw(family="power", predictor="m0", n_starts=1).fit(X, y).bootstrap(X, y)
+
+
+def test_bootstrap_flags_replicates_that_cannot_identify_the_weights():
+    X, y, _, runs = simulate("power", (0.0, 0.8, 0.5), _true_weights(10), (0.3,), n_runs=12)
+    law = ScalingLaw(family="power", predictor="m0", n_starts=2).fit(X, y, groups=runs)
+    with pytest.warns(RuntimeWarning, match="intervals are unreliable"):
+        boot = law.bootstrap(X, y, n_boot=40, seed=0)
+    assert 20 < boot.n_failed < 40
+    assert len(boot.samples) == 40 - boot.n_failed
+
+
+def test_score_and_metrics():
+    assert mse([1.0, 2.0], [1.0, 4.0]) == 2.0
+    assert r2([1.0, 2.0, 3.0], [1.0, 2.0, 3.0]) == 1.0
+    assert r2([1.0, 2.0, 3.0], [2.0, 2.0, 2.0]) == 0.0
+    assert np.isnan(r2([1.0, 1.0], [1.0, 2.0]))
+    with pytest.raises(MixscaleError, match="equal length"):
+        mse([1.0], [1.0, 2.0])
+
+
+def test_fit_all_summarises_every_combination_and_records_failures():
+    w = _true_weights(10)
+    epochs = (10, 20, 30, 40, 50)
+    X, y, *_ = simulate("power", (0.0, 0.8, 0.5), w, (0.3,), n_runs=2, epochs=epochs)
+    Xv, yv, *_ = simulate("power", (0.0, 0.8, 0.5), w, (0.3,), n_runs=2, seed=9, epochs=epochs)
+    families, predictors = ["power", "logistic", "m4"], ["m0", "m2", "m3"]
+    laws, summary = fit_all(X, y, Xv, yv, families=families, predictors=predictors, n_starts=2)
+    assert len(summary) == len(families) * len(predictors)
+    assert list(summary.columns) == [
+        "family",
+        "predictor",
+        "n_params",
+        "train_mse",
+        "train_r2",
+        "val_mse",
+        "val_r2",
+        "error",
+    ]
+    assert set(zip(summary["family"], summary["predictor"], strict=True)) == {
+        (f, p) for f in families for p in predictors
+    }
+    # 10 rows cannot carry the 10-class m0 law (13+ parameters): recorded, not raised
+    m0 = summary[summary["predictor"] == "m0"]
+    assert m0["error"].str.contains("needs at least").all()
+    assert m0["train_mse"].isna().all()
+    ok = summary[summary["predictor"] == "m2"]
+    assert ok["error"].isna().all() and (ok["val_mse"] > 0).all()
+    assert set(laws) == {(f, p) for f in families for p in ("m2", "m3")}
+    power_m2 = summary[(summary["family"] == "power") & (summary["predictor"] == "m2")]
+    assert power_m2["n_params"].iloc[0] == 4

@@ -64,6 +64,9 @@ _design = _options(
          "Validation-design rows per subset size (an independent design, own seed)."),
     _opt("--min-per-class", click.IntRange(0), _D.min_per_class,
          "Lower bound per class (1 keeps every class in every row)."),
+    _opt("--min-share", click.FloatRange(0, 1), _D.min_share,
+         "Lower bound per class as a share of the balanced count subset_size/n_classes "
+         "(keeps rows away from near-single-class subsets); 0 = off."),
     _opt("--max-per-class", click.IntRange(0), 0,
          "Upper bound per class; 0 = the images each class has."),
     _opt("--iterations", click.IntRange(0, 10_000_000), _D.iterations,
@@ -104,7 +107,8 @@ def _design_spec(kw: dict[str, Any]) -> DesignSpec:
     return DesignSpec(
         dataset=kw["dataset"], subset_sizes=parse_int_list("subset_sizes", kw["subset_sizes"]),
         rows_per_size=kw["rows_per_size"], val_rows_per_size=kw["val_rows_per_size"],
-        min_per_class=kw["min_per_class"], max_per_class=kw["max_per_class"] or None,
+        min_per_class=kw["min_per_class"], min_share=kw["min_share"],
+        max_per_class=kw["max_per_class"] or None,
         iterations=kw["iterations"], method=kw["method"], seed=kw["seed"])
 
 
@@ -175,11 +179,11 @@ def cli() -> None:
 @_friendly
 def design_cmd(**kw: Any) -> None:
     """Create a maximin mixture design: a parent run with one SCHEDULED child run per row."""
-    from mixscale.pipeline import run_design
+    from mixscale.pipeline import prepare_design, run_design
 
-    spec = _design_spec(kw)
+    prepared = prepare_design(_design_spec(kw))  # validated and computed before any logging
     session = _Session(kw)
-    result = run_design(spec, session.client, session.experiment_id,
+    result = run_design(prepared, session.client, session.experiment_id,
                         run_id=session.project_run_id, echo=click.echo)
     click.echo(f"next: mixscale train --design-id {result.design_id}")
 
@@ -253,24 +257,26 @@ def fit_cmd(**kw: Any) -> None:
 def main_cmd(**kw: Any) -> None:
     """The whole pipeline: design -> train every row -> fit, register and serve-ready."""
     from mixscale import tracking as tr
-    from mixscale.pipeline import run_design, run_fit, serve_command, train_rows
+    from mixscale.pipeline import prepare_design, run_design, run_fit, serve_command, train_rows
 
     spec, config, fit_config = _design_spec(kw), _train_config(kw), _fit_config(kw)
     t0 = time.perf_counter()
+    prepared = prepare_design(spec)  # validated and computed before any logging
     session = _Session(kw)
     client = session.client
     main_id = tr.start_stage_run(client, session.experiment_id, kind="pipeline",
                                  name=f"main-{spec.dataset}-s{spec.seed}",
                                  tags={tr.DATASET: spec.dataset}, run_id=session.project_run_id)
     try:
-        design = run_design(spec, client, session.experiment_id, parent_run_id=main_id,
+        design = run_design(prepared, client, session.experiment_id, parent_run_id=main_id,
                             echo=click.echo)
         train_rows(client, design.design_id, config, echo=click.echo)
         fit = run_fit(fit_config, client, session.experiment_id, [design.design_id],
                       parent_run_id=main_id, echo=click.echo)
-        tr.log_params(client, main_id, {"design_id": design.design_id,
+        options = {k: v for k, v in kw.items() if k not in ("tracking_uri", "experiment")}
+        tr.log_params(client, main_id, {**options, "design_id": design.design_id,
                                         "fit_run_id": fit.fit_run_id,
-                                        "champion_uri": fit.champion_uri})
+                                        "champion_uri": fit.champion_uri}, skip_existing=True)
         tr.log_metrics(client, main_id, {"pipeline_seconds": time.perf_counter() - t0})
     except BaseException as exc:
         tr.end_run(client, main_id, error=exc)

@@ -124,6 +124,11 @@ class DesignSpec:
     rows_per_size: int = 4  # training-design rows per subset size
     val_rows_per_size: int = 2  # validation-design rows per size (independent design, own seed)
     min_per_class: int = 1  # lower bound per class: >= 1 keeps every class present in every row
+    # Lower bound per class as a share of the balanced count subset_size / n_classes. Maximin
+    # pushes rows to the simplex's vertices (nearly single-class subsets, which train
+    # near-chance classifiers and tell a law little); 0.5 keeps every class at half its
+    # balanced share or more while still varying the mix widely. 0 disables it.
+    min_share: float = 0.5
     max_per_class: int | None = None  # upper bound per class; None = what the dataset has
     iterations: int = 1000  # maximin exchange iterations per subset size
     method: Literal["maximin", "paper"] = "maximin"  # design optimiser (paper = Algorithm 1)
@@ -143,6 +148,7 @@ class DesignSpec:
         _check_int("rows_per_size", self.rows_per_size, low=1)
         _check_int("val_rows_per_size", self.val_rows_per_size, low=0)
         _check_int("min_per_class", self.min_per_class, low=0)
+        _check_float("min_share", self.min_share, low=0.0, high=1.0)
         if self.max_per_class is not None:
             _check_int("max_per_class", self.max_per_class, low=max(1, self.min_per_class))
         _check_int("iterations", self.iterations, low=0)

@@ -69,7 +69,7 @@ def fit_and_log(config: FitConfig, client: MlflowClient, experiment_id: str,
         tags={tr.DATASET: dataset, tr.DESIGN: ",".join(design_ids)}, run_id=run_id,
         parent_run_id=parent_run_id)
     try:
-        tr.log_params(client, fit_id, {
+        tr.log_params(client, fit_id, skip_existing=True, params={
             "design_ids": ",".join(design_ids), "families": ",".join(config.families),
             "predictors": ",".join(config.predictors), "min_epoch": config.min_epoch,
             "n_starts": config.n_starts, "seed": config.seed, "model_name": model_name,

@@ -21,7 +21,8 @@ from mixscale.config import DesignSpec, FitConfig, TrainConfig
 from mixscale.data import ImageDataset, load_dataset
 from mixscale.errors import MixscaleError
 
-__all__ = ["DesignResult", "FitResult", "build_design_table", "run_design", "train_rows",
+__all__ = ["DesignResult", "FitResult", "PreparedDesign", "build_design_table", "prepare_design",
+           "run_design", "train_rows",
            "run_fit", "serve_command"]
 
 Echo = Callable[[str], None]
@@ -56,7 +57,9 @@ def _bounds(spec: DesignSpec, dataset: ImageDataset, size: int) -> tuple[np.ndar
     available = dataset.available
     upper = available if spec.max_per_class is None else np.minimum(available,
                                                                      spec.max_per_class)
-    lower = np.full(dataset.n_classes, spec.min_per_class, dtype=np.int64)
+    floor = max(spec.min_per_class, int(spec.min_share * size / dataset.n_classes))
+    lower = np.minimum(np.full(dataset.n_classes, floor, dtype=np.int64),
+                       np.maximum(upper, spec.min_per_class))
     if size > upper.sum():
         cap = "" if spec.max_per_class is None else f" with max_per_class={spec.max_per_class}"
         raise MixscaleError(
@@ -122,19 +125,51 @@ def build_design_table(spec: DesignSpec, dataset: ImageDataset
     return table, quality
 
 
-def run_design(spec: DesignSpec, client: MlflowClient, experiment_id: str, *,
-               run_id: str | None = None, parent_run_id: str | None = None,
-               echo: Echo = print) -> DesignResult:
-    """Build a design and log it: a parent run with ``design.csv`` and one child run per row.
+@dataclass(frozen=True)
+class PreparedDesign:
+    """A design computed and validated, not yet logged."""
 
-    Everything is validated and computed before the first request to the tracking server.
+    spec: DesignSpec
+    dataset: ImageDataset
+    table: pd.DataFrame  # row, role, subset_size, seed, n_<class>...
+    quality: dict[str, float]  # design criteria per subset size and role
+    seconds: float  # time spent optimising
+
+
+def prepare_design(spec: DesignSpec) -> PreparedDesign:
+    """Validate ``spec`` against its dataset and compute the design, without any tracking.
+
+    Raises
+    ------
+    MixscaleError
+        For an unknown dataset, a subset size the dataset cannot fill, bounds that cannot be
+        met, or more rows than distinct feasible points.
     """
-    from mixscale import plots
-
     dataset = load_dataset(spec.dataset)
     t0 = time.perf_counter()
     table, quality = build_design_table(spec, dataset)
-    seconds = time.perf_counter() - t0
+    return PreparedDesign(spec=spec, dataset=dataset, table=table, quality=quality,
+                          seconds=time.perf_counter() - t0)
+
+
+def run_design(prepared: PreparedDesign, client: MlflowClient, experiment_id: str, *,
+               run_id: str | None = None, parent_run_id: str | None = None,
+               echo: Echo = print) -> DesignResult:
+    """Log a prepared design: a parent run with ``design.csv`` and one child run per row.
+
+    Parameters
+    ----------
+    prepared : PreparedDesign
+        From :func:`prepare_design` (which validates everything before the first request).
+    run_id : str, optional
+        Adopt this run as the design run (the run ``mlflow run -e design`` created).
+    parent_run_id : str, optional
+        Nest the design run under this run (the pipeline run of ``main``).
+    """
+    from mixscale import plots
+
+    spec, dataset, table = prepared.spec, prepared.dataset, prepared.table
+    quality, seconds = prepared.quality, prepared.seconds
     name = f"design-{spec.dataset}-s{spec.seed}"
     design_id = tr.start_stage_run(client, experiment_id, kind="design", name=name,
                                    tags={tr.DATASET: spec.dataset}, run_id=run_id,
@@ -145,7 +180,7 @@ def run_design(spec: DesignSpec, client: MlflowClient, experiment_id: str, *,
         params["subset_sizes"] = ",".join(map(str, spec.subset_sizes))
         params["class_keys"] = ",".join(dataset.class_keys)
         params["n_rows"] = len(table)
-        tr.log_params(client, design_id, params)
+        tr.log_params(client, design_id, params, skip_existing=True)
         tr.log_metrics(client, design_id, {**quality, "design_seconds": seconds})
         fig = plots.design_heatmap(table, dataset.count_columns)
         tr.log_artifacts(client, design_id, {tr.DESIGN_CSV: table, "design.png": fig})

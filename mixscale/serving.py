@@ -9,7 +9,6 @@ so ``mlflow models serve`` needs only numpy, scipy, pandas and mlflow.
 from __future__ import annotations
 
 import tempfile
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -43,7 +42,8 @@ class LawModel(mlflow.pyfunc.PythonModel):
 
         self.law = ScalingLaw.from_json(Path(context.artifacts[LAW_ARTIFACT]).read_text())
 
-    def predict(self, context, model_input, params=None):  # noqa: ANN001 - pyfunc protocol
+    def predict(self, context: object, model_input: pd.DataFrame,
+                params: dict | None = None) -> pd.DataFrame:
         """Predicted accuracy for each row of ``n_<class>`` counts and ``epoch``."""
         frame = pd.DataFrame(model_input)
         required = [*self.law.class_columns_, "epoch"]
@@ -110,9 +110,7 @@ def log_law(law, *, run_id: str, name: str, registered_model_name: str,
     with tempfile.TemporaryDirectory() as tmp:
         law_path = Path(tmp) / "law.json"
         law_path.write_text(law.to_json())
-        with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
-            # The signature is given explicitly; MLflow's hint about type hints does not apply.
-            warnings.filterwarnings("ignore", message=".*type hints.*", category=UserWarning)
+        with mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
                 name=name,
                 python_model=str(_MODEL_CODE),

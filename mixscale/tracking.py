@@ -116,8 +116,15 @@ def end_run(client: MlflowClient, run_id: str, *, error: BaseException | None = 
 
 
 def log_params(client: MlflowClient, run_id: str, params: Mapping[str, object], *,
-               tags: Mapping[str, str] | None = None) -> None:
-    """Log params and tags in one request."""
+               tags: Mapping[str, str] | None = None, skip_existing: bool = False) -> None:
+    """Log params and tags in one request.
+
+    With ``skip_existing``, keys the run already has are left as they are: ``mlflow run``
+    logs the MLproject parameters on the run it creates, and MLflow refuses to change a param.
+    """
+    if skip_existing:
+        existing = client.get_run(run_id).data.params
+        params = {k: v for k, v in params.items() if k not in existing}
     client.log_batch(
         run_id,
         params=[Param(k, str(v)) for k, v in params.items()],

@@ -54,7 +54,7 @@ def test_design_spec_rejects(kwargs: dict, match: str) -> None:
     [
         ({"model": "vgg"}, r"unknown model 'vgg'; allowed: 'smallcnn'"),
         ({"epochs": 0}, r"epochs=0"),
-        ({"eval_every": 50}, r"`eval_every` must be in \[1, 40\], but got eval_every=50"),
+        ({"eval_every": 50}, r"`eval_every` must be in \[1, 30\], but got eval_every=50"),
         ({"lr": 0.0}, r"`lr` must be in \(0.0, 10.0\], but got lr=0.0"),
         ({"lr": float("nan")}, "finite number"),
         ({"momentum": 1.5}, r"momentum=1.5"),

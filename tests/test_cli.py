@@ -1,0 +1,89 @@
+"""Bad input on the command line: one clear line, non-zero exit, no traceback, nothing logged."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mixscale.cli import cli
+
+
+@pytest.fixture()
+def fresh_dir(tmp_path, monkeypatch) -> Path:
+    """An empty working directory with no tracking URI set: MLflow's default store would be
+    ./mlflow.db, so its absence proves nothing was logged."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["design", "--dataset", "imagenet"], "'imagenet' is not 'digits'"),
+        (["design", "--subset-sizes", "5000"],
+         "subset size 5000 is more than the 1347 training images dataset 'digits' offers"),
+        (["design", "--subset-sizes", "100,abc"], "'abc' in '100,abc' is not an integer"),
+        (["design", "--subset-sizes", "-5"], "`subset_sizes` must be >= 1, but got"),
+        (["design", "--subset-sizes", "100", "--min-per-class", "20"],
+         "subset size 100 is below 200 = min_per_class (20) x 10 classes"),
+        (["design", "--subset-sizes", "100", "--max-per-class", "5"],
+         "subset size 100 is more than the 50 training images dataset 'digits' offers with "
+         "max_per_class=5"),
+        (["design", "--subset-sizes", "10", "--rows-per-size", "3"], "distinct feasible"),
+        (["design", "--rows-per-size", "0"], "0 is not in the range 1<=x<=10000"),
+        (["design", "--method", "random"], "'random' is not one of 'maximin', 'paper'"),
+        (["train", "--design-id", "x", "--epochs", "0"], "0 is not in the range"),
+        (["train", "--design-id", "x", "--lr", "-1"], "-1.0 is not in the range 0<x<=10"),
+        (["train", "--design-id", "x", "--model", "vgg"], "'vgg' is not 'smallcnn'"),
+        (["train", "--design-id", "x", "--lr-milestones", "ten"], "'ten' in 'ten'"),
+        (["fit", "--design-id", "x", "--families", "cubic"], "unknown law family 'cubic'"),
+        (["fit", "--design-id", "x", "--predictors", "m7"], "unknown predictor 'm7'"),
+        (["main", "--subset-sizes", "2000"], "subset size 2000 is more than"),
+    ],
+)
+def test_bad_input_is_refused_before_anything_is_logged(fresh_dir, args, message) -> None:
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code != 0
+    assert message in result.output, result.output
+    assert "Traceback" not in result.output
+    assert not isinstance(result.exception, Exception) or isinstance(result.exception,
+                                                                     SystemExit)
+    assert not (fresh_dir / "mlflow.db").exists()
+    assert not (fresh_dir / "mlruns").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train-row", "--run-id", "0123abcd"], "no run with id '0123abcd'"),
+        (["train", "--design-id", "0123abcd"], "no run with id '0123abcd'"),
+        (["fit", "--design-id", "0123abcd"], "no run with id '0123abcd'"),
+    ],
+)
+def test_unknown_run_ids(store, args, message) -> None:
+    result = CliRunner().invoke(cli, [*args, "--tracking-uri", store.uri])
+    assert result.exit_code == 1
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_real_console_shows_one_line_and_no_traceback(fresh_dir) -> None:
+    exe = Path(sys.executable).with_name("mixscale")
+    proc = subprocess.run([str(exe), "design", "--subset-sizes", "99999"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr + proc.stdout
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "99999" in errors[0]
+    assert not (fresh_dir / "mlflow.db").exists()
+
+
+def test_help_lists_every_stage() -> None:
+    result = CliRunner().invoke(cli, ["--help"])
+    for command in ("design", "train-row", "train", "fit", "main"):
+        assert command in result.output

@@ -1,0 +1,90 @@
+"""End to end: `mixscale main` with tiny settings on a real store, checked from the outside."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mixscale import tracking as tr
+
+pytestmark = pytest.mark.slow
+
+
+def test_main_prints_where_everything_is(pipeline, store) -> None:
+    out = pipeline.output
+    assert f"tracking URI: {store.uri}" in out
+    assert "experiment:   e2e-main" in out
+    assert "champion:     models:/mixscale-e2e@champion" in out
+    assert (f"MLFLOW_TRACKING_URI={store.uri} mlflow models serve -m "
+            "'models:/mixscale-e2e@champion' --env-manager local") in out
+    assert "Traceback" not in out
+
+
+def test_run_tree(pipeline, store) -> None:
+    client = store.client
+    runs = client.search_runs([pipeline.experiment_id])
+    kinds = {r.info.run_id: r.data.tags.get(tr.KIND) for r in runs}
+    (main_id,) = [i for i, k in kinds.items() if k == "pipeline"]
+    design = client.get_run(pipeline.design_id)
+    fit = client.get_run(pipeline.fit_run_id)
+    assert design.data.tags[tr.PARENT] == main_id == fit.data.tags[tr.PARENT]
+    assert kinds[pipeline.design_id] == "design" and kinds[pipeline.fit_run_id] == "fit"
+    for run in (client.get_run(main_id), design, fit):
+        assert run.info.status == "FINISHED"
+    main = client.get_run(main_id)
+    assert main.data.params["champion_uri"] == "models:/mixscale-e2e@champion"
+
+
+def test_rows_finished_with_params_and_histories(pipeline, store) -> None:
+    client = store.client
+    rows = tr.list_rows(client, pipeline.design_id)
+    assert len(rows) == 3 * (4 + 2)
+    for row in rows:
+        run = client.get_run(row.run_id)
+        assert run.info.status == "FINISHED"
+        p = run.data.params
+        counts = np.array([int(p[f"n_{k}"]) for k in range(10)])
+        assert counts.sum() == int(p["total_n"]) == int(p["subset_size"])
+        assert p["role"] in ("train", "validation") and p["model"] == "smallcnn"
+        history = client.get_metric_history(row.run_id, "test_accuracy")
+        assert sorted(m.step for m in history) == [3, 6, 9, 12]
+        assert all(0.0 <= m.value <= 1.0 for m in history)
+        assert {"test_loss", "train_loss", "train_accuracy", "test_accuracy_0"} <= set(
+            run.data.metrics)
+    design_csv = pd.read_csv(client.download_artifacts(pipeline.design_id, tr.DESIGN_CSV))
+    assert len(design_csv) == len(rows)
+    # accuracy grows with data: the largest subsets beat the smallest at the last epoch
+    final = {r.subset_size: [] for r in rows}
+    for r in rows:
+        final[r.subset_size].append(client.get_run(r.run_id).data.metrics["test_accuracy"])
+    assert np.mean(final[160]) > np.mean(final[40])
+
+
+def test_fit_logged_quality_and_artifacts(pipeline, store) -> None:
+    client = store.client
+    fit = client.get_run(pipeline.fit_run_id)
+    for pred in ("m0", "m1", "m2", "m3"):
+        for key in ("train_mse", "train_r2", "val_mse", "val_r2"):
+            assert f"power_{pred}_{key}" in fit.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(pipeline.fit_run_id)}
+    assert {tr.FIT_TABLE_CSV, tr.FIT_SUMMARY_CSV, "accuracy_vs_epoch.png",
+            "params_power-m1.csv"} <= artifacts
+    table = pd.read_csv(client.download_artifacts(pipeline.fit_run_id, tr.FIT_TABLE_CSV))
+    assert list(table.columns[:2]) == ["accuracy", "n_0"]
+    assert {"epoch", "total_n", "role", "run_id"} <= set(table.columns)
+    assert table["run_id"].nunique() == 18
+
+
+def test_every_law_registered_and_champion_is_best_on_validation(pipeline, store) -> None:
+    client = store.client
+    name = pipeline.model_name
+    versions = client.search_model_versions(f"name = '{name}'")
+    assert len(versions) == 4
+    model = client.get_registered_model(name)
+    assert {"champion", "power-m0", "power-m1", "power-m2", "power-m3"} <= set(model.aliases)
+    fit = client.get_run(pipeline.fit_run_id)
+    val_mse = {p: fit.data.metrics[f"power_{p}_val_mse"] for p in ("m0", "m1", "m2", "m3")}
+    champion = client.get_model_version_by_alias(name, "champion")
+    assert champion.tags["mixscale.predictor"] == min(val_mse, key=val_mse.get)
+    assert champion.tags["mixscale.fit_run"] == pipeline.fit_run_id

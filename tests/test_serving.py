@@ -1,0 +1,142 @@
+"""The registered champion law: loaded in Python, and served by `mlflow models serve`."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.exceptions import MlflowException
+
+CLASSES = [f"n_{k}" for k in range(10)]
+
+
+def _rows(scale: list[int], epoch: int = 12) -> pd.DataFrame:
+    return pd.DataFrame([{**{c: s for c in CLASSES}, "epoch": epoch} for s in scale])
+
+
+@pytest.mark.slow
+def test_pyfunc_in_process(pipeline) -> None:
+    model = mlflow.pyfunc.load_model(f"models:/{pipeline.model_name}@champion")
+    assert model.metadata.signature.inputs.input_names() == [*CLASSES, "epoch"]
+    pred = model.predict(_rows([2, 8, 16]))["accuracy"].to_numpy()
+    assert ((pred >= 0) & (pred <= 1)).all()
+    assert pred[0] < pred[1] < pred[2]
+    with pytest.raises(MlflowException, match="n_3"):
+        model.predict(_rows([4]).drop(columns="n_3"))
+    bad = _rows([4])
+    bad.loc[0, "n_2"] = -1
+    with pytest.raises(MlflowException, match="n_2"):
+        model.predict(bad)
+
+
+def test_served_model_does_not_import_torch() -> None:
+    code = ("import sys, mixscale.serving, mixscale.fit, mixscale.laws, mixscale._law_model; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _post(url: str, payload: dict) -> tuple[int, str]:
+    req = urllib.request.Request(url, data=json.dumps(payload).encode(),
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+@pytest.fixture(scope="module")
+def server(pipeline, store, tmp_path_factory):
+    port = _free_port()
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    mlflow_bin = str(Path(sys.executable).with_name("mlflow"))
+    # `mlflow models serve` execs uvicorn from PATH: put this environment's bin/ first, as an
+    # activated virtualenv would.
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store.uri,
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(
+            [mlflow_bin, "models", "serve", "-m", f"models:/{pipeline.model_name}@champion",
+             "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
+            stdout=fh, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    try:
+        while True:  # poll /ping until the server answers, the process dies, or 120 s pass
+            if proc.poll() is not None:
+                pytest.fail(f"mlflow models serve exited early:\n{log.read_text()}")
+            try:
+                with urllib.request.urlopen(f"{url}/ping", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"mlflow models serve did not answer in 120 s:\n{log.read_text()}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.mark.slow
+def test_http_predictions_in_unit_interval_and_growing(server) -> None:
+    frame = _rows([2, 6, 12, 16])
+    status, body = _post(f"{server}/invocations",
+                         {"dataframe_split": frame.to_dict(orient="split", index=False)})
+    assert status == 200, body
+    preds = [p["accuracy"] for p in json.loads(body)["predictions"]]
+    assert all(0.0 <= p <= 1.0 for p in preds)
+    assert np.all(np.diff(preds) > 0), preds
+    # more images of one class never lowers the prediction; for some class it raises it
+    base = _rows([6])
+    grown = pd.concat([base.assign(**{c: 30}) for c in CLASSES], ignore_index=True)
+    status, body = _post(f"{server}/invocations",
+                         {"dataframe_split": pd.concat([base, grown]).to_dict(
+                             orient="split", index=False)})
+    assert status == 200, body
+    out = [p["accuracy"] for p in json.loads(body)["predictions"]]
+    assert min(out[1:]) >= out[0] - 1e-12
+    assert max(out[1:]) > out[0]
+
+
+@pytest.mark.slow
+def test_http_missing_class_is_400(server) -> None:
+    frame = _rows([6]).drop(columns="n_7")
+    status, body = _post(f"{server}/invocations",
+                         {"dataframe_split": frame.to_dict(orient="split", index=False)})
+    assert status == 400
+    assert "n_7" in body
+
+
+@pytest.mark.slow
+def test_http_negative_count_is_400(server) -> None:
+    frame = _rows([6])
+    frame.loc[0, "n_1"] = -3
+    status, body = _post(f"{server}/invocations",
+                         {"dataframe_split": frame.to_dict(orient="split", index=False)})
+    assert status == 400
+    assert "n_1" in body and ">= 0" in body

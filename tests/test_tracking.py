@@ -1,0 +1,113 @@
+"""Design runs, row lifecycle and the fit table against a real SQLite tracking store."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mixscale import tracking as tr
+from mixscale.config import DesignSpec
+from mixscale.errors import MixscaleError
+from mixscale.pipeline import prepare_design, run_design
+
+
+@pytest.fixture()
+def design(store):
+    experiment_id = store.new_experiment()
+    spec = DesignSpec(subset_sizes=(30, 50), rows_per_size=3, val_rows_per_size=1,
+                      iterations=50, seed=4)
+    result = run_design(prepare_design(spec), store.client, experiment_id, echo=lambda _: None)
+    return store.client, result
+
+
+def test_design_parent_and_children(design) -> None:
+    client, result = design
+    parent = client.get_run(result.design_id)
+    assert parent.data.tags[tr.KIND] == "design"
+    assert parent.info.status == "FINISHED"
+    assert parent.info.run_name == "design-digits-s4"
+    assert "min_distance_s0030_train" in parent.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(result.design_id)}
+    assert {tr.DESIGN_CSV, "design.png"} <= artifacts
+    rows = tr.list_rows(client, result.design_id)
+    assert [r.row for r in rows] == list(range(8))
+    assert [r.role for r in rows] == ["train"] * 3 + ["validation"] + ["train"] * 3 + [
+        "validation"]
+    for r in rows:
+        run = client.get_run(r.run_id)
+        assert run.info.status == "SCHEDULED"
+        assert run.data.tags[tr.PARENT] == result.design_id
+        assert run.info.run_name == f"s{r.subset_size:04d}-r{r.row:02d}-{r.role}"
+        params = run.data.params
+        counts = [int(params[f"n_{k}"]) for k in range(10)]
+        assert sum(counts) == int(params["total_n"]) == r.subset_size
+        assert min(counts) >= 1
+        assert {"row", "role", "seed", "subset_size"} <= set(params)
+
+
+def test_claim_refuses_finished_and_restarts_failed(design) -> None:
+    client, result = design
+    first = tr.list_rows(client, result.design_id)[0]
+    run_id = tr.claim_row(client, first)
+    assert run_id == first.run_id
+    assert client.get_run(run_id).info.status == "RUNNING"
+    tr.log_eval(client, run_id, 3, {"test_accuracy": 0.5})
+    tr.end_row(client, run_id, error=RuntimeError("out of memory"))
+    failed = client.get_run(run_id)
+    assert failed.info.status == "FAILED"
+    assert failed.data.tags[tr.ERROR] == "RuntimeError: out of memory"
+
+    row = tr.list_rows(client, result.design_id)[0]
+    new_id = tr.claim_row(client, row)  # restart in a fresh run
+    assert new_id != run_id
+    assert client.get_run(run_id).data.tags[tr.SUPERSEDED_BY] == new_id
+    new = client.get_run(new_id)
+    assert new.data.params["n_0"] == failed.data.params["n_0"]
+    assert new.data.tags[tr.PARENT] == result.design_id
+    assert client.get_metric_history(new_id, "test_accuracy") == []
+    tr.end_row(client, new_id)
+    rows = tr.list_rows(client, result.design_id)
+    assert len(rows) == 8 and rows[0].run_id == new_id and rows[0].status == "FINISHED"
+    with pytest.raises(MixscaleError, match="already FINISHED; a finished row is never trained"):
+        tr.claim_row(client, rows[0])
+
+
+def test_assemble_table_takes_finished_rows_only(design) -> None:
+    client, result = design
+    rows = tr.list_rows(client, result.design_id)
+    for r in rows[:3]:
+        run_id = tr.claim_row(client, r)
+        for epoch in (5, 10):
+            tr.log_eval(client, run_id, epoch, {"test_accuracy": epoch / 100 + r.row})
+        tr.end_row(client, run_id)
+    table = tr.assemble_table(client, [result.design_id])
+    assert list(table.columns[:2]) == ["accuracy", "n_0"]
+    assert len(table) == 6
+    assert set(table["run_id"]) == {r.run_id for r in rows[:3]}
+    first = table[table["run_id"] == rows[0].run_id]
+    np.testing.assert_allclose(first["accuracy"], [0.05, 0.10])
+    assert list(first["epoch"]) == [5, 10]
+    np.testing.assert_array_equal(first[[f"n_{k}" for k in range(10)]].iloc[0], rows[0].counts)
+    assert (table["total_n"] == table[[f"n_{k}" for k in range(10)]].sum(axis=1)).all()
+
+
+def test_assemble_refuses_unknown_and_untrained(design, store) -> None:
+    client, result = design
+    with pytest.raises(MixscaleError, match="no FINISHED rows"):
+        tr.assemble_table(client, [result.design_id])
+    with pytest.raises(MixscaleError, match="no run with id 'deadbeef'"):
+        tr.assemble_table(client, ["deadbeef"])
+    row = tr.list_rows(client, result.design_id)[0]
+    with pytest.raises(MixscaleError, match="is not a design"):
+        tr.assemble_table(client, [row.run_id])
+
+
+def test_resolve_tracking_uri_makes_sqlite_absolute(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    try:
+        assert tr.resolve_tracking_uri() == f"sqlite:///{tmp_path}/mlflow.db"
+        assert tr.resolve_tracking_uri("sqlite:///sub/x.db") == f"sqlite:///{tmp_path}/sub/x.db"
+    finally:
+        monkeypatch.undo()
+        tr.resolve_tracking_uri()  # back to the session store

@@ -121,8 +121,8 @@ class DesignSpec:
 
     dataset: str = "digits"  # dataset name; its per-class availability caps every row
     subset_sizes: tuple[int, ...] = (60, 120, 240, 480, 960)  # images per training subset
-    rows_per_size: int = 4  # training-design rows per subset size
-    val_rows_per_size: int = 2  # validation-design rows per size (independent design, own seed)
+    rows_per_size: int = 6  # training-design rows per subset size
+    val_rows_per_size: int = 3  # validation-design rows per size (independent design, own seed)
     min_per_class: int = 1  # lower bound per class: >= 1 keeps every class present in every row
     # Lower bound per class as a share of the balanced count subset_size / n_classes. Maximin
     # pushes rows to the simplex's vertices (nearly single-class subsets, which train

@@ -21,7 +21,8 @@ from mixscale.config import DesignSpec, FitConfig, TrainConfig
 from mixscale.data import ImageDataset, load_dataset
 from mixscale.errors import MixscaleError
 
-__all__ = ["DesignResult", "FitResult", "PreparedDesign", "build_design_table", "prepare_design",
+__all__ = ["DesignResult", "FitResult", "PreparedDesign", "build_design_table", "class_ranges",
+           "prepare_design",
            "run_design", "train_rows",
            "run_fit", "serve_command"]
 
@@ -136,6 +137,15 @@ class PreparedDesign:
     seconds: float  # time spent optimising
 
 
+def class_ranges(table: pd.DataFrame) -> pd.DataFrame:
+    """Per subset size, role and class: the smallest and largest count in the design."""
+    counts = [c for c in table.columns if c.startswith("n_")]
+    long = table.melt(id_vars=["subset_size", "role"], value_vars=counts, var_name="class",
+                      value_name="count")
+    out = long.groupby(["subset_size", "role", "class"], sort=False)["count"].agg(["min", "max"])
+    return out.reset_index()
+
+
 def prepare_design(spec: DesignSpec) -> PreparedDesign:
     """Validate ``spec`` against its dataset and compute the design, without any tracking.
 
@@ -183,7 +193,8 @@ def run_design(prepared: PreparedDesign, client: MlflowClient, experiment_id: st
         tr.log_params(client, design_id, params, skip_existing=True)
         tr.log_metrics(client, design_id, {**quality, "design_seconds": seconds})
         fig = plots.design_heatmap(table, dataset.count_columns)
-        tr.log_artifacts(client, design_id, {tr.DESIGN_CSV: table, "design.png": fig})
+        tr.log_artifacts(client, design_id, {tr.DESIGN_CSV: table, "design.png": fig,
+                                             "class_ranges.csv": class_ranges(table)})
         plots.close(fig)
         row_ids = tr.create_design_rows(client, design_id, table,
                                         count_columns=dataset.count_columns,

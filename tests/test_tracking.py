@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from mixscale import tracking as tr
@@ -28,7 +29,10 @@ def test_design_parent_and_children(design) -> None:
     assert parent.info.run_name == "design-digits-s4"
     assert "min_distance_s0030_train" in parent.data.metrics
     artifacts = {a.path for a in client.list_artifacts(result.design_id)}
-    assert {tr.DESIGN_CSV, "design.png"} <= artifacts
+    assert {tr.DESIGN_CSV, "design.png", "class_ranges.csv"} <= artifacts
+    ranges = pd.read_csv(client.download_artifacts(result.design_id, "class_ranges.csv"))
+    assert len(ranges) == 2 * 2 * 10  # sizes x roles x classes
+    assert (ranges["min"] <= ranges["max"]).all() and (ranges["min"] >= 1).all()
     rows = tr.list_rows(client, result.design_id)
     assert [r.row for r in rows] == list(range(8))
     assert [r.role for r in rows] == ["train"] * 3 + ["validation"] + ["train"] * 3 + [

@@ -8,6 +8,7 @@ alias ``champion``, so ``models:/<name>@champion`` always names the current best
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -21,11 +22,63 @@ from mixscale.errors import MixscaleError
 from mixscale.fit import fit_all, parameter_table
 from mixscale.serving import CHAMPION, log_law, set_alias
 
-__all__ = ["fit_and_log"]
+__all__ = ["fit_and_log", "extrapolation_summary"]
+
+_QUALITY = ("train_mse", "train_r2", "val_mse", "val_r2", "extrap_mse", "extrap_r2")
 
 
 def _law_key(family: str, predictor: str) -> str:
     return f"{family}-{predictor}"
+
+
+def extrapolation_summary(table: pd.DataFrame, features: list[str], config: FitConfig
+                          ) -> pd.DataFrame:
+    """Fit every law on the training rows of all but the largest subset size; score on it.
+
+    The largest size's rows (training and validation designs) are never seen by the fit, as
+    when a team predicts a bigger dataset from smaller ones.
+
+    Returns
+    -------
+    DataFrame
+        ``family, predictor, extrap_mse, extrap_r2`` (empty when there is only one size).
+    """
+    largest = table["subset_size"].max()
+    small = table[(table["role"] == "train") & (table["subset_size"] < largest)]
+    big = table[table["subset_size"] == largest]
+    if small["run_id"].nunique() < 2:
+        return pd.DataFrame(columns=["family", "predictor", "extrap_mse", "extrap_r2"])
+    _, summary = fit_all(small[features], small["accuracy"].to_numpy(), big[features],
+                         big["accuracy"].to_numpy(), families=config.families,
+                         predictors=config.predictors, min_epoch=config.min_epoch,
+                         n_starts=config.n_starts, seed=config.seed, loss=config.loss)
+    return summary.rename(columns={"val_mse": "extrap_mse", "val_r2": "extrap_r2"})[
+        ["family", "predictor", "extrap_mse", "extrap_r2"]]
+
+
+def _bootstrap_files(key: str, law, train: pd.DataFrame, features: list[str],
+                     config: FitConfig) -> dict[str, object]:
+    """Run-bootstrap intervals of one law: a CSV, and a coefficient plot for per-class laws.
+
+    Returns a ``bootstrap_<law>.txt`` note instead when no replicate could identify the law
+    (too few runs per weight): the fit itself stands, only its intervals are missing.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            boot = law.bootstrap(train[features], train["accuracy"].to_numpy(),
+                                 groups=train["run_id"].to_numpy(), n_boot=config.n_boot,
+                                 seed=config.seed)
+    except MixscaleError as exc:
+        return {f"bootstrap_{key}.txt": f"no bootstrap intervals for {key}: {exc}\n"}
+    intervals = boot.intervals.rename_axis("name").reset_index()
+    intervals["n_boot_ok"] = config.n_boot - boot.n_failed
+    files: dict[str, object] = {f"bootstrap_{key}.csv": intervals}
+    if boot.intervals.index.str.startswith("w_n_").any() and len(boot.samples):
+        files[f"class_coefficients_{key}.png"] = plots.class_coefficients(
+            boot.intervals, f"{key}: per-class weights, {boot.level:.0%} run-bootstrap "
+                            f"({len(boot.samples)} replicates)")
+    return files
 
 
 def fit_and_log(config: FitConfig, client: MlflowClient, experiment_id: str,
@@ -36,7 +89,9 @@ def fit_and_log(config: FitConfig, client: MlflowClient, experiment_id: str,
 
     if not design_ids:
         raise MixscaleError("`design_ids` must name at least one design run.")
+    t_assemble = time.perf_counter()
     table = tr.assemble_table(client, design_ids)  # validates the designs before logging
+    assemble_seconds = time.perf_counter() - t_assemble
     count_cols = [c for c in table.columns if c.startswith("n_")]
     dataset = client.get_run(design_ids[0]).data.params["dataset"]
     model_name = config.model_name or f"mixscale-{dataset}"
@@ -54,8 +109,11 @@ def fit_and_log(config: FitConfig, client: MlflowClient, experiment_id: str,
         val[features] if len(val) else None, val["accuracy"].to_numpy() if len(val) else None,
         families=config.families, predictors=config.predictors,
         groups=train["run_id"].to_numpy(), min_epoch=config.min_epoch,
-        n_starts=config.n_starts, seed=config.seed,
+        n_starts=config.n_starts, seed=config.seed, loss=config.loss,
     )
+    if config.extrapolate:
+        summary = summary.merge(extrapolation_summary(table, features, config),
+                                on=["family", "predictor"], how="left")
     fit_seconds = time.perf_counter() - t0
     if not laws:
         raise MixscaleError("every law failed to fit:\n" + summary.to_string(index=False))
@@ -63,6 +121,7 @@ def fit_and_log(config: FitConfig, client: MlflowClient, experiment_id: str,
     ranked = summary.dropna(subset=[basis]).sort_values(basis)
     best = ranked.iloc[0]
     champion = _law_key(best["family"], best["predictor"])
+    per_class = ranked[ranked["predictor"].isin(["m0", "m1"])]
 
     fit_id = tr.start_stage_run(
         client, experiment_id, kind="fit", name=f"fit-{dataset}-{'+'.join(config.families)}",
@@ -73,37 +132,46 @@ def fit_and_log(config: FitConfig, client: MlflowClient, experiment_id: str,
             "design_ids": ",".join(design_ids), "families": ",".join(config.families),
             "predictors": ",".join(config.predictors), "min_epoch": config.min_epoch,
             "n_starts": config.n_starts, "seed": config.seed, "model_name": model_name,
+            "loss": config.loss, "n_boot": config.n_boot, "extrapolate": config.extrapolate,
             "champion_basis": basis,
         })
-        metrics = {"fit_seconds": fit_seconds, "n_runs_train": train["run_id"].nunique(),
+        metrics = {"fit_seconds": fit_seconds, "assemble_seconds": assemble_seconds,
+                   "n_runs_train": train["run_id"].nunique(),
                    "n_runs_validation": val["run_id"].nunique(), "n_points": len(table)}
         for rec in summary.to_dict("records"):
             prefix = f"{rec['family']}_{rec['predictor']}"
-            for key in ("train_mse", "train_r2", "val_mse", "val_r2"):
+            for key in _QUALITY:
                 value = rec.get(key)
                 if value is not None and np.isfinite(value):
                     metrics[f"{prefix}_{key}"] = value
-        metrics.update({f"champion_{k}": best[k] for k in ("train_mse", "train_r2", "val_mse",
-                                                           "val_r2") if np.isfinite(best[k])})
+        metrics.update({f"champion_{k}": best[k] for k in _QUALITY
+                        if k in best and np.isfinite(best[k])})
         tr.log_metrics(client, fit_id, metrics)
 
-        champ_law = laws[(best["family"], best["predictor"])]
-        pred = champ_law.predict(table[features])
         kept = table["epoch"] >= config.min_epoch
-        figs = {
+        figs: dict[str, object] = {
             "accuracy_vs_epoch.png": plots.accuracy_vs_epoch(table),
             "accuracy_vs_size.png": plots.accuracy_vs_size(table),
-            f"predicted_vs_observed_{champion}.png": plots.predicted_vs_observed(
-                table["accuracy"].to_numpy()[kept], pred[kept], table["role"].to_numpy()[kept],
-                champion),
         }
-        files: dict[str, object] = {tr.FIT_TABLE_CSV: table, tr.FIT_SUMMARY_CSV: summary,
-                                    **figs}
+        shown = {champion: best}
+        if len(per_class):  # the best law that says something about each class
+            pc = per_class.iloc[0]
+            shown[_law_key(pc["family"], pc["predictor"])] = pc
+        files: dict[str, object] = {tr.FIT_TABLE_CSV: table, tr.FIT_SUMMARY_CSV: summary}
+        for key, rec in shown.items():
+            law = laws[(rec["family"], rec["predictor"])]
+            pred = law.predict(table[features])
+            figs[f"predicted_vs_observed_{key}.png"] = plots.predicted_vs_observed(
+                table["accuracy"].to_numpy()[kept], pred[kept],
+                table["role"].to_numpy()[kept], key)
+            if config.n_boot:
+                figs.update(_bootstrap_files(key, law, train, features, config))
         for (family, predictor), law in laws.items():
             files[f"params_{_law_key(family, predictor)}.csv"] = parameter_table(law)
-        tr.log_artifacts(client, fit_id, files)
-        for fig in figs.values():
-            plots.close(fig)
+        tr.log_artifacts(client, fit_id, {**files, **figs})
+        for name, fig in figs.items():
+            if name.endswith(".png"):
+                plots.close(fig)
 
         example = table.loc[table.groupby("run_id")["epoch"].idxmax(), features].head(3)
         example = example.astype("int64").reset_index(drop=True)
@@ -126,8 +194,10 @@ def fit_and_log(config: FitConfig, client: MlflowClient, experiment_id: str,
         raise
     if run_id is None:
         tr.end_run(client, fit_id)
-    with pd.option_context("display.width", 120, "display.max_columns", 20):
-        echo(summary.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    with pd.option_context("display.width", 140, "display.max_columns", 20):
+        cols = [c for c in ["family", "predictor", "n_params", *_QUALITY, "error"]
+                if c in summary and (c != "error" or summary[c].notna().any())]
+        echo(summary[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     echo(f"champion: {champion} (version {versions[champion]}, {basis} "
          f"{best[basis]:.4g}, validation r2 {best['val_r2']:.3f})")
     return FitResult(fit_run_id=fit_id, model_name=model_name, versions=versions,

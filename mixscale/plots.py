@@ -16,7 +16,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-__all__ = ["design_heatmap", "accuracy_vs_epoch", "accuracy_vs_size", "predicted_vs_observed"]
+__all__ = ["design_heatmap", "accuracy_vs_epoch", "accuracy_vs_size", "predicted_vs_observed",
+           "class_coefficients", "close"]
 
 
 def design_heatmap(design: pd.DataFrame, count_columns: Sequence[str]) -> Figure:
@@ -78,6 +79,27 @@ def predicted_vs_observed(observed: np.ndarray, predicted: np.ndarray, roles: np
         ax.set_title(f"{title} — {role}")
         ax.set_xlabel("observed accuracy")
     axes[0].set_ylabel("predicted accuracy")
+    fig.tight_layout()
+    return fig
+
+
+def class_coefficients(intervals: pd.DataFrame, title: str) -> Figure:
+    """Per-class weights of a law with their bootstrap intervals (rows named ``w_n_<class>``).
+
+    ``intervals`` has the parameter names as index and columns ``estimate``, ``lower``,
+    ``upper``; the weights are in the law's reporting convention (they sum to 1).
+    """
+    part = intervals[intervals.index.str.startswith("w_n_")]
+    names = [n.removeprefix("w_n_") for n in part.index]
+    est = part["estimate"].to_numpy()
+    err = np.vstack([est - part["lower"].to_numpy(), part["upper"].to_numpy() - est])
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * len(names) + 1.5), 3.4))
+    ax.bar(range(len(names)), est, yerr=np.clip(err, 0, None), capsize=3, color="#4c72b0")
+    ax.axhline(1 / max(len(names), 1), color="k", ls="--", lw=0.8, label="equal weights")
+    ax.set_xticks(range(len(names)), names, rotation=90 if len(names) > 12 else 0)
+    ax.set_ylabel("weight of one image (sums to 1)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 

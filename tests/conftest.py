@@ -22,7 +22,7 @@ from mlflow import MlflowClient
 TINY_MAIN = [
     "--subset-sizes", "40,80,160", "--rows-per-size", "4", "--val-rows-per-size", "2",
     "--iterations", "200", "--epochs", "12", "--eval-every", "3", "--lr-milestones", "",
-    "--min-epoch", "6", "--n-starts", "3", "--seed", "1",
+    "--min-epoch", "6", "--n-starts", "3", "--n-boot", "20", "--seed", "1",
 ]
 
 

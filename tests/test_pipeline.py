@@ -88,3 +88,30 @@ def test_every_law_registered_and_champion_is_best_on_validation(pipeline, store
     champion = client.get_model_version_by_alias(name, "champion")
     assert champion.tags["mixscale.predictor"] == min(val_mse, key=val_mse.get)
     assert champion.tags["mixscale.fit_run"] == pipeline.fit_run_id
+
+
+def test_fit_extrapolation_and_bootstrap_outputs(pipeline, store) -> None:
+    client = store.client
+    fit = client.get_run(pipeline.fit_run_id)
+    for pred in ("m0", "m1", "m2", "m3"):
+        assert f"power_{pred}_extrap_mse" in fit.data.metrics
+    summary = pd.read_csv(client.download_artifacts(pipeline.fit_run_id, tr.FIT_SUMMARY_CSV))
+    assert {"extrap_mse", "extrap_r2"} <= set(summary.columns)
+    assert (summary["extrap_mse"] > 0).all()
+    artifacts = {a.path for a in client.list_artifacts(pipeline.fit_run_id)}
+    champion = fit.data.tags["mixscale.champion"].split()[0]
+    # the tiny design has 12 training runs: enough to bootstrap a total-count law (m2/m3),
+    # too few for 10 class weights, which must then say why instead of failing the fit
+    boot_csv = sorted(a for a in artifacts if a.startswith("bootstrap_") and a.endswith(".csv"))
+    assert boot_csv
+    for name in boot_csv:
+        boot = pd.read_csv(client.download_artifacts(pipeline.fit_run_id, name))
+        assert (boot["lower"] <= boot["upper"]).all() and boot["estimate"].notna().all()
+        assert (boot["n_boot_ok"] > 0).all()
+    shown = {a.removeprefix("bootstrap_").rsplit(".", 1)[0] for a in artifacts
+             if a.startswith("bootstrap_")}
+    assert champion in shown and any(k.endswith(("m0", "m1")) for k in shown)
+    for name in (a for a in artifacts if a.startswith("bootstrap_") and a.endswith(".txt")):
+        text = open(client.download_artifacts(pipeline.fit_run_id, name)).read()
+        assert "no bootstrap intervals" in text and "groups" in text
+    assert fit.data.metrics["assemble_seconds"] > 0

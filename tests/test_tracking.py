@@ -115,3 +115,16 @@ def test_resolve_tracking_uri_makes_sqlite_absolute(tmp_path, monkeypatch) -> No
     finally:
         monkeypatch.undo()
         tr.resolve_tracking_uri()  # back to the session store
+
+
+def test_concurrent_assembly_equals_sequential(design) -> None:
+    client, result = design
+    for r in tr.list_rows(client, result.design_id):
+        run_id = tr.claim_row(client, r)
+        tr.log_eval(client, run_id, 4, {"test_accuracy": 0.1 * (r.row + 1) % 1})
+        tr.log_eval(client, run_id, 8, {"test_accuracy": 0.05 * r.row})
+        tr.end_row(client, run_id)
+    one = tr.assemble_table(client, [result.design_id], max_workers=1)
+    many = tr.assemble_table(client, [result.design_id], max_workers=8)
+    pd.testing.assert_frame_equal(one, many)
+    assert len(one) == 16

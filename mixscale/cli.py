@@ -16,12 +16,15 @@ from typing import Any
 import click
 
 from mixscale.config import (
-    DATASETS,
+    AUGMENTS,
     DESIGN_METHODS,
     DEVICES,
     FAMILIES,
     MODELS,
+    PRECISIONS,
     PREDICTORS,
+    RECIPES,
+    STEMS,
     DesignSpec,
     FitConfig,
     TrainConfig,
@@ -54,8 +57,27 @@ _tracking = _options(
     _opt("--experiment", str, "mixscale",
          "Experiment name (inside `mlflow run`, the project run's experiment)."),
 )
+def _once(name: str, option: Callable) -> Callable:
+    """Add ``option`` unless the command already has parameter ``name`` (main = design + train)."""
+    def wrap(f: Callable) -> Callable:
+        if any(p.name == name for p in getattr(f, "__click_params__", [])):
+            return f
+        return option(f)
+    return wrap
+
+
+_data = _options(
+    _once("data_dir", _opt("--data-dir", str, _T.data_dir,
+                           "Folder of the torchvision datasets (e.g. <dir>/cifar-10-batches-py).")),
+    _once("download", click.option(
+        "--download", type=click.BOOL, default=False, is_flag=False, flag_value=True,
+        show_default=True, help="Download a missing torchvision dataset into --data-dir "
+                                "(`--download` alone = true; `--download false` = off).")),
+)
 _design = _options(
-    _opt("--dataset", click.Choice(DATASETS), _D.dataset),
+    _opt("--dataset", str, _D.dataset,
+         "digits, cifar10, cifar100, mnist, fashion-mnist, or imagefolder:<path> (one "
+         "sub-folder per class; train/ and test/ sub-folders if you have a split)."),
     _opt("--subset-sizes", str, ",".join(map(str, _D.subset_sizes)),
          "Comma-separated training-subset sizes."),
     _opt("--rows-per-size", click.IntRange(1, 10_000), _D.rows_per_size,
@@ -75,22 +97,70 @@ _design = _options(
          "Design optimiser (paper = the paper's Algorithm 1)."),
     _opt("--seed", click.IntRange(0, 2**31 - 2), _D.seed,
          "Seeds the design; row i trains with seed*10000 + i."),
+    _data,
 )
+class _OrRecipe(click.ParamType):
+    """A value of ``inner``'s type, or ``recipe`` (or no option) for the value of --recipe."""
+
+    def __init__(self, inner: click.ParamType) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    def get_metavar(self, *args: Any, **kwargs: Any) -> str | None:
+        return self.inner.get_metavar(*args, **kwargs)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+                ) -> Any:
+        if value is None or (isinstance(value, str) and value.strip().lower() == "recipe"):
+            return None
+        return self.inner.convert(value, param, ctx)
+
+
+_RECIPE_FIELDS = ("model", "epochs", "eval_every", "lr", "momentum", "weight_decay",
+                  "batch_size", "lr_milestones", "lr_gamma", "augment", "stem")
+
+
+def _recipe_opt(flag: str, kind: click.ParamType, help: str = "") -> Callable:
+    """An option whose default comes from --recipe (explicit values override the recipe)."""
+    def text(v: Any) -> str:
+        return ",".join(map(str, v)) or "none" if isinstance(v, tuple) else str(v)
+
+    field = flag[2:].replace("-", "_")
+    defaults = "; ".join(f"{r}: {text(TrainConfig.recipe_values(r)[field])}" for r in RECIPES)
+    return click.option(flag, type=_OrRecipe(kind), default=None,
+                        help=f"{help} [recipe {defaults}]".strip())
+
+
 _train = _options(
-    _opt("--model", click.Choice(MODELS), _T.model),
-    _opt("--epochs", click.IntRange(1, 100_000), _T.epochs),
-    _opt("--eval-every", click.IntRange(1), _T.eval_every,
-         "Evaluate on the test split every N epochs (and at the last)."),
-    _opt("--lr", click.FloatRange(0, 10, min_open=True), _T.lr, "SGD learning rate."),
-    _opt("--momentum", click.FloatRange(0, 0.999), _T.momentum),
-    _opt("--weight-decay", click.FloatRange(0, 1), _T.weight_decay),
-    _opt("--batch-size", click.IntRange(1, 65_536), _T.batch_size),
-    _opt("--lr-milestones", str, ",".join(map(str, _T.lr_milestones)),
-         "Comma-separated epochs where the learning rate is multiplied by --lr-gamma; "
-         "empty for none."),
-    _opt("--lr-gamma", click.FloatRange(0, 1, min_open=True), _T.lr_gamma),
+    _opt("--recipe", click.Choice(RECIPES), "default",
+         "Preset for the options marked [recipe ...]: default = the fast digits recipe, paper "
+         "= the paper's CIFAR-10 recipe (resnet18, 195 epochs, ...). Options given explicitly "
+         "override it."),
+    _recipe_opt("--model", click.Choice(MODELS)),
+    _recipe_opt("--epochs", click.IntRange(1, 100_000)),
+    _recipe_opt("--eval-every", click.IntRange(1),
+                "Evaluate on the test split every N epochs (and at the last)."),
+    _recipe_opt("--lr", click.FloatRange(0, 10, min_open=True), "SGD learning rate."),
+    _recipe_opt("--momentum", click.FloatRange(0, 0.999)),
+    _recipe_opt("--weight-decay", click.FloatRange(0, 1)),
+    _recipe_opt("--batch-size", click.IntRange(1, 65_536)),
+    _recipe_opt("--lr-milestones", click.STRING,
+                "Comma-separated epochs where the learning rate is multiplied by --lr-gamma; "
+                "empty for none."),
+    _recipe_opt("--lr-gamma", click.FloatRange(0, 1, min_open=True)),
+    _recipe_opt("--augment", click.Choice(AUGMENTS),
+                "Batch augmentation; auto = crop-flip for colour images, none for grey."),
+    _opt("--crop-padding", click.IntRange(0, 64), _T.crop_padding,
+         "Zero padding (pixels) for the random crop."),
+    _recipe_opt("--stem", click.Choice(STEMS),
+                "resnet18 stem: cifar = 3x3 conv, no max-pool; imagenet = torchvision's; "
+                "auto = cifar for images <= 64 px."),
+    _opt("--precision", click.Choice(PRECISIONS), _T.precision,
+         "Mixed precision on CUDA (auto = bf16 where supported, else fp16); CPU is fp32."),
     _opt("--device", click.Choice(DEVICES), _T.device, "auto = cuda when available."),
+    _data,
 )
+
 _fit = _options(
     _opt("--families", str, ",".join(_F.families),
          f"Comma-separated law families or 'all' ({', '.join(FAMILIES)})."),
@@ -99,6 +169,12 @@ _fit = _options(
     _opt("--min-epoch", click.IntRange(0), _F.min_epoch, "Drop evaluations before this epoch."),
     _opt("--n-starts", click.IntRange(1, 10_000), _F.n_starts,
          "Least-squares starts per law."),
+    _opt("--loss", click.Choice(["linear", "huber"]), _F.loss,
+         "Least-squares loss; huber down-weights outlying evaluations."),
+    _opt("--n-boot", click.IntRange(0, 100_000), _F.n_boot,
+         "Run-bootstrap replicates for the champion's parameter intervals; 0 = none."),
+    _opt("--extrapolate", click.BOOL, _F.extrapolate,
+         "Also fit without the largest subset size and score the laws on it."),
     _opt("--model-name", str, "", "Registered model; empty = mixscale-<dataset>."),
 )
 
@@ -113,12 +189,16 @@ def _design_spec(kw: dict[str, Any]) -> DesignSpec:
 
 
 def _train_config(kw: dict[str, Any]) -> TrainConfig:
-    milestones = kw["lr_milestones"].strip()
-    return TrainConfig(
-        model=kw["model"], epochs=kw["epochs"], eval_every=min(kw["eval_every"], kw["epochs"]),
-        lr=kw["lr"], momentum=kw["momentum"], weight_decay=kw["weight_decay"],
-        batch_size=kw["batch_size"], lr_gamma=kw["lr_gamma"], device=kw["device"],
-        lr_milestones=parse_int_list("lr_milestones", milestones) if milestones else ())
+    values = TrainConfig.recipe_values(kw.get("recipe") or "default")
+    values.update({f: kw[f] for f in _RECIPE_FIELDS if kw.get(f) is not None})
+    if isinstance(values["lr_milestones"], str):
+        text = values["lr_milestones"].strip()
+        values["lr_milestones"] = parse_int_list("lr_milestones", text) if text else ()
+    values["eval_every"] = min(values["eval_every"], values["epochs"])
+    for f in ("crop_padding", "precision", "device", "data_dir", "download"):
+        if f in kw:
+            values[f] = kw[f]
+    return TrainConfig(**values)
 
 
 def _fit_config(kw: dict[str, Any]) -> FitConfig:
@@ -126,6 +206,7 @@ def _fit_config(kw: dict[str, Any]) -> FitConfig:
         families=parse_name_list("families", kw["families"], FAMILIES),
         predictors=parse_name_list("predictors", kw["predictors"], PREDICTORS),
         min_epoch=kw["min_epoch"], n_starts=kw["n_starts"], model_name=kw["model_name"] or None,
+        loss=kw["loss"], n_boot=kw["n_boot"], extrapolate=kw["extrapolate"],
         seed=kw.get("seed", 0))
 
 
@@ -149,6 +230,7 @@ class _Session:
         from mixscale import tracking as tr
 
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         # `mlflow run` creates a run for the project and names it in MLFLOW_RUN_ID: adopt it.
         self.project_run_id = os.environ.pop("MLFLOW_RUN_ID", None)
         self.uri = tr.resolve_tracking_uri(kw.get("tracking_uri"))
@@ -181,7 +263,8 @@ def design_cmd(**kw: Any) -> None:
     """Create a maximin mixture design: a parent run with one SCHEDULED child run per row."""
     from mixscale.pipeline import prepare_design, run_design
 
-    prepared = prepare_design(_design_spec(kw))  # validated and computed before any logging
+    prepared = prepare_design(_design_spec(kw), data_dir=kw["data_dir"],
+                              download=kw["download"])  # validated before any logging
     session = _Session(kw)
     result = run_design(prepared, session.client, session.experiment_id,
                         run_id=session.project_run_id, echo=click.echo)
@@ -261,7 +344,8 @@ def main_cmd(**kw: Any) -> None:
 
     spec, config, fit_config = _design_spec(kw), _train_config(kw), _fit_config(kw)
     t0 = time.perf_counter()
-    prepared = prepare_design(spec)  # validated and computed before any logging
+    prepared = prepare_design(spec, data_dir=config.data_dir,
+                              download=config.download)  # validated before any logging
     session = _Session(kw)
     client = session.client
     main_id = tr.start_stage_run(client, session.experiment_id, kind="pipeline",

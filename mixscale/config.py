@@ -199,6 +199,9 @@ class FitConfig:
     predictors: tuple[str, ...] = PREDICTORS  # linear predictors: the paper's models 0-3
     min_epoch: int = 10  # evaluations before this epoch are dropped (paper: noisy early epochs)
     n_starts: int = 8  # multi-start least-squares starts per law
+    loss: Literal["linear", "huber"] = "linear"  # least-squares loss (huber resists outliers)
+    n_boot: int = 100  # run-bootstrap replicates for the champion's intervals; 0 = none
+    extrapolate: bool = True  # also fit without the largest subset size and score on it
     model_name: str | None = None  # registered model name; None = "mixscale-<dataset>"
     seed: int = 0  # seeds the random starts
 

@@ -78,3 +78,20 @@ def pipeline(store: Store) -> PipelineRun:
     assert os.environ["MLFLOW_TRACKING_URI"] == store.uri
     return PipelineRun(output=out, experiment_id=exp.experiment_id, design_id=design_id,
                        fit_run_id=fit_id, model_name="mixscale-e2e")
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL cluster on a free loopback port (see tests/postgres.py)."""
+    import shutil
+
+    from tests.postgres import start_cluster
+
+    cluster = start_cluster()
+    try:
+        yield cluster
+    finally:
+        try:
+            cluster.stop()
+        finally:
+            shutil.rmtree(cluster.root, ignore_errors=True)

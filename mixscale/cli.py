@@ -68,7 +68,7 @@ def _once(name: str, option: Callable) -> Callable:
 
 _data = _options(
     _once("data_dir", _opt("--data-dir", str, _T.data_dir,
-                           "Folder of the torchvision datasets (e.g. <dir>/cifar-10-batches-py).")),
+                           "Folder of the torchvision datasets (<dir>/MNIST/raw, ...).")),
     _once("download", click.option(
         "--download", type=click.BOOL, default=False, is_flag=False, flag_value=True,
         show_default=True, help="Download a missing torchvision dataset into --data-dir "
@@ -357,7 +357,10 @@ def main_cmd(**kw: Any) -> None:
         train_rows(client, design.design_id, config, echo=click.echo)
         fit = run_fit(fit_config, client, session.experiment_id, [design.design_id],
                       parent_run_id=main_id, echo=click.echo)
-        options = {k: v for k, v in kw.items() if k not in ("tracking_uri", "experiment")}
+        options = {k: v for k, v in kw.items()
+                   if k not in ("tracking_uri", "experiment") and v is not None}
+        options.update({f: getattr(config, f) for f in config.__dataclass_fields__})
+        options["lr_milestones"] = ",".join(map(str, config.lr_milestones))
         tr.log_params(client, main_id, {**options, "design_id": design.design_id,
                                         "fit_run_id": fit.fit_run_id,
                                         "champion_uri": fit.champion_uri}, skip_existing=True)

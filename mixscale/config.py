@@ -7,15 +7,21 @@ input is refused before anything touches the tracking server.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from mixscale.errors import MixscaleError
 
 __all__ = [
     "DATASETS",
     "MODELS",
+    "AUGMENTS",
+    "STEMS",
+    "PRECISIONS",
+    "RECIPES",
+    "RECIPE_VALUES",
     "DEVICES",
     "DESIGN_METHODS",
     "FAMILIES",
@@ -27,8 +33,37 @@ __all__ = [
     "parse_name_list",
 ]
 
-DATASETS: tuple[str, ...] = ("digits",)
-MODELS: tuple[str, ...] = ("smallcnn",)
+
+class _DatasetNames(tuple):
+    """Dataset names; ``in`` also accepts any ``imagefolder:<path>`` with a non-empty path."""
+
+    def __contains__(self, name: object) -> bool:
+        if isinstance(name, str) and name.startswith("imagefolder:"):
+            return bool(name[len("imagefolder:"):].strip())
+        return tuple.__contains__(self, name)
+
+
+# Datasets: scikit-learn's bundled digits, four torchvision datasets (read from --data-dir) and a
+# user's own class folders, ``imagefolder:<path>``.
+DATASETS: tuple[str, ...] = _DatasetNames(
+    ("digits", "cifar10", "cifar100", "mnist", "fashion-mnist", "imagefolder:<path>")
+)
+MODELS: tuple[str, ...] = ("smallcnn", "resnet18")
+AUGMENTS: tuple[str, ...] = ("auto", "none", "crop-flip")
+STEMS: tuple[str, ...] = ("auto", "cifar", "imagenet")
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
+# Training recipes: TrainConfig field values over its defaults (the fast digits recipe).
+# "paper" is the paper's CIFAR-10 recipe: torchvision's ResNet18 as in its model zoo (ImageNet
+# stem), SGD lr 0.1, momentum 0.9, weight decay 1e-4, lr x0.1 at epochs 100 and 150, random crop
+# + horizontal flip, 195 epochs, evaluation every 5. The paper does not state its batch size;
+# 128 is the usual choice for this recipe.
+RECIPE_VALUES: dict[str, dict[str, Any]] = {
+    "default": {},
+    "paper": {"model": "resnet18", "epochs": 195, "eval_every": 5, "lr": 0.1, "momentum": 0.9,
+              "weight_decay": 1e-4, "batch_size": 128, "lr_milestones": (100, 150),
+              "lr_gamma": 0.1, "augment": "crop-flip", "stem": "imagenet"},
+}
+RECIPES: tuple[str, ...] = tuple(RECIPE_VALUES)
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 DESIGN_METHODS: tuple[str, ...] = ("maximin", "paper")
 FAMILIES: tuple[str, ...] = ("power", "arctan", "log", "root", "logistic", "m4")
@@ -157,7 +192,11 @@ class DesignSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    """How to train one row (the recipe shared by every row of a design)."""
+    """How to train one row (the recipe shared by every row of a design).
+
+    The field defaults are the fast ``default`` recipe for the bundled digits; the ``paper``
+    recipe (:meth:`from_recipe`) is the paper's CIFAR-10 set-up (see :data:`RECIPE_VALUES`).
+    """
 
     model: str = "smallcnn"  # network architecture
     epochs: int = 30  # training epochs per row
@@ -169,10 +208,26 @@ class TrainConfig:
     lr_milestones: tuple[int, ...] = (20,)  # epochs where the learning rate is multiplied by gamma
     lr_gamma: float = 0.1  # learning-rate factor at each milestone
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = cuda when available
+    # Training-time augmentation, on whole batches on the device: "crop-flip" = random crop
+    # from the image zero-padded by crop_padding pixels + random horizontal flip; "auto" =
+    # crop-flip for colour (3-channel) images, none for grey ones (digits, MNIST).
+    augment: Literal["auto", "none", "crop-flip"] = "auto"
+    crop_padding: int = 4  # pixels of zero padding on each side for the random crop
+    # resnet18's first layers: "cifar" = 3x3 conv, stride 1, no max-pool; "imagenet" =
+    # torchvision's 7x7 conv, stride 2 + max-pool; "auto" = cifar for images <= 64 px.
+    stem: Literal["auto", "cifar", "imagenet"] = "auto"
+    # Mixed precision on CUDA (autocast; GradScaler for fp16): auto = bf16 where the GPU
+    # supports it, else fp16. On CPU training is always fp32.
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    data_dir: str = "data"  # where torchvision datasets are (or are downloaded to)
+    download: bool = False  # download a missing torchvision dataset into data_dir
 
     def __post_init__(self) -> None:
         _check_choice("model", self.model, MODELS)
         _check_choice("device", self.device, DEVICES)
+        _check_choice("augment", self.augment, AUGMENTS)
+        _check_choice("stem", self.stem, STEMS)
+        _check_choice("precision", self.precision, PRECISIONS)
         _check_int("epochs", self.epochs, low=1, high=100_000)
         _check_int("eval_every", self.eval_every, low=1, high=self.epochs)
         _check_float("lr", self.lr, low=0.0, high=10.0, low_open=True)
@@ -182,6 +237,31 @@ class TrainConfig:
         _check_float("lr_gamma", self.lr_gamma, low=0.0, high=1.0, low_open=True)
         for m in self.lr_milestones:
             _check_int("lr_milestones", m, low=1, high=self.epochs)
+        _check_int("crop_padding", self.crop_padding, low=0, high=64)
+        if not isinstance(self.data_dir, str) or not self.data_dir.strip():
+            raise MixscaleError(f"`data_dir` must be a non-empty path, but got "
+                                f"data_dir={self.data_dir!r}.")
+        if not isinstance(self.download, bool):
+            raise MixscaleError(f"`download` must be True or False, but got "
+                                f"download={self.download!r}.")
+
+    @classmethod
+    def recipe_values(cls, recipe: str = "default") -> dict[str, Any]:
+        """Every field's value under a named recipe (the defaults, then the recipe's values)."""
+        _check_choice("recipe", recipe, RECIPES)
+        values = {f.name: f.default for f in dataclasses.fields(cls)}
+        return {**values, **RECIPE_VALUES[recipe]}
+
+    @classmethod
+    def from_recipe(cls, recipe: str = "default", **overrides: Any) -> TrainConfig:
+        """A config from a named recipe; ``overrides`` (explicit options) win over it.
+
+        Examples
+        --------
+        >>> TrainConfig.from_recipe("paper", epochs=50, lr_milestones=(25, 40)).lr
+        0.1
+        """
+        return cls(**{**cls.recipe_values(recipe), **overrides})
 
     def eval_epochs(self) -> list[int]:
         """Epochs (1-based, after training that epoch) at which the row is evaluated."""
@@ -216,6 +296,8 @@ class FitConfig:
             _check_choice("predictor", p, PREDICTORS)
         _check_int("min_epoch", self.min_epoch, low=0)
         _check_int("n_starts", self.n_starts, low=1, high=10_000)
+        _check_choice("loss", self.loss, ("linear", "huber"))
+        _check_int("n_boot", self.n_boot, low=0, high=100_000)
         _check_int("seed", self.seed, low=0, high=2**31 - 2)
         if self.model_name is not None:
             ok = self.model_name.strip() and all(

@@ -1,17 +1,33 @@
 """Datasets, per-class index tables and deterministic per-row subsets.
 
-A dataset is held as numpy arrays (images ``N x C x H x W`` float32, already normalised) with a
-fixed, seeded, stratified train/test split; per-class availability in the training split caps
-the design. A row's subset is drawn per class without replacement from a generator seeded by
-the row's seed, so the same row and seed always give the same images.
+A dataset is held as numpy arrays: images ``N x C x H x W`` (uint8 in 0..255, or float32 in
+0..1), unnormalised, plus a per-channel ``mean``/``std`` (on the 0..1 scale) that the training
+loop applies on the device. This module imports no torch at import time; torchvision and PIL
+are imported inside the loaders that need them, so the design stage stays cheap.
+
+Datasets (``name`` in :func:`load_dataset`):
+
+- ``digits``: scikit-learn's bundled 8x8 digits; a fixed seeded stratified split
+  (``TEST_FRACTION`` of each class is the test split, seed ``SPLIT_SEED``).
+- ``cifar10``, ``cifar100``, ``mnist``, ``fashion-mnist``: read by torchvision's classes from
+  ``data_dir`` (downloaded there only when ``download=True``); their own train/test splits.
+- ``imagefolder:<path>``: a user's images, one sub-folder per class; ``<path>/train`` and
+  ``<path>/test`` (each with the same class folders) when both exist, else one set of class
+  folders split like digits. All images must share one size; they are read as grey when every
+  image is grey, else as RGB.
+
+Per-class availability in the training split (:attr:`ImageDataset.available`) caps the design.
+A row's subset is drawn per class without replacement from a generator seeded by the row's
+seed, so the same row and seed always give the same images.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -27,24 +43,68 @@ __all__ = [
 ]
 
 SPLIT_SEED = 0  # the train/test split is fixed: every row of every design sees the same test set
-TEST_FRACTION = 0.25  # share of each class held out as the test split (digits)
+TEST_FRACTION = 0.25  # share of each class held out as the test split (digits, imagefolder)
+DEFAULT_DATA_DIR = "data"  # where torchvision datasets are looked for (relative to the cwd)
+IMAGEFOLDER = "imagefolder:"  # prefix of a user's class-folder dataset
+
+# torchvision class, the folder its files live in under data_dir, and the files it needs.
+_TORCHVISION = {
+    "cifar10": ("CIFAR10", "cifar-10-batches-py",
+                "data_batch_1..data_batch_5, test_batch, batches.meta"),
+    "cifar100": ("CIFAR100", "cifar-100-python", "train, test, meta"),
+    "mnist": ("MNIST", "MNIST/raw", "train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+              "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte"),
+    "fashion-mnist": ("FashionMNIST", "FashionMNIST/raw",
+                      "train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+                      "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte"),
+}
 
 
 @dataclass(frozen=True, eq=False)
 class ImageDataset:
-    """An image-classification dataset split into train and test arrays."""
+    """An image-classification dataset split into train and test arrays.
+
+    ``mean`` and ``std`` default to the per-channel statistics of the training split; the
+    training loop feeds the network ``(image / scale - mean) / std`` (see :meth:`normalise`).
+    """
 
     name: str  # dataset name as given on the command line
     class_names: tuple[str, ...]  # human-readable class names, in label order
-    train_images: np.ndarray  # (N, C, H, W) float32, normalised
+    train_images: np.ndarray  # (N, C, H, W) uint8 0..255 or float32 0..1, unnormalised
     train_labels: np.ndarray  # (N,) int64 labels in [0, n_classes)
-    test_images: np.ndarray  # (M, C, H, W) float32, normalised
+    test_images: np.ndarray  # (M, C, H, W), same dtype as train_images
     test_labels: np.ndarray  # (M,) int64
+    mean: tuple[float, ...] | None = field(default=None)  # per channel, 0..1 scale
+    std: tuple[float, ...] | None = field(default=None)  # per channel, 0..1 scale
+
+    def __post_init__(self) -> None:
+        _check_unique_keys(self.class_names)
+        if self.train_images.ndim != 4 or self.train_images.shape[1:] != \
+                self.test_images.shape[1:]:
+            raise MixscaleError(
+                f"dataset {self.name!r}: train and test images must both be (N, C, H, W) of one "
+                f"shape, but got {self.train_images.shape} and {self.test_images.shape}."
+            )
+        if self.mean is None or self.std is None:
+            mean, std = _channel_stats(self.train_images)
+            object.__setattr__(self, "mean", mean if self.mean is None else self.mean)
+            object.__setattr__(self, "std", std if self.std is None else self.std)
 
     @property
     def n_classes(self) -> int:
         """Number of classes."""
         return len(self.class_names)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of every image."""
+        c, h, w = self.train_images.shape[1:]
+        return int(c), int(h), int(w)
+
+    @property
+    def scale(self) -> float:
+        """What raw pixel values are divided by to reach 0..1 (255 for uint8, else 1)."""
+        return _scale(self.train_images)
 
     @property
     def class_keys(self) -> tuple[str, ...]:
@@ -61,17 +121,56 @@ class ImageDataset:
         """Training images per class (int64), the design's default upper bounds."""
         return np.bincount(self.train_labels, minlength=self.n_classes).astype(np.int64)
 
+    def normalise(self, images: np.ndarray) -> np.ndarray:
+        """``(images / scale - mean) / std`` per channel, as float32 (what the network sees)."""
+        mean = np.asarray(self.mean, dtype=np.float32)[:, None, None]
+        std = np.asarray(self.std, dtype=np.float32)[:, None, None]
+        return ((images.astype(np.float32) / _scale(images) - mean) / std).astype(np.float32)
+
 
 def sanitize_class_name(name: str) -> str:
     """Make a class name usable in MLflow param/metric keys and DataFrame columns.
 
     Rule: every run of characters outside ``[A-Za-z0-9_]`` becomes one ``_``; leading and
-    trailing ``_`` are stripped; an empty result raises. ``"sea lion"`` -> ``"sea_lion"``.
+    trailing ``_`` are stripped; an empty result raises. ``"sea lion"`` -> ``"sea_lion"``,
+    ``"T-shirt/top"`` -> ``"T_shirt_top"``. Keys keep their case.
     """
     key = re.sub(r"[^A-Za-z0-9_]+", "_", str(name)).strip("_")
     if not key:
         raise MixscaleError(f"class name {name!r} has no letters or digits to build a key from.")
     return key
+
+
+def _check_unique_keys(class_names: tuple[str, ...]) -> None:
+    seen: dict[str, str] = {}
+    for name in class_names:
+        key = sanitize_class_name(name)
+        if key in seen:
+            raise MixscaleError(
+                f"classes {seen[key]!r} and {name!r} both become the key {key!r} (column "
+                f"n_{key}); class names must stay distinct after every run of characters "
+                "outside [A-Za-z0-9_] becomes '_': rename one of them."
+            )
+        seen[key] = name
+
+
+def _scale(images: np.ndarray) -> float:
+    return 255.0 if images.dtype == np.uint8 else 1.0
+
+
+def _channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std on the 0..1 scale (float64 sums, chunked to bound memory)."""
+    n, c = images.shape[:2]
+    total, total_sq, count = np.zeros(c), np.zeros(c), 0
+    for start in range(0, n, 4096):
+        chunk = images[start:start + 4096].astype(np.float64) / _scale(images)
+        total += chunk.sum(axis=(0, 2, 3))
+        total_sq += (chunk ** 2).sum(axis=(0, 2, 3))
+        count += chunk.shape[0] * chunk.shape[2] * chunk.shape[3]
+    mean = total / max(count, 1)
+    std = np.sqrt(np.maximum(total_sq / max(count, 1) - mean ** 2, 0.0))
+    std = np.where(std > 1e-8, std, 1.0)
+    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
 
 def _stratified_split(labels: np.ndarray, test_fraction: float, seed: int
@@ -86,51 +185,169 @@ def _stratified_split(labels: np.ndarray, test_fraction: float, seed: int
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
-@lru_cache(maxsize=4)
+def _frozen(name: str, class_names: tuple[str, ...], x_train: np.ndarray, y_train: np.ndarray,
+            x_test: np.ndarray, y_test: np.ndarray) -> ImageDataset:
+    arrays = [np.ascontiguousarray(x_train), np.asarray(y_train, dtype=np.int64),
+              np.ascontiguousarray(x_test), np.asarray(y_test, dtype=np.int64)]
+    for a in arrays:
+        a.setflags(write=False)
+    return ImageDataset(name, class_names, *arrays)
+
+
 def _load_digits() -> ImageDataset:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
     images = (bunch.images.astype(np.float32) / 16.0)[:, None, :, :]
-    mean, std = images.mean(), images.std()
-    images = (images - mean) / std
     labels = bunch.target.astype(np.int64)
     train, test = _stratified_split(labels, TEST_FRACTION, SPLIT_SEED)
-    for a in (images, labels):
-        a.setflags(write=False)
-    return ImageDataset(
-        name="digits",
-        class_names=tuple(str(c) for c in bunch.target_names),
-        train_images=images[train],
-        train_labels=labels[train],
-        test_images=images[test],
-        test_labels=labels[test],
-    )
+    return _frozen("digits", tuple(str(c) for c in bunch.target_names),
+                   images[train], labels[train], images[test], labels[test])
 
 
-def load_dataset(name: str) -> ImageDataset:
-    """Load a dataset by name with its fixed, seeded, stratified train/test split.
+def _load_torchvision(name: str, data_dir: Path, download: bool) -> ImageDataset:
+    import torchvision.datasets as tvd
+
+    cls_name, folder, files = _TORCHVISION[name]
+    cls = getattr(tvd, cls_name)
+    try:
+        splits = [cls(str(data_dir), train=train, download=download) for train in (True, False)]
+    except (RuntimeError, OSError) as exc:
+        if download:
+            raise MixscaleError(
+                f"could not download dataset {name!r} into {data_dir} ({type(exc).__name__}: "
+                f"{exc}); check the network, or place the files in {data_dir / folder}."
+            ) from None
+        raise MixscaleError(
+            f"dataset {name!r} was not found (or is incomplete) in {data_dir}: expected "
+            f"{data_dir / folder}/ with {files}. Pass --download (download=True) to fetch "
+            "it there, or --data-dir to point at the folder that holds it."
+        ) from None
+    arrays = []
+    for ds in splits:
+        data = np.asarray(ds.data, dtype=np.uint8)
+        # CIFAR keeps (N, H, W, C); MNIST-style sets keep (N, H, W).
+        images = data.transpose(0, 3, 1, 2) if data.ndim == 4 else data[:, None, :, :]
+        arrays += [images, np.asarray(ds.targets, dtype=np.int64)]
+    classes = tuple(str(c) for c in splits[0].classes)
+    if name == "mnist":  # torchvision names them "0 - zero" ...; keep the digit, like digits
+        classes = tuple(c.split(" - ")[0] for c in classes)
+    return _frozen(name, classes, *arrays)
+
+
+def _read_images(paths: list[Path], mode: str) -> np.ndarray:
+    from PIL import Image
+
+    first_size, arrays = None, []
+    for path in paths:
+        with Image.open(path) as img:
+            if first_size is None:
+                first_size = (img.size, path)
+            elif img.size != first_size[0]:
+                raise MixscaleError(
+                    f"imagefolder images must all have one size, but {first_size[1]} is "
+                    f"{first_size[0][0]}x{first_size[0][1]} and {path} is "
+                    f"{img.size[0]}x{img.size[1]}; resize them to one size first."
+                )
+            arrays.append(np.asarray(img.convert(mode), dtype=np.uint8))
+    stacked = np.stack(arrays)
+    return stacked[:, None] if mode == "L" else stacked.transpose(0, 3, 1, 2)
+
+
+def _scan_classes(root: Path) -> tuple[list[str], list[Path], np.ndarray]:
+    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+    try:
+        classes, class_to_idx = find_classes(str(root))
+        samples = make_dataset(str(root), class_to_idx, extensions=IMG_EXTENSIONS)
+    except FileNotFoundError as exc:
+        raise MixscaleError(f"imagefolder {root}: {exc} (expected one sub-folder of images "
+                            f"per class, extensions {', '.join(IMG_EXTENSIONS)}).") from None
+    return classes, [Path(p) for p, _ in samples], np.array([c for _, c in samples], np.int64)
+
+
+def _image_modes(paths: list[Path]) -> str:
+    from PIL import Image
+
+    for path in paths:
+        with Image.open(path) as img:
+            if img.mode not in ("L", "1", "I;16", "I", "F"):
+                return "RGB"
+    return "L"
+
+
+def _load_imagefolder(name: str) -> ImageDataset:
+    root = Path(name[len(IMAGEFOLDER):]).expanduser()
+    if not root.is_dir():
+        raise MixscaleError(f"dataset {name!r}: {root.resolve()} is not a directory; pass "
+                            "imagefolder:<path> with one sub-folder of images per class.")
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        classes, train_paths, y_train = _scan_classes(root / "train")
+        test_classes, test_paths, y_test = _scan_classes(root / "test")
+        if test_classes != classes:
+            raise MixscaleError(
+                f"imagefolder {root}: train/ and test/ must hold the same class folders, but "
+                f"train/ has {classes} and test/ has {test_classes}."
+            )
+        mode = _image_modes(train_paths + test_paths)
+        x_train, x_test = _read_images(train_paths, mode), _read_images(test_paths, mode)
+    else:
+        classes, paths, labels = _scan_classes(root)
+        train, test = _stratified_split(labels, TEST_FRACTION, SPLIT_SEED)
+        images = _read_images(paths, _image_modes(paths))
+        x_train, y_train, x_test, y_test = images[train], labels[train], images[test], labels[test]
+    return _frozen(name, tuple(classes), x_train, y_train, x_test, y_test)
+
+
+@lru_cache(maxsize=4)
+def _load_cached(name: str, data_dir: str, download: bool) -> ImageDataset:
+    if name == "digits":
+        return _load_digits()
+    if name in _TORCHVISION:
+        return _load_torchvision(name, Path(data_dir), download)
+    return _load_imagefolder(name)
+
+
+def load_dataset(name: str, *, data_dir: str | Path = DEFAULT_DATA_DIR,
+                 download: bool = False) -> ImageDataset:
+    """Load a dataset by name with its fixed train/test split.
 
     Parameters
     ----------
     name : str
-        One of :data:`mixscale.config.DATASETS` (``"digits"``: scikit-learn's bundled 8x8
-        handwritten digits, 1,797 images in 10 classes; 25 % of each class is the test split).
+        One of :data:`mixscale.config.DATASETS`: ``"digits"`` (scikit-learn's bundled 8x8
+        handwritten digits, 1,797 images in 10 classes; 25 % of each class is the test split),
+        ``"cifar10"``, ``"cifar100"``, ``"mnist"``, ``"fashion-mnist"`` (torchvision, their
+        official splits) or ``"imagefolder:<path>"`` (see the module docstring).
+    data_dir : str or Path, default "data"
+        Where the torchvision datasets are, in torchvision's layout (for example
+        ``<data_dir>/cifar-10-batches-py/`` or ``<data_dir>/MNIST/raw/``).
+    download : bool, default False
+        Download a missing torchvision dataset into ``data_dir`` (needs internet).
 
     Returns
     -------
     ImageDataset
+        Cached per (name, data directory): loading twice returns the same read-only arrays.
 
     Raises
     ------
     MixscaleError
-        For an unknown dataset name.
+        For an unknown dataset name, a torchvision dataset missing from ``data_dir`` (the
+        message says where its files are expected and to pass ``--download``), a failed
+        download, or an image folder that cannot be read (no classes, mixed image sizes,
+        class names that clash once sanitised).
     """
-    if name == "digits":
-        return _load_digits()
-    raise MixscaleError(
-        f"unknown dataset {name!r}; allowed: {', '.join(repr(d) for d in DATASETS)}."
-    )
+    if name not in DATASETS or name == "imagefolder:<path>":
+        raise MixscaleError(
+            f"unknown dataset {name!r}; allowed: {', '.join(repr(d) for d in DATASETS)}."
+        )
+    if name.startswith(IMAGEFOLDER):
+        folder = Path(name[len(IMAGEFOLDER):].strip()).expanduser().resolve()
+        return _load_cached(IMAGEFOLDER + str(folder), "", False)
+    if name in _TORCHVISION:
+        return _load_cached(name, str(Path(data_dir).expanduser().resolve()), bool(download))
+    return _load_cached(name, "", False)
 
 
 def sample_subset(labels: np.ndarray, counts: np.ndarray, *, seed: int) -> np.ndarray:

@@ -7,9 +7,11 @@ alias ``champion``, so ``models:/<name>@champion`` always names the current best
 
 from __future__ import annotations
 
+import re
 import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -22,9 +24,19 @@ from mixscale.errors import MixscaleError
 from mixscale.fit import fit_all, parameter_table
 from mixscale.serving import CHAMPION, log_law, set_alias
 
-__all__ = ["fit_and_log", "extrapolation_summary"]
+__all__ = ["fit_and_log", "extrapolation_summary", "default_model_name"]
 
 _QUALITY = ("train_mse", "train_r2", "val_mse", "val_r2", "extrap_mse", "extrap_r2")
+
+
+def default_model_name(dataset: str) -> str:
+    """``mixscale-<dataset>``, with ``imagefolder:/data/pets`` becoming ``imagefolder-pets``.
+
+    Registered-model names keep to letters, digits, ``-``, ``_`` and ``.``.
+    """
+    if dataset.startswith("imagefolder:"):
+        dataset = "imagefolder-" + Path(dataset.removeprefix("imagefolder:").rstrip("/")).name
+    return "mixscale-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", dataset).strip("-")
 
 
 def _law_key(family: str, predictor: str) -> str:
@@ -94,7 +106,7 @@ def fit_and_log(config: FitConfig, client: MlflowClient, experiment_id: str,
     assemble_seconds = time.perf_counter() - t_assemble
     count_cols = [c for c in table.columns if c.startswith("n_")]
     dataset = client.get_run(design_ids[0]).data.params["dataset"]
-    model_name = config.model_name or f"mixscale-{dataset}"
+    model_name = config.model_name or default_model_name(dataset)
     train = table[table["role"] == "train"]
     val = table[table["role"] == "validation"]
     if train["run_id"].nunique() < 2:

@@ -146,8 +146,12 @@ def class_ranges(table: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
-def prepare_design(spec: DesignSpec) -> PreparedDesign:
+def prepare_design(spec: DesignSpec, *, data_dir: str = "data",
+                   download: bool = False) -> PreparedDesign:
     """Validate ``spec`` against its dataset and compute the design, without any tracking.
+
+    ``data_dir`` and ``download`` locate a torchvision dataset (see
+    :func:`mixscale.data.load_dataset`).
 
     Raises
     ------
@@ -155,7 +159,7 @@ def prepare_design(spec: DesignSpec) -> PreparedDesign:
         For an unknown dataset, a subset size the dataset cannot fill, bounds that cannot be
         met, or more rows than distinct feasible points.
     """
-    dataset = load_dataset(spec.dataset)
+    dataset = load_dataset(spec.dataset, data_dir=data_dir, download=download)
     t0 = time.perf_counter()
     table, quality = build_design_table(spec, dataset)
     return PreparedDesign(spec=spec, dataset=dataset, table=table, quality=quality,
@@ -221,7 +225,8 @@ def train_rows(client: MlflowClient, design_id: str, config: TrainConfig, *,
         or FAILED/KILLED, which restart in a fresh run). FINISHED rows are never retrained.
     """
     from mixscale.data import sample_subset, subset_hash
-    from mixscale.train import train_model
+    from mixscale.progress import Progress
+    from mixscale.train import resolve_settings, train_model
 
     rows = tr.list_rows(client, design_id)
     if run_ids is not None:
@@ -236,31 +241,41 @@ def train_rows(client: MlflowClient, design_id: str, config: TrainConfig, *,
                 tr.claim_row(client, r)  # raises the clear "already FINISHED/RUNNING" error
     else:
         rows = [r for r in rows if r.status in ("SCHEDULED", "FAILED", "KILLED")]
-    dataset = load_dataset(client.get_run(design_id).data.params["dataset"])
-    for i, row in enumerate(rows, start=1):
+    dataset = load_dataset(client.get_run(design_id).data.params["dataset"],
+                           data_dir=config.data_dir, download=config.download)
+    settings = resolve_settings(config, image_shape=dataset.image_shape)
+    params = {f: getattr(config, f) for f in config.__dataclass_fields__ if f != "download"}
+    params.update(settings.as_params(), lr_milestones=",".join(map(str, config.lr_milestones)))
+    progress = Progress([r.subset_size for r in rows], echo=echo)
+    for row in rows:
         run_id = tr.claim_row(client, row)
         t0 = time.perf_counter()
+        label = f"row {row.row:>3} {row.role:<10} n={row.subset_size:<5}"
+        progress.start_row(label, config.epochs)
+
+        def on_eval(epoch: int, metrics: dict[str, float], rid: str = run_id) -> None:
+            tr.log_eval(client, rid, epoch, metrics)
+            progress.on_eval(epoch, metrics)
+
         try:
             idx = sample_subset(dataset.train_labels, row.counts, seed=row.seed)
-            params = {f: getattr(config, f) for f in config.__dataclass_fields__}
-            params["lr_milestones"] = ",".join(map(str, config.lr_milestones))
             tr.log_params(client, run_id, {**params, "subset_hash": subset_hash(idx)})
             result = train_model(
                 dataset.train_images[idx], dataset.train_labels[idx],
                 dataset.test_images, dataset.test_labels,
                 config=config, class_keys=dataset.class_keys, seed=row.seed,
-                callback=lambda epoch, m, rid=run_id: tr.log_eval(client, rid, epoch, m),
+                mean=dataset.mean, std=dataset.std, callback=on_eval,
+                on_epoch=progress.on_epoch,
             )
             tr.log_metrics(client, run_id, {"train_seconds": result.seconds,
                                             "images_per_second": result.images_per_second})
         except BaseException as exc:
             tr.end_row(client, run_id, error=exc)
-            echo(f"row {row.row} ({run_id}) FAILED: {type(exc).__name__}: {exc}")
+            progress.log(f"row {row.row} ({run_id}) FAILED: {type(exc).__name__}: {exc}")
             raise
         tr.end_row(client, run_id)
-        echo(f"[{i}/{len(rows)}] row {row.row:>3} {row.role:<10} n={row.subset_size:<5} "
-             f"test_accuracy={result.final['test_accuracy']:.3f} "
-             f"({time.perf_counter() - t0:.1f} s)")
+        progress.finish_row(f"{label} test_accuracy={result.final['test_accuracy']:.3f} "
+                            f"({time.perf_counter() - t0:.1f} s)")
     return len(rows)
 
 

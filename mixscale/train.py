@@ -1,11 +1,17 @@
 """The training loop: pure torch, reads top to bottom, reports metrics through a callback.
 
-Data stay as tensors on the training device; each epoch is a seeded permutation sliced into
-batches, so the hot loop has no per-sample Python work. This module never imports mlflow.
+Images are normalised (and zero-padded for the random crop) once, then held as tensors on the
+training device when they fit (else in CPU memory, moved batch by batch). Each epoch is a seeded
+permutation sliced into batches; augmentation works on whole batches (one ``gather`` for the
+crops, the flip folded into its index with ``torch.where``), so the hot loop has no per-sample
+Python work. Evaluation is batched under ``torch.no_grad()``. On CUDA the network runs
+channels-last under mixed precision (bf16 autocast, or fp16 with a ``GradScaler``); on CPU in
+fp32. This module never imports mlflow.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,11 +21,31 @@ import torch
 from torch import nn
 
 from mixscale.config import TrainConfig
-from mixscale.models import build_model
+from mixscale.errors import MixscaleError
+from mixscale.models import build_model, resolve_stem
 
-__all__ = ["TrainResult", "resolve_device", "lr_at_epoch", "evaluate", "train_model"]
+__all__ = ["TrainResult", "TrainSettings", "resolve_device", "resolve_settings", "lr_at_epoch",
+           "prepare_images", "random_crop_flip", "evaluate", "train_model"]
 
 MetricsCallback = Callable[[int, dict[str, float]], None]
+EpochCallback = Callable[[int], None]
+_AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """What a config's ``auto`` choices resolve to for one dataset on this machine."""
+
+    device: str  # "cpu" or "cuda"
+    augment: str  # "none" or "crop-flip"
+    stem: str  # resnet18's stem, "cifar" or "imagenet"; "none" for smallcnn
+    precision: str  # "fp32", "bf16" or "fp16" (always fp32 on CPU)
+    channels_last: bool  # memory format of images and network (CUDA only)
+
+    def as_params(self) -> dict[str, str]:
+        """The resolved choices as tracking params (``augment``, ``stem``, ...)."""
+        return {"device": self.device, "augment": self.augment, "stem": self.stem,
+                "precision": self.precision}
 
 
 @dataclass(frozen=True)
@@ -29,6 +55,7 @@ class TrainResult:
     history: list[tuple[int, dict[str, float]]]  # (epoch, metrics) at each evaluation
     seconds: float  # wall time of the whole loop, evaluations included
     images_per_second: float  # training images processed per second (evaluation excluded)
+    settings: TrainSettings | None = None  # what the config's auto choices resolved to
 
     @property
     def final(self) -> dict[str, float]:
@@ -41,10 +68,34 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        from mixscale.errors import MixscaleError
-
-        raise MixscaleError("device 'cuda' was asked for, but torch sees no CUDA device.")
+        raise MixscaleError("device 'cuda' was asked for, but torch sees no CUDA device; "
+                            "use --device auto or cpu.")
     return torch.device(device)
+
+
+def resolve_settings(config: TrainConfig, *, image_shape: Sequence[int]) -> TrainSettings:
+    """Resolve ``device``, ``augment``, ``stem`` and ``precision`` for images of ``(C, H, W)``.
+
+    ``augment="auto"`` is crop-flip for colour (3-channel) images and none for grey ones;
+    ``stem="auto"`` is the CIFAR stem for images up to 64 px; ``precision="auto"`` is bf16 on a
+    GPU that supports it, else fp16; the CPU always trains in fp32.
+    """
+    device = resolve_device(config.device)
+    channels, height, width = (int(s) for s in image_shape)
+    augment = config.augment
+    if augment == "auto":
+        augment = "crop-flip" if channels == 3 else "none"
+    precision = "fp32"
+    if device.type == "cuda":
+        precision = config.precision
+        if precision == "auto":
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        elif precision == "bf16" and not torch.cuda.is_bf16_supported():
+            raise MixscaleError("precision 'bf16' was asked for, but this GPU does not support "
+                                "bfloat16; use --precision auto, fp16 or fp32.")
+    stem = resolve_stem(config.stem, max(height, width)) if config.model == "resnet18" else "none"
+    return TrainSettings(device=device.type, augment=augment, stem=stem,
+                         precision=precision, channels_last=device.type == "cuda")
 
 
 def lr_at_epoch(epoch: int, *, lr: float, milestones: Sequence[int], gamma: float) -> float:
@@ -52,10 +103,71 @@ def lr_at_epoch(epoch: int, *, lr: float, milestones: Sequence[int], gamma: floa
     return lr * gamma ** sum(1 for m in milestones if epoch >= m)
 
 
+def prepare_images(images: np.ndarray, *, mean: Sequence[float] | None = None,
+                   std: Sequence[float] | None = None, pad: int = 0,
+                   device: torch.device | str = "cpu") -> torch.Tensor:
+    """Float32 images on ``device``: scaled to 0..1 (uint8 / 255), zero-padded by ``pad``
+    pixels (black, as torchvision's ``RandomCrop(padding=...)``), then normalised per channel.
+
+    ``mean``/``std`` of None leave the 0..1 values as they are.
+    """
+    if not (images.flags.writeable and images.flags.c_contiguous):
+        images = np.array(images, order="C")  # torch wants writable memory; copy read-only data
+    x = torch.from_numpy(images).to(device)
+    x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+    if pad:
+        x = nn.functional.pad(x, (pad, pad, pad, pad))
+    if mean is not None and std is not None:
+        m = torch.as_tensor(mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+        s = torch.as_tensor(std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+        x = (x - m) / s
+    return x
+
+
+def random_crop_flip(x: torch.Tensor, size: tuple[int, int], *, generator: torch.Generator,
+                     flip: bool = True) -> torch.Tensor:
+    """Random ``size`` crops of a padded batch, each image flipped left-right with p = 1/2.
+
+    One ``gather`` does every crop: per image a random row and column offset, the flip folded
+    into the column index with ``torch.where`` on a random mask. ``generator`` must live on
+    ``x``'s device.
+    """
+    b, c, hp, wp = x.shape
+    h, w = size
+    dev = x.device
+    dy = torch.randint(0, hp - h + 1, (b, 1), device=dev, generator=generator)
+    dx = torch.randint(0, wp - w + 1, (b, 1), device=dev, generator=generator)
+    rows = dy + torch.arange(h, device=dev)  # (B, H)
+    cols = dx + torch.arange(w, device=dev)  # (B, W)
+    if flip:
+        mirror = torch.rand((b, 1), device=dev, generator=generator) < 0.5
+        cols = torch.where(mirror, cols.flip(1), cols)
+    index = (rows[:, :, None] * wp + cols[:, None, :]).view(b, 1, h * w).expand(b, c, h * w)
+    return x.reshape(b, c, hp * wp).gather(2, index).view(b, c, h, w)
+
+
+def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    if device.type == "cuda" and precision in _AMP_DTYPES:
+        return torch.autocast(device_type="cuda", dtype=_AMP_DTYPES[precision])
+    return contextlib.nullcontext()
+
+
+def _fits(device: torch.device, n_bytes: int) -> bool:
+    """Whether ``n_bytes`` of images can live on ``device`` (CUDA: under half its free memory)."""
+    if device.type != "cuda":
+        return True
+    free, _ = torch.cuda.mem_get_info(device)
+    return n_bytes < free // 2
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
-             n_classes: int, batch_size: int = 1024) -> tuple[float, float, np.ndarray]:
-    """Loss, accuracy and per-class accuracy of ``model`` on a labelled set.
+             n_classes: int, batch_size: int = 1024, precision: str = "fp32",
+             channels_last: bool = False) -> tuple[float, float, np.ndarray]:
+    """Loss, accuracy and per-class accuracy of ``model`` on a labelled set, in batches.
+
+    ``images`` are ready for the network (see :func:`prepare_images`); ``labels`` on the
+    same device as the model.
 
     Returns
     -------
@@ -67,16 +179,20 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
         Accuracy within each true class (nan for a class absent from ``labels``).
     """
     model.eval()
-    loss_sum = torch.zeros((), device=images.device)
-    correct = torch.zeros(n_classes, device=images.device)
+    device = labels.device
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros(n_classes, device=device)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
     for start in range(0, len(images), batch_size):
-        x, y = images[start:start + batch_size], labels[start:start + batch_size]
-        logits = model(x)
-        loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum")
+        x = images[start:start + batch_size].to(device, non_blocking=True)
+        y = labels[start:start + batch_size]
+        with _autocast(device, precision):
+            logits = model(x.contiguous(memory_format=fmt))
+        loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum")
         correct += torch.bincount(y[logits.argmax(1) == y], minlength=n_classes)
-    totals = torch.bincount(labels, minlength=n_classes).clamp_min(1)
-    per_class = (correct / totals).cpu().numpy()
-    per_class[torch.bincount(labels, minlength=n_classes).cpu().numpy() == 0] = np.nan
+    counts = torch.bincount(labels, minlength=n_classes)
+    per_class = (correct / counts.clamp_min(1)).cpu().numpy()
+    per_class[counts.cpu().numpy() == 0] = np.nan
     return (loss_sum / len(images)).item(), (correct.sum() / len(images)).item(), per_class
 
 
@@ -90,44 +206,66 @@ def train_model(
     class_keys: Sequence[str],
     seed: int,
     callback: MetricsCallback | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    on_epoch: EpochCallback | None = None,
 ) -> TrainResult:
     """Train a fresh network on one subset and evaluate it on the test split.
 
     Parameters
     ----------
     train_images, train_labels : ndarray
-        The row's subset, (N, C, H, W) float32 and (N,) int64.
+        The row's subset: (N, C, H, W) uint8 (0..255) or float (0..1, or already normalised
+        when ``mean``/``std`` are None), and (N,) int64.
     test_images, test_labels : ndarray
-        The dataset's test split.
+        The dataset's test split, in the same form.
     config : TrainConfig
-        The recipe (model, epochs, SGD settings, schedule, evaluation cadence, device).
+        The recipe (model, epochs, SGD settings, schedule, augmentation, evaluation cadence,
+        device, precision).
     class_keys : sequence of str
         MLflow-safe class keys, used to name ``test_accuracy_<class>``.
     seed : int
-        Seeds initialisation and batch order.
+        Seeds initialisation, batch order and augmentation.
     callback : callable, optional
         Called as ``callback(epoch, metrics)`` after each evaluation, with ``train_loss``,
-        ``train_accuracy`` (running over that epoch), ``test_loss``, ``test_accuracy`` and
-        ``test_accuracy_<class>`` for every class.
+        ``train_accuracy`` (running over that epoch, on augmented images), ``test_loss``,
+        ``test_accuracy`` and ``test_accuracy_<class>`` for every class present in the test set.
+    mean, std : sequence of float, optional
+        Per-channel normalisation on the 0..1 scale (:attr:`ImageDataset.mean`/``std``).
+    on_epoch : callable, optional
+        Called as ``on_epoch(epoch)`` after every epoch (1-based), e.g. for a progress line.
 
     Returns
     -------
     TrainResult
     """
+    settings = resolve_settings(config, image_shape=train_images.shape[1:])
+    device = torch.device(settings.device)
     torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    device = resolve_device(config.device)
-    n_classes = len(class_keys)
-    x_train = torch.as_tensor(train_images, device=device)
-    y_train = torch.as_tensor(train_labels, device=device)
-    x_test = torch.as_tensor(test_images, device=device)
-    y_test = torch.as_tensor(test_labels, device=device)
-    model = build_model(config.model, num_classes=n_classes,
-                        in_channels=x_train.shape[1]).to(device)
+    order_gen = torch.Generator().manual_seed(seed)  # batch order, drawn on the CPU
+    aug_gen = torch.Generator(device=device).manual_seed(seed + 1)  # crops and flips
+    n_classes, n = len(class_keys), len(train_labels)
+    crop = settings.augment == "crop-flip"
+    pad = config.crop_padding if crop else 0
+    size = (int(train_images.shape[2]), int(train_images.shape[3]))
+    fmt = torch.channels_last if settings.channels_last else torch.contiguous_format
+
+    # Images normalised once; kept on the device when they fit, else in CPU memory.
+    c, h, w = train_images.shape[1:]
+    n_bytes = 4 * c * ((h + 2 * pad) * (w + 2 * pad) * n + h * w * len(test_labels))
+    store = device if _fits(device, n_bytes) else torch.device("cpu")
+    x_train = prepare_images(train_images, mean=mean, std=std, pad=pad, device=store)
+    x_test = prepare_images(test_images, mean=mean, std=std, device=store)
+    y_train = torch.from_numpy(np.array(train_labels, dtype=np.int64)).to(device)
+    y_test = torch.from_numpy(np.array(test_labels, dtype=np.int64)).to(device)
+
+    model = build_model(config.model, num_classes=n_classes, in_channels=int(c),
+                        image_size=max(size), stem=settings.stem)
+    model = model.to(device, memory_format=fmt)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=settings.precision == "fp16")
     eval_epochs = set(config.eval_epochs())
-    n = len(x_train)
     # A last batch of one image would break batch norm: fold it into the previous batch.
     starts = list(range(0, n, config.batch_size))
     if len(starts) > 1 and n - starts[-1] < 2:
@@ -143,23 +281,34 @@ def train_model(
                                       gamma=config.lr_gamma)
         t_epoch = time.perf_counter()
         model.train()
-        order = torch.randperm(n, generator=generator).to(device)
+        order = torch.randperm(n, generator=order_gen)
+        order_store, order_dev = order.to(store), order.to(device)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
         for lo, hi in bounds:
-            idx = order[lo:hi]
-            x, y = x_train[idx], y_train[idx]
-            logits = model(x)
-            loss = nn.functional.cross_entropy(logits, y)
+            x = x_train[order_store[lo:hi]].to(device, non_blocking=True)
+            y = y_train[order_dev[lo:hi]]
+            if crop:
+                x = random_crop_flip(x, size, generator=aug_gen)
+            with _autocast(device, settings.precision):
+                logits = model(x.contiguous(memory_format=fmt))
+                loss = nn.functional.cross_entropy(logits, y)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach() * len(idx)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            loss_sum += loss.detach().float() * (hi - lo)
             correct += (logits.argmax(1) == y).sum()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         train_seconds += time.perf_counter() - t_epoch
+        if on_epoch is not None:
+            on_epoch(epoch + 1)
 
         if epoch + 1 in eval_epochs:
-            test_loss, test_acc, per_class = evaluate(model, x_test, y_test, n_classes=n_classes)
+            test_loss, test_acc, per_class = evaluate(
+                model, x_test, y_test, n_classes=n_classes, precision=settings.precision,
+                channels_last=settings.channels_last)
             metrics = {
                 "train_loss": (loss_sum / n).item(),
                 "train_accuracy": (correct / n).item(),
@@ -174,4 +323,5 @@ def train_model(
                 callback(epoch + 1, metrics)
     seconds = time.perf_counter() - t_start
     return TrainResult(history=history, seconds=seconds,
-                       images_per_second=n * config.epochs / max(train_seconds, 1e-9))
+                       images_per_second=n * config.epochs / max(train_seconds, 1e-9),
+                       settings=settings)

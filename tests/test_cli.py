@@ -24,7 +24,7 @@ def fresh_dir(tmp_path, monkeypatch) -> Path:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["design", "--dataset", "imagenet"], "'imagenet' is not 'digits'"),
+        (["design", "--dataset", "imagenet"], "unknown dataset 'imagenet'; allowed: 'digits'"),
         (["design", "--subset-sizes", "5000"],
          "subset size 5000 is more than the 1347 training images dataset 'digits' offers"),
         (["design", "--subset-sizes", "100,abc"], "'abc' in '100,abc' is not an integer"),
@@ -39,7 +39,8 @@ def fresh_dir(tmp_path, monkeypatch) -> Path:
         (["design", "--method", "random"], "'random' is not one of 'maximin', 'paper'"),
         (["train", "--design-id", "x", "--epochs", "0"], "0 is not in the range"),
         (["train", "--design-id", "x", "--lr", "-1"], "-1.0 is not in the range 0<x<=10"),
-        (["train", "--design-id", "x", "--model", "vgg"], "'vgg' is not 'smallcnn'"),
+        (["train", "--design-id", "x", "--model", "vgg"],
+         "'vgg' is not one of 'smallcnn', 'resnet18'"),
         (["train", "--design-id", "x", "--lr-milestones", "ten"], "'ten' in 'ten'"),
         (["fit", "--design-id", "x", "--families", "cubic"], "unknown law family 'cubic'"),
         (["fit", "--design-id", "x", "--predictors", "m7"], "unknown predictor 'm7'"),

@@ -1,20 +1,42 @@
-"""Datasets: a fixed stratified split, per-class availability, deterministic subsets."""
+"""Datasets: fixed splits, per-class availability, deterministic subsets, and every loader.
+
+The torchvision datasets are tiny fakes written in the real on-disk formats and read through
+torchvision's own classes with ``download=False`` (CIFAR's md5 checksums are switched off for
+the fakes; file presence is still checked).
+"""
 
 from __future__ import annotations
 
+import pickle
+import struct
+from pathlib import Path
+
 import numpy as np
 import pytest
+import torchvision.datasets as tvd
+from PIL import Image
 
-from mixscale.data import load_dataset, sample_subset, sanitize_class_name, subset_hash
+from mixscale.config import DesignSpec
+from mixscale.data import (
+    ImageDataset,
+    load_dataset,
+    sample_subset,
+    sanitize_class_name,
+    subset_hash,
+)
 from mixscale.errors import MixscaleError
+
+CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                 "ship", "truck"]
 
 
 def test_digits_split_is_stratified_and_disjoint() -> None:
     ds = load_dataset("digits")
     assert ds.n_classes == 10
     assert ds.count_columns[:2] == ("n_0", "n_1")
-    assert ds.train_images.shape[1:] == (1, 8, 8)
+    assert ds.train_images.shape[1:] == (1, 8, 8) == ds.image_shape
     assert ds.train_images.dtype == np.float32
+    assert 0.0 <= ds.train_images.min() and ds.train_images.max() <= 1.0
     assert len(ds.train_labels) + len(ds.test_labels) == 1797
     test_share = np.bincount(ds.test_labels) / (np.bincount(ds.test_labels)
                                                 + np.bincount(ds.train_labels))
@@ -27,9 +49,24 @@ def test_digits_split_is_stratified_and_disjoint() -> None:
     assert ds.available.sum() == len(ds.train_labels)
 
 
-def test_unknown_dataset() -> None:
-    with pytest.raises(MixscaleError, match=r"unknown dataset 'cifar7'; allowed: 'digits'"):
-        load_dataset("cifar7")
+def test_normalisation_is_per_channel_train_statistics() -> None:
+    ds = load_dataset("digits")
+    x = ds.normalise(ds.train_images)
+    assert x.dtype == np.float32
+    np.testing.assert_allclose(x.mean(), 0.0, atol=1e-5)
+    np.testing.assert_allclose(x.std(), 1.0, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["cifar7", "imagefolder:", "imagefolder:<path>"])
+def test_unknown_dataset(name: str) -> None:
+    with pytest.raises(MixscaleError, match=r"unknown dataset .*; allowed: 'digits', 'cifar10'"):
+        load_dataset(name)
+
+
+def test_design_spec_accepts_imagefolder_paths() -> None:
+    assert DesignSpec(dataset="imagefolder:/some/where").dataset == "imagefolder:/some/where"
+    with pytest.raises(MixscaleError, match="unknown dataset 'imagefolder:'"):
+        DesignSpec(dataset="imagefolder:")
 
 
 def test_subset_has_exact_counts_and_is_deterministic() -> None:
@@ -53,7 +90,8 @@ def test_subset_refuses_more_than_available() -> None:
 
 
 @pytest.mark.parametrize(("name", "key"), [("sea lion", "sea_lion"), ("7", "7"),
-                                           ("a/b-c", "a_b_c"), ("__x__", "x")])
+                                           ("a/b-c", "a_b_c"), ("__x__", "x"),
+                                           ("T-shirt/top", "T_shirt_top")])
 def test_sanitize(name: str, key: str) -> None:
     assert sanitize_class_name(name) == key
 
@@ -61,3 +99,157 @@ def test_sanitize(name: str, key: str) -> None:
 def test_sanitize_refuses_empty() -> None:
     with pytest.raises(MixscaleError, match="no letters or digits"):
         sanitize_class_name("--")
+
+
+def test_classes_that_sanitise_to_one_key_are_refused() -> None:
+    x = np.zeros((2, 1, 4, 4), np.uint8)
+    with pytest.raises(MixscaleError, match=r"'sea lion' and 'sea-lion' both become the key "
+                                            r"'sea_lion'"):
+        ImageDataset("x", ("sea lion", "sea-lion"), x, np.array([0, 1]), x, np.array([0, 1]))
+
+
+# --- torchvision datasets, faked in their on-disk formats -------------------------------------
+
+def _cifar_batch(rng: np.random.Generator, n: int, n_classes: int, label_key: str) -> dict:
+    return {"data": rng.integers(0, 256, (n, 3 * 32 * 32), dtype=np.uint8),
+            label_key: [int(v) for v in np.arange(n) % n_classes]}
+
+
+def _fake_cifar(root: Path, monkeypatch: pytest.MonkeyPatch, *, hundred: bool) -> dict:
+    rng = np.random.default_rng(0)
+    cls = tvd.CIFAR100 if hundred else tvd.CIFAR10
+    folder = root / cls.base_folder
+    folder.mkdir(parents=True)
+    n_classes, key = (100, "fine_labels") if hundred else (10, "labels")
+    batches = {}
+    for name, _ in cls.train_list + cls.test_list:
+        batches[name] = _cifar_batch(rng, 2 * n_classes if hundred else 20, n_classes, key)
+        (folder / name).write_bytes(pickle.dumps(batches[name]))
+    names = [f"class {i}" for i in range(100)] if hundred else CIFAR10_NAMES
+    (folder / cls.meta["filename"]).write_bytes(pickle.dumps({cls.meta["key"]: names}))
+    # The fakes cannot match the real md5 sums: check file presence only.
+    monkeypatch.setattr(cls, "train_list", [[n, None] for n, _ in cls.train_list])
+    monkeypatch.setattr(cls, "test_list", [[n, None] for n, _ in cls.test_list])
+    monkeypatch.setattr(cls, "meta", {**cls.meta, "md5": None})
+    return batches
+
+
+def test_fake_cifar10_loads_through_torchvision(tmp_path, monkeypatch) -> None:
+    batches = _fake_cifar(tmp_path, monkeypatch, hundred=False)
+    ds = load_dataset("cifar10", data_dir=tmp_path)
+    assert ds.class_names == tuple(CIFAR10_NAMES)
+    assert ds.count_columns[0] == "n_airplane"
+    assert ds.train_images.shape == (100, 3, 32, 32) and ds.train_images.dtype == np.uint8
+    assert ds.test_images.shape == (20, 3, 32, 32)
+    np.testing.assert_array_equal(ds.available, np.full(10, 10))
+    # pixel (c, y, x) of image i is byte c*1024 + y*32 + x of its row in the batch
+    row = batches["data_batch_2"]["data"][3]
+    np.testing.assert_array_equal(ds.train_images[20 + 3], row.reshape(3, 32, 32))
+    assert ds.test_labels.tolist() == batches["test_batch"]["labels"]
+    assert len(ds.mean) == len(ds.std) == 3
+    assert load_dataset("cifar10", data_dir=tmp_path) is ds  # cached per data directory
+
+
+def test_fake_cifar100_uses_fine_labels(tmp_path, monkeypatch) -> None:
+    _fake_cifar(tmp_path, monkeypatch, hundred=True)
+    ds = load_dataset("cifar100", data_dir=tmp_path)
+    assert ds.n_classes == 100 and ds.class_keys[:2] == ("class_0", "class_1")
+    np.testing.assert_array_equal(ds.available, np.full(100, 2))
+
+
+def _idx(path: Path, array: np.ndarray) -> None:
+    """Write an uint8 array in the idx format MNIST ships (magic 0x08 << 8 | ndim)."""
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(struct.pack(">i", d) for d in array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.mark.parametrize(("name", "folder", "first_key"),
+                         [("mnist", "MNIST", "0"), ("fashion-mnist", "FashionMNIST",
+                                                    "T_shirt_top")])
+def test_fake_mnist_loads_through_torchvision(tmp_path, name, folder, first_key) -> None:
+    raw = tmp_path / folder / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (30, 28, 28), dtype=np.uint8)
+    _idx(raw / "train-images-idx3-ubyte", images)
+    _idx(raw / "train-labels-idx1-ubyte", np.arange(30) % 10)
+    _idx(raw / "t10k-images-idx3-ubyte", images[:10])
+    _idx(raw / "t10k-labels-idx1-ubyte", np.arange(10))
+    ds = load_dataset(name, data_dir=tmp_path)
+    assert ds.train_images.shape == (30, 1, 28, 28) and ds.train_images.dtype == np.uint8
+    np.testing.assert_array_equal(ds.train_images[:, 0], images)
+    assert ds.class_keys[0] == first_key and ds.n_classes == 10
+    np.testing.assert_array_equal(ds.available, np.full(10, 3))
+    assert ds.test_labels.tolist() == list(range(10))
+
+
+@pytest.mark.parametrize(("name", "where"), [("cifar10", "cifar-10-batches-py"),
+                                             ("cifar100", "cifar-100-python"),
+                                             ("mnist", "MNIST/raw"),
+                                             ("fashion-mnist", "FashionMNIST/raw")])
+def test_missing_dataset_says_where_and_to_download(tmp_path, name, where) -> None:
+    with pytest.raises(MixscaleError) as info:
+        load_dataset(name, data_dir=tmp_path / "nothing")
+    message = str(info.value)
+    assert f"dataset {name!r} was not found" in message
+    assert str(tmp_path / "nothing" / where) in message
+    assert "--download" in message
+
+
+# --- imagefolder ------------------------------------------------------------------------------
+
+def _png(path: Path, value: int, *, size: tuple[int, int] = (10, 12), mode: str = "RGB") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, size, (value, 255 - value, 7) if mode == "RGB" else value).save(path)
+
+
+def test_imagefolder_with_train_and_test_folders(tmp_path) -> None:
+    for split, n in (("train", 5), ("test", 2)):
+        for c, cls in enumerate(("cat", "sea lion")):
+            for i in range(n + c):
+                _png(tmp_path / split / cls / f"{i}.png", 10 * i + c)
+    ds = load_dataset(f"imagefolder:{tmp_path}")
+    assert ds.class_names == ("cat", "sea lion")
+    assert ds.count_columns == ("n_cat", "n_sea_lion")
+    assert ds.train_images.shape == (11, 3, 12, 10) and ds.train_images.dtype == np.uint8
+    np.testing.assert_array_equal(ds.available, [5, 6])
+    np.testing.assert_array_equal(np.bincount(ds.test_labels), [2, 3])
+    # the red channel of a sea-lion image carries its index: 10 * i + 1
+    assert ds.train_images[ds.train_labels == 1][2, 0, 0, 0] == 21
+
+
+def test_imagefolder_without_split_is_split_like_digits(tmp_path) -> None:
+    for cls in ("a", "b", "c"):
+        for i in range(8):
+            _png(tmp_path / cls / f"{i}.png", i, mode="L")
+    ds = load_dataset(f"imagefolder:{tmp_path}")
+    assert ds.image_shape == (1, 12, 10)  # every image grey: one channel
+    np.testing.assert_array_equal(ds.available, [6, 6, 6])
+    np.testing.assert_array_equal(np.bincount(ds.test_labels), [2, 2, 2])
+    # availability feeds the design: its caps are the per-class counts
+    from mixscale.pipeline import build_design_table
+
+    table, _ = build_design_table(DesignSpec(dataset=f"imagefolder:{tmp_path}",
+                                             subset_sizes=(18,), rows_per_size=1,
+                                             val_rows_per_size=0, iterations=0), ds)
+    assert table[list(ds.count_columns)].to_numpy().tolist() == [[6, 6, 6]]
+
+
+def test_imagefolder_refuses_mixed_sizes_and_clashing_names(tmp_path) -> None:
+    _png(tmp_path / "mixed" / "a" / "0.png", 1)
+    _png(tmp_path / "mixed" / "a" / "1.png", 1, size=(20, 20))
+    with pytest.raises(MixscaleError, match=r"must all have one size.*20x20"):
+        load_dataset(f"imagefolder:{tmp_path / 'mixed'}")
+    _png(tmp_path / "clash" / "sea lion" / "0.png", 1)
+    _png(tmp_path / "clash" / "sea-lion" / "0.png", 1)
+    with pytest.raises(MixscaleError, match="both become the key 'sea_lion'"):
+        load_dataset(f"imagefolder:{tmp_path / 'clash'}")
+    with pytest.raises(MixscaleError, match="is not a directory"):
+        load_dataset(f"imagefolder:{tmp_path / 'absent'}")
+    _png(tmp_path / "split" / "train" / "a" / "0.png", 1)
+    _png(tmp_path / "split" / "test" / "b" / "0.png", 1)
+    with pytest.raises(MixscaleError, match=r"same class folders, but train/ has \['a'\]"):
+        load_dataset(f"imagefolder:{tmp_path / 'split'}")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MixscaleError, match="one sub-folder of images per class"):
+        load_dataset(f"imagefolder:{tmp_path / 'empty'}")

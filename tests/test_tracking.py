@@ -128,3 +128,13 @@ def test_concurrent_assembly_equals_sequential(design) -> None:
     many = tr.assemble_table(client, [result.design_id], max_workers=8)
     pd.testing.assert_frame_equal(one, many)
     assert len(one) == 16
+
+
+@pytest.mark.parametrize(("dataset", "name"), [
+    ("digits", "mixscale-digits"), ("fashion-mnist", "mixscale-fashion-mnist"),
+    ("imagefolder:/data/my pets/", "mixscale-imagefolder-my-pets"),
+])
+def test_default_model_name_is_registry_safe(dataset: str, name: str) -> None:
+    from mixscale.fitstage import default_model_name
+
+    assert default_model_name(dataset) == name

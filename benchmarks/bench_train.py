@@ -1,0 +1,237 @@
+"""Training throughput side by side: mixscale's loop, a plain DataLoader loop, and the limit.
+
+For each case the same network (same seed), the same SGD optimiser and batch size are trained
+three ways on one device, interleaved ``--repeats`` times (the median is printed, so a busy
+machine hurts all three alike):
+
+- ``mixscale``: :func:`mixscale.train.train_model` (tensors on the device, batched augmentation,
+  running train loss/accuracy; its own images/s, evaluation excluded);
+- ``DataLoader``: ``torch.utils.data.DataLoader(TensorDataset(x, y), shuffle=True)`` over
+  normalised CPU tensors, each batch moved to the device: the usual hand-written loop;
+- ``limit``: forward + backward + step on ready-made batches already on the device.
+
+On CUDA all three use the precision and memory format mixscale picks (bf16/fp16 autocast,
+channels-last). Cases: smallcnn on the digits training split (8x8 grey) and resnet18 (CIFAR
+stem) on 32x32 random colour images, the latter also with mixscale's crop + flip. Then tracking
+overhead: one digits row of the default recipe with MLflow tracking into a temporary SQLite
+store (create the run, params, one ``log_eval`` request per evaluation, final metrics, end)
+against the same row without tracking, and the time spent inside the tracking calls.
+
+Run with ``python benchmarks/bench_train.py`` (``--quick``: small counts, one repeat, about a
+minute on 2 CPU cores; ``--threads 1`` on a machine another job keeps busy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from mixscale.config import TrainConfig
+from mixscale.data import load_dataset, sample_subset
+from mixscale.models import build_model
+from mixscale.train import (
+    TrainSettings,
+    prepare_images,
+    resolve_device,
+    resolve_settings,
+    train_model,
+)
+
+
+class _Trainer:
+    """A fresh network and optimiser stepped the way train_model steps them (same precision
+    and memory format on CUDA), for the comparison loops."""
+
+    def __init__(self, config: TrainConfig, x: np.ndarray, n_classes: int) -> None:
+        self.s: TrainSettings = resolve_settings(config, image_shape=x.shape[1:])
+        self.device = torch.device(self.s.device)
+        self.fmt = torch.channels_last if self.s.channels_last else torch.contiguous_format
+        torch.manual_seed(0)
+        model = build_model(config.model, num_classes=n_classes, in_channels=x.shape[1],
+                            image_size=x.shape[2], stem=self.s.stem)
+        self.model = model.to(self.device, memory_format=self.fmt).train()
+        self.opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                   weight_decay=config.weight_decay)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.s.precision == "fp16")
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.s.precision)
+        self.amp = dtype is not None and self.device.type == "cuda"
+        self.dtype = dtype or torch.float32
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.fmt)
+        y = y.to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.amp):
+            loss = nn.functional.cross_entropy(self.model(x), y)
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.opt)
+        self.scaler.update()
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def _ours(x: np.ndarray, y: np.ndarray, config: TrainConfig, mean, std, keys) -> float:
+    result = train_model(x, y, x[:64], y[:64], config=config, class_keys=keys, seed=0,
+                         mean=mean, std=std)
+    return result.images_per_second
+
+
+def _dataloader(x: np.ndarray, y: np.ndarray, config: TrainConfig, mean, std, keys) -> float:
+    trainer = _Trainer(config, x, len(keys))
+    xt = prepare_images(x, mean=mean, std=std)
+    loader = DataLoader(TensorDataset(xt, torch.from_numpy(np.array(y))),
+                        batch_size=config.batch_size, shuffle=True,
+                        generator=torch.Generator().manual_seed(0),
+                        pin_memory=trainer.device.type == "cuda")
+    trainer.sync()
+    t0 = time.perf_counter()
+    for _ in range(config.epochs):
+        for xb, yb in loader:
+            trainer.step(xb, yb)
+    trainer.sync()
+    return len(x) * config.epochs / (time.perf_counter() - t0)
+
+
+def _limit(x: np.ndarray, y: np.ndarray, config: TrainConfig, mean, std, keys) -> float:
+    trainer = _Trainer(config, x, len(keys))
+    xt = prepare_images(x, mean=mean, std=std, device=trainer.device)
+    xt = xt.contiguous(memory_format=trainer.fmt)
+    yt = torch.from_numpy(np.array(y)).to(trainer.device)
+    batches = [(xt[i:i + config.batch_size].clone(memory_format=trainer.fmt),
+                yt[i:i + config.batch_size].clone())
+               for i in range(0, len(x), config.batch_size)]
+    trainer.sync()
+    t0 = time.perf_counter()
+    for _ in range(config.epochs):
+        for xb, yb in batches:
+            trainer.step(xb, yb)
+    trainer.sync()
+    return len(x) * config.epochs / (time.perf_counter() - t0)
+
+
+Loop = Callable[..., float]
+
+
+def _case(title: str, x: np.ndarray, y: np.ndarray, config: TrainConfig, mean, std,
+          repeats: int, extra: dict[str, TrainConfig] | None = None) -> None:
+    keys = tuple(str(c) for c in range(int(y.max()) + 1))
+    loops: dict[str, tuple[Loop, TrainConfig]] = {
+        "mixscale": (_ours, config), "DataLoader": (_dataloader, config),
+        "limit (fwd+bwd)": (_limit, config),
+        **{name: (_ours, cfg) for name, cfg in (extra or {}).items()},
+    }
+    warm = TrainConfig(**{**config.__dict__, "epochs": 1, "eval_every": 1, "lr_milestones": ()})
+    for fn, _ in loops.values():  # warm-up: first-call allocations, lazy init
+        fn(x[:2 * config.batch_size], y[:2 * config.batch_size], warm, mean, std, keys)
+    rates: dict[str, list[float]] = {name: [] for name in loops}
+    for _ in range(repeats):
+        for name, (fn, cfg) in loops.items():
+            rates[name].append(fn(x, y, cfg, mean, std, keys))
+    med = {name: statistics.median(r) for name, r in rates.items()}
+    print(f"\n{title}")
+    print(f"  {'loop':<26} {'images/s':>9} {'vs DataLoader':>14} {'vs limit':>9}")
+    for name, rate in med.items():
+        print(f"  {name:<26} {rate:9.0f} {rate / med['DataLoader']:13.2f}x "
+              f"{rate / med['limit (fwd+bwd)']:8.2f}x")
+
+
+def _tracking_overhead(repeats: int, epochs: int, device: str) -> None:
+    from mlflow import MlflowClient
+
+    from mixscale import tracking as tr
+
+    ds = load_dataset("digits")
+    idx = sample_subset(ds.train_labels, np.full(10, 48), seed=0)
+    config = TrainConfig(device=device, epochs=epochs, eval_every=3,
+                         lr_milestones=(20,) if epochs > 20 else ())
+    args = (ds.train_images[idx], ds.train_labels[idx], ds.test_images, ds.test_labels)
+    kw = {"config": config, "class_keys": ds.class_keys, "seed": 0, "mean": ds.mean,
+          "std": ds.std}
+    spent = [0.0, 0]  # seconds inside tracking calls, requests
+
+    def timed(fn: Callable, *a: object, **k: object) -> object:
+        t = time.perf_counter()
+        out = fn(*a, **k)
+        spent[0] += time.perf_counter() - t
+        spent[1] += 1
+        return out
+
+    with tempfile.TemporaryDirectory() as tmp:
+        client = MlflowClient(f"sqlite:///{tmp}/mlflow.db")
+        client.search_experiments()  # create the schema once, untimed
+        exp = client.create_experiment("bench", artifact_location=f"{tmp}/artifacts")
+        plain, tracked = [], []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            train_model(*args, **kw)
+            plain.append(time.perf_counter() - t0)
+
+            t0 = time.perf_counter()
+            run_id = timed(client.create_run, exp).info.run_id
+            params = {f: getattr(config, f) for f in config.__dataclass_fields__}
+            timed(tr.log_params, client, run_id, params)
+            result = train_model(*args, **kw, callback=lambda e, m, rid=run_id: timed(
+                tr.log_eval, client, rid, e, m))
+            timed(tr.log_metrics, client, run_id, {"train_seconds": result.seconds})
+            timed(tr.end_run, client, run_id)
+            tracked.append(time.perf_counter() - t0)
+    p, t = statistics.median(plain), statistics.median(tracked)
+    inside, requests = spent[0] / repeats, spent[1] / repeats
+    print(f"\ntracking overhead: one digits row (480 images, {epochs} epochs, "
+          f"{len(config.eval_epochs())} evaluations of {4 + ds.n_classes} metrics), "
+          "SQLite store")
+    print(f"  without tracking {p:6.2f} s")
+    print(f"  with tracking    {t:6.2f} s   difference {t - p:+.2f} s ({(t - p) / p:+.1%})")
+    print(f"  inside tracking calls {inside:.3f} s per row = {inside / t:.1%} of the tracked "
+          f"row ({requests:.0f} calls, {inside / requests * 1000:.1f} ms each)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small counts, one repeat")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats (median)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="auto = cuda when available")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads; 0 = torch's default")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    repeats = 1 if args.quick else args.repeats
+    device = resolve_device(args.device).type
+    print(f"torch {torch.__version__}, device {device}, {torch.get_num_threads()} CPU threads, "
+          f"median of {repeats} interleaved repeat(s)")
+
+    ds = load_dataset("digits")
+    epochs = 2 if args.quick else 5
+    small = TrainConfig(device=device, epochs=epochs, eval_every=epochs, lr_milestones=())
+    _case(f"smallcnn, digits train split ({len(ds.train_labels)} x 1x8x8), batch 32, "
+          f"{epochs} epochs", ds.train_images, ds.train_labels, small, ds.mean, ds.std,
+          repeats)
+
+    n = 128 if args.quick else 512
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)
+    y = (np.arange(n) % 10).astype(np.int64)
+    resnet = TrainConfig(model="resnet18", device=device, epochs=1, eval_every=1,
+                         lr_milestones=(), batch_size=64, augment="none", lr=0.1,
+                         weight_decay=1e-4)
+    crop = TrainConfig(**{**resnet.__dict__, "augment": "crop-flip"})
+    _case(f"resnet18 (CIFAR stem), random {n} x 3x32x32, batch 64, 1 epoch", x, y, resnet,
+          (0.5,) * 3, (0.25,) * 3, repeats, extra={"mixscale + crop-flip": crop})
+
+    _tracking_overhead(repeats, 9 if args.quick else 30, device)
+
+
+if __name__ == "__main__":
+    main()

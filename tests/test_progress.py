@@ -1,0 +1,124 @@
+"""Progress: ETA arithmetic, plain log lines off a terminal, one redrawn line on a terminal."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from mixscale.progress import Progress, eta_seconds, format_duration
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize(
+    ("elapsed", "done", "total", "eta"),
+    [(10.0, 1.0, 4.0, 30.0),  # a quarter done in 10 s: 30 s to go
+     (30.0, 3.0, 4.0, 10.0),
+     (5.0, 0.0, 4.0, None),  # no rate yet
+     (0.0, 0.0, 0.0, 0.0),  # nothing to do
+     (50.0, 4.0, 4.0, 0.0)],
+)
+def test_eta_seconds(elapsed, done, total, eta) -> None:
+    assert eta_seconds(elapsed, done, total) == eta
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(None, "?"), (0, "0s"), (59.4, "59s"),
+                                               (75, "1m15s"), (3725, "1h02m")])
+def test_format_duration(seconds, text) -> None:
+    assert format_duration(seconds) == text
+
+
+def test_eta_weighs_rows_by_size_and_counts_the_current_rows_epochs() -> None:
+    clock = Clock()
+    progress = Progress([100, 300], tty=False, clock=clock, echo=lambda line: None)
+    progress.start_row("small", epochs=10)
+    clock.now += 10
+    progress.on_epoch(10)
+    progress.finish_row("small done")  # 100 of 400 in 10 s
+    assert progress.eta() == pytest.approx(30.0)
+    progress.start_row("large", epochs=10)
+    clock.now += 15
+    progress.on_epoch(5)  # 100 + 150 of 400 in 25 s
+    assert progress.done_work() == pytest.approx(250.0)
+    assert progress.eta() == pytest.approx(25.0 * 150 / 250)
+
+
+def test_plain_mode_prints_one_line_per_row_and_throttled_evaluations() -> None:
+    clock, lines = Clock(), []
+    progress = Progress([1, 1], tty=False, clock=clock, echo=lines.append, log_every=60)
+    progress.start_row("row 0", epochs=4)
+    for epoch in range(1, 5):
+        clock.now += 10
+        progress.on_epoch(epoch)
+        progress.on_eval(epoch, {"test_accuracy": 0.5})
+    progress.finish_row("row 0 test_accuracy=0.500")
+    assert lines == ["[1/2] row 0 test_accuracy=0.500 | elapsed 40s, ETA 40s"]
+    progress.start_row("row 1", epochs=4)
+    clock.now += 61  # a long evaluation gap: log it
+    progress.on_epoch(1)
+    progress.on_eval(1, {"test_accuracy": 0.25})
+    assert lines[-1] == "[2/2] row 1 epoch 1/4 test_accuracy=0.250 | elapsed 1m41s, ETA 1m01s"
+    clock.now += 10  # too soon for another
+    progress.on_eval(2, {"test_accuracy": 0.3})
+    assert len(lines) == 2
+    progress.finish_row("row 1 done")
+    assert lines[-1].startswith("[2/2] row 1 done | elapsed ")
+    assert lines[-1].endswith("ETA 0s")
+
+
+def test_plain_mode_never_writes_carriage_returns() -> None:
+    stream = io.StringIO()
+    progress = Progress([5], stream=stream, clock=Clock())  # StringIO is not a terminal
+    assert not progress.tty
+    progress.start_row("row 0", epochs=2)
+    progress.on_epoch(1)
+    progress.log("a failure")
+    progress.finish_row("row 0")
+    assert "\r" not in stream.getvalue()
+    assert stream.getvalue().splitlines() == ["a failure", "[1/1] row 0 | elapsed 0s, ETA 0s"]
+
+
+def test_terminal_mode_redraws_one_line_and_keeps_finished_rows() -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    clock, stream = Clock(), Terminal()
+    progress = Progress([1, 1], stream=stream, clock=clock, columns=120)
+    assert progress.tty
+    progress.start_row("row 0", epochs=2)
+    clock.now += 5
+    progress.on_epoch(1)
+    progress.on_eval(1, {"test_accuracy": 0.75})
+    out = stream.getvalue()
+    assert "\r[1/2] row 0 epoch 1/2 test_accuracy=0.750 | elapsed 5s, ETA 15s" in out
+    assert "\n" not in out
+    progress.finish_row("row 0 finished")
+    tail = stream.getvalue()[len(out):]
+    assert tail.startswith("\r" + " " * progress_width(out) + "\r")  # status line erased
+    assert tail.endswith("[1/2] row 0 finished | elapsed 5s, ETA 5s\n")
+
+
+def progress_width(out: str) -> int:
+    """Width of the widest status line drawn so far."""
+    return max(len(part) for part in out.split("\r"))
+
+
+def test_terminal_status_line_is_cut_to_the_terminal_width() -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    stream = Terminal()
+    progress = Progress([1], stream=stream, clock=Clock(), columns=30)
+    progress.start_row("a very long row label that would wrap", epochs=3)
+    assert all(len(part) <= 29 for part in stream.getvalue().split("\r"))

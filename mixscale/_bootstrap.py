@@ -45,6 +45,7 @@ class BootstrapResult:
     level: float
     n_boot: int
     n_failed: int
+    raw_samples: np.ndarray | None = None  # (n_ok, n_raw) optimised vectors, for predictions
 
 
 def bootstrap_law(
@@ -80,7 +81,7 @@ def bootstrap_law(
     members = [np.flatnonzero(inverse == g) for g in range(labels.size)]
     rng = np.random.default_rng(seed)
     a, b = _lsq.report_matrix(problem)
-    samples, preds, n_failed = [], [], 0
+    samples, raws, preds, n_failed = [], [], [], 0
     n_terms = problem.count.shape[1] + problem.epoch.shape[1]
     for _ in range(n_boot):
         rows = np.concatenate([members[g] for g in rng.integers(0, labels.size, labels.size)])
@@ -94,6 +95,7 @@ def bootstrap_law(
             n_failed += 1
             continue
         samples.append(a @ res.x + b)
+        raws.append(res.x)
         if pred_problem is not None:
             preds.append(pred_problem.predict(res.x))
     if not samples:
@@ -127,4 +129,5 @@ def bootstrap_law(
         level=level,
         n_boot=n_boot,
         n_failed=n_failed,
+        raw_samples=np.array(raws),
     )

@@ -104,6 +104,9 @@ class ScalingLaw:
         Rows used in the fit (after the ``min_epoch`` drop).
     groups_ : numpy.ndarray or None
         The ``groups`` passed to ``fit`` (all rows, before the drop), reused by ``bootstrap``.
+    bootstrap_raw_ : numpy.ndarray or None
+        Replicate parameter vectors kept by :meth:`keep_bootstrap` (saved in the JSON), which
+        :meth:`predict_interval` turns into prediction intervals.
     """
 
     def __init__(
@@ -230,6 +233,7 @@ class ScalingLaw:
         free = raw[k : k + f]
         values = np.concatenate([raw[: k + f], [1.0 - free.sum()], raw[k + f :]])
         self.raw_params_ = np.asarray(raw, dtype=float)
+        self.bootstrap_raw_ = None  # replicates of an earlier fit no longer apply
         self.params_ = {n: float(v) for n, v in zip(names, values, strict=True)}
         self.pcov_ = np.asarray(pcov, dtype=float)
         self.cost_ = cost
@@ -360,6 +364,55 @@ class ScalingLaw:
             level=level,
         )
 
+    def keep_bootstrap(self, result: BootstrapResult) -> ScalingLaw:
+        """Keep a bootstrap's replicate parameters so the law can give prediction intervals."""
+        self._check_fitted()
+        raw = np.asarray(result.raw_samples, dtype=float)
+        if raw.ndim != 2 or raw.shape[1:] != self.raw_params_.shape or len(raw) < 2:
+            raise MixscaleError(
+                f"a bootstrap of this law needs >= 2 replicates of {self.raw_params_.size} "
+                f"parameters, but got shape {raw.shape}."
+            )
+        self.bootstrap_raw_ = raw
+        return self
+
+    def predict_interval(self, X: pd.DataFrame, level: float = 0.9
+                         ) -> tuple[np.ndarray, np.ndarray]:
+        """Percentile interval of the prediction over the kept bootstrap replicates.
+
+        Parameters
+        ----------
+        X : pandas.DataFrame
+            ``n_<class>`` columns and ``epoch``, as for :meth:`predict`.
+        level : float
+            Coverage in (0, 1), e.g. 0.9 for the 5 % and 95 % percentiles.
+
+        Returns
+        -------
+        lower, upper : numpy.ndarray
+
+        Raises
+        ------
+        MixscaleError
+            If ``level`` is outside (0, 1) or no bootstrap was kept (:meth:`keep_bootstrap`).
+        """
+        self._check_fitted()
+        if not 0.0 < level < 1.0:
+            raise MixscaleError(f"`level` must be in (0, 1), but got level={level!r}.")
+        raw = getattr(self, "bootstrap_raw_", None)
+        if raw is None:
+            raise MixscaleError(
+                f"this {self.family!r}/{self.predictor!r} law carries no bootstrap replicates, "
+                "so it has no prediction intervals (fit keeps them for the champion and the "
+                "best per-class law when --n-boot > 0)."
+            )
+        counts, epoch, _ = read_features(X, class_columns=self.class_columns_)
+        problem = self._problem(counts, epoch)
+        preds = np.array([problem.predict(theta) for theta in raw])
+        tail = 100.0 * (1.0 - level) / 2.0
+        lower, upper = np.percentile(preds, [tail, 100.0 - tail], axis=0)
+        return lower, upper
+
     # ---------------------------------------------------------- serialisation
     def to_dict(self) -> dict[str, Any]:
         """Everything needed to rebuild the fitted law (plain JSON types)."""
@@ -386,6 +439,8 @@ class ScalingLaw:
             "pcov": [[float(v) if np.isfinite(v) else None for v in row] for row in self.pcov_],
             "cost": self.cost_,
             "n_train": self.n_train_,
+            "bootstrap_raw": (None if getattr(self, "bootstrap_raw_", None) is None
+                              else self.bootstrap_raw_.tolist()),
         }
 
     @classmethod
@@ -421,6 +476,9 @@ class ScalingLaw:
                 f"({list(law.params_)})."
             )
         law.groups_ = None
+        law.bootstrap_raw_ = None
+        if d.get("bootstrap_raw") is not None:
+            law.bootstrap_raw_ = np.asarray(d["bootstrap_raw"], dtype=float)
         return law
 
     def to_json(self) -> str:

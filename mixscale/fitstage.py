@@ -83,6 +83,7 @@ def _bootstrap_files(key: str, law, train: pd.DataFrame, features: list[str],
                                  seed=config.seed)
     except MixscaleError as exc:
         return {f"bootstrap_{key}.txt": f"no bootstrap intervals for {key}: {exc}\n"}
+    law.keep_bootstrap(boot)  # the registered model then serves prediction intervals
     intervals = boot.intervals.rename_axis("name").reset_index()
     intervals["n_boot_ok"] = config.n_boot - boot.n_failed
     files: dict[str, object] = {f"bootstrap_{key}.csv": intervals}

@@ -19,7 +19,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-from mlflow.types import ColSpec, Schema
+from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 __all__ = ["LawModel", "law_signature", "log_law", "set_alias", "CHAMPION"]
 
@@ -32,7 +32,8 @@ _MODEL_CODE = _PACKAGE_DIR / "_law_model.py"
 class LawModel(mlflow.pyfunc.PythonModel):
     """Serves a fitted :class:`~mixscale.fit.ScalingLaw`: counts and epoch in, accuracy out.
 
-    Predictions are clipped to [0, 1] (an accuracy); bad input raises an
+    Predictions are clipped to [0, 1] (an accuracy); ``params={"interval": 0.9}`` adds the
+    law's run-bootstrap prediction interval. Bad input raises an
     :class:`~mlflow.exceptions.MlflowException` that the scoring server turns into HTTP 400.
     """
 
@@ -64,16 +65,34 @@ class LawModel(mlflow.pyfunc.PythonModel):
                                       f"{values[values < 0].tolist()}.",
                                       error_code=INVALID_PARAMETER_VALUE)
         accuracy = np.clip(self.law.predict(frame[required]), 0.0, 1.0)
-        return pd.DataFrame({"accuracy": accuracy})
+        out = pd.DataFrame({"accuracy": accuracy})
+        level = float((params or {}).get("interval") or 0.0)
+        if level:
+            if not 0.0 < level < 1.0:
+                raise MlflowException(f"param 'interval' must be in (0, 1), e.g. 0.9, but got "
+                                      f"{level}.", error_code=INVALID_PARAMETER_VALUE)
+            try:
+                lower, upper = self.law.predict_interval(frame[required], level)
+            except ValueError as exc:  # MixscaleError: this law kept no bootstrap replicates
+                raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
+            out["accuracy_lower"] = np.clip(lower, 0.0, 1.0)
+            out["accuracy_upper"] = np.clip(upper, 0.0, 1.0)
+        return out
 
 
 def law_signature(class_columns: Sequence[str]) -> ModelSignature:
     """Signature: a ``long`` column per class count and ``epoch`` in, ``accuracy`` out.
 
-    Counts and epochs are integers; ``long`` accepts Python/NumPy ints and JSON integers.
+    Counts and epochs are integers; ``long`` accepts Python/NumPy ints and JSON integers. The
+    param ``interval`` (e.g. 0.9; default 0 = none) adds ``accuracy_lower``/``accuracy_upper``,
+    the bootstrap prediction interval, for laws that kept bootstrap replicates.
     """
     inputs = Schema([ColSpec("long", c) for c in [*class_columns, "epoch"]])
-    return ModelSignature(inputs=inputs, outputs=Schema([ColSpec("double", "accuracy")]))
+    outputs = Schema([ColSpec("double", "accuracy"),
+                      ColSpec("double", "accuracy_lower", required=False),
+                      ColSpec("double", "accuracy_upper", required=False)])
+    params = ParamSchema([ParamSpec("interval", "double", 0.0)])
+    return ModelSignature(inputs=inputs, outputs=outputs, params=params)
 
 
 def _pip_requirements() -> list[str]:

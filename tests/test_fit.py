@@ -362,3 +362,27 @@ def test_fit_all_summarises_every_combination_and_records_failures():
     assert set(laws) == {(f, p) for f in families for p in ("m2", "m3")}
     power_m2 = summary[(summary["family"] == "power") & (summary["predictor"] == "m2")]
     assert power_m2["n_params"].iloc[0] == 4
+
+
+def test_predict_interval_round_trips_through_json() -> None:
+    rng = np.random.default_rng(5)
+    X = pd.DataFrame({"n_a": np.repeat(rng.integers(5, 80, 20), 3),
+                      "n_b": np.repeat(rng.integers(5, 80, 20), 3),
+                      "epoch": np.tile([10, 20, 30], 20)})
+    y = 0.2 + 0.4 * ((X["n_a"] + X["n_b"]) / 160 + X["epoch"] / 30) ** 0.5
+    y = y + rng.normal(0, 0.005, len(X))
+    groups = np.repeat(np.arange(20), 3)
+    law = ScalingLaw(family="power", predictor="m2", min_epoch=0, n_starts=2).fit(
+        X, y, groups=groups)
+    with pytest.raises(MixscaleError, match="carries no bootstrap replicates"):
+        law.predict_interval(X)
+    law.keep_bootstrap(law.bootstrap(X, y, n_boot=25, seed=0))
+    lower, upper = law.predict_interval(X, 0.8)
+    assert (lower <= upper).all() and (upper > lower).any()
+    again = ScalingLaw.from_json(law.to_json())
+    np.testing.assert_allclose(again.predict_interval(X, 0.8), (lower, upper))
+    with pytest.raises(MixscaleError, match=r"`level` must be in \(0, 1\)"):
+        law.predict_interval(X, 1.0)
+    law.fit(X, y, groups=groups)  # a refit forgets the old replicates
+    with pytest.raises(MixscaleError, match="no bootstrap"):
+        law.predict_interval(X)

@@ -140,3 +140,66 @@ def test_http_negative_count_is_400(server) -> None:
                          {"dataframe_split": frame.to_dict(orient="split", index=False)})
     assert status == 400
     assert "n_1" in body and ">= 0" in body
+
+
+def _synthetic_law(n_runs: int = 30, seed: int = 0):
+    from mixscale.fit import ScalingLaw
+
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(5, 100, size=(n_runs, 3))
+    epochs = np.array([10, 20, 30])
+    X = pd.DataFrame([{"n_a": c[0], "n_b": c[1], "n_c": c[2], "epoch": e}
+                      for c in counts for e in epochs])
+    z = (X[["n_a", "n_b", "n_c"]].to_numpy() @ [0.5, 0.3, 0.2]) / 100 + X["epoch"] / 30
+    y = 0.1 + 0.5 * z**0.5 + rng.normal(0, 0.005, len(X))
+    groups = np.repeat(np.arange(n_runs), len(epochs))
+    law = ScalingLaw(family="power", predictor="m2", min_epoch=0, n_starts=3).fit(
+        X, y, groups=groups)
+    return law, X, y, groups
+
+
+def test_pyfunc_round_trip_equals_in_process_and_serves_intervals(store) -> None:
+    from mixscale import tracking as tr
+    from mixscale.serving import log_law
+
+    law, X, y, groups = _synthetic_law()
+    law.keep_bootstrap(law.bootstrap(X, y, groups=groups, n_boot=30, seed=1))
+    experiment_id = store.new_experiment()
+    run_id = tr.start_stage_run(store.client, experiment_id, kind="fit", name="round-trip")
+    version = log_law(law, run_id=run_id, name="law-power-m2",
+                      registered_model_name="round-trip", input_example=X.head(2))
+    model = mlflow.pyfunc.load_model(f"models:/round-trip/{version}")
+    served = model.predict(X)
+    np.testing.assert_allclose(served["accuracy"], np.clip(law.predict(X), 0, 1), rtol=1e-12)
+    assert list(served.columns) == ["accuracy"]
+    with_interval = model.predict(X, params={"interval": 0.9})
+    lower, upper = with_interval["accuracy_lower"], with_interval["accuracy_upper"]
+    assert (lower <= upper).all() and (upper - lower).max() > 0
+    assert ((lower >= 0) & (upper <= 1)).all()
+    with pytest.raises(MlflowException, match=r"'interval' must be in \(0, 1\)"):
+        model.predict(X, params={"interval": 1.5})
+
+
+def test_law_without_bootstrap_refuses_interval(store) -> None:
+    from mixscale import tracking as tr
+    from mixscale.serving import log_law
+
+    law, X, _, _ = _synthetic_law(seed=2)
+    run_id = tr.start_stage_run(store.client, store.new_experiment(), kind="fit", name="nb")
+    version = log_law(law, run_id=run_id, name="law", registered_model_name="no-boot",
+                      input_example=X.head(2))
+    model = mlflow.pyfunc.load_model(f"models:/no-boot/{version}")
+    with pytest.raises(MlflowException, match="carries no bootstrap replicates"):
+        model.predict(X, params={"interval": 0.9})
+
+
+@pytest.mark.slow
+def test_http_interval_param(server) -> None:
+    frame = _rows([4, 12])
+    status, body = _post(f"{server}/invocations",
+                         {"dataframe_split": frame.to_dict(orient="split", index=False),
+                          "params": {"interval": 0.9}})
+    assert status == 200, body
+    preds = json.loads(body)["predictions"]
+    for p in preds:
+        assert 0.0 <= p["accuracy_lower"] <= p["accuracy_upper"] <= 1.0

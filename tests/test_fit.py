@@ -386,3 +386,30 @@ def test_predict_interval_round_trips_through_json() -> None:
     law.fit(X, y, groups=groups)  # a refit forgets the old replicates
     with pytest.raises(MixscaleError, match="no bootstrap"):
         law.predict_interval(X)
+
+
+_SHAPES = {
+    "power": (-0.05, 0.7, 0.55),
+    "arctan": (-0.1, 1.5, -0.3),
+    "log": (0.9, 0.2, 0.05),
+    "root": (0.1, 0.8, 2.0, 1.0),
+    "logistic": (0.1, 0.8, 4.0, -1.5),
+    "m4": (0.1, 0.8, 1.0, 0.3, 0.8),
+}
+
+
+@pytest.mark.parametrize("predictor", ["m0", "m1", "m2", "m3"])
+@pytest.mark.parametrize("family", list(_SHAPES))
+def test_recovery_for_every_family_and_predictor(family, predictor):
+    """Simulate from a known law of the same form, fit, and recover the curve (and, for the
+    per-class predictors, the class weights)."""
+    per_class = predictor in ("m0", "m1")
+    k = 5
+    w = _true_weights(k) if per_class else np.full(k, 1.0 / k)  # total_n = equal weights
+    epoch_weights = (0.4,) if predictor in ("m0", "m2") else (0.6, -0.2)
+    X, y, clean, runs = simulate(family, _SHAPES[family], w, epoch_weights, n_runs=24,
+                                 noise=0.002, epochs=(10, 20, 30, 40, 50, 60))
+    law = ScalingLaw(family=family, predictor=predictor, n_starts=3).fit(X, y, groups=runs)
+    np.testing.assert_allclose(law.predict(X), clean, atol=0.01)
+    if per_class:
+        np.testing.assert_allclose(_class_weights(law), w, atol=0.03)

@@ -14,7 +14,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) torch==2.14.1 torchvision==0.29.1 $(QUIET)
-	$(PIP) -e ".[test]" $(QUIET)
+	$(PIP) -e ".[test,ray]" $(QUIET)
 	touch $@
 
 demo: install

@@ -8,6 +8,7 @@ nest under a parent. Talking to the server goes through :mod:`mixscale.tracking`
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -215,19 +216,39 @@ def run_design(prepared: PreparedDesign, client: MlflowClient, experiment_id: st
 
 
 def train_rows(client: MlflowClient, design_id: str, config: TrainConfig, *,
-               run_ids: Sequence[str] | None = None, echo: Echo = print) -> int:
-    """Train rows of a design one after another; return how many were trained.
+               run_ids: Sequence[str] | None = None, worker: int = 0, workers: int = 0,
+               stale_after: float = 0.0, executor: str = "local", ray_address: str = "",
+               ray_cpus: float = 1.0, tracking_uri: str | None = None,
+               echo: Echo = print) -> int:
+    """Train rows of a design; return how many were trained.
 
     Parameters
     ----------
     run_ids : sequence of str, optional
         Train only these row runs (``train_row``); by default every pending row (SCHEDULED,
         or FAILED/KILLED, which restart in a fresh run). FINISHED rows are never retrained.
+    worker, workers : int
+        Static partition: with ``workers >= 1`` only rows with ``row % workers == worker``,
+        and RUNNING rows among them (left by a dead earlier attempt) restart. See
+        :mod:`mixscale.workers` for the rules.
+    stale_after : float
+        Un-partitioned: restart RUNNING rows whose heartbeat is older than this (seconds);
+        0 = never.
+    executor : {"local", "ray"}
+        ``local`` trains rows one after another in this process; ``ray`` runs them as Ray
+        tasks (``ray_address``, ``ray_cpus`` CPUs per task) with this process as the driver.
+    tracking_uri : str, optional
+        The store Ray tasks log into; default ``$MLFLOW_TRACKING_URI``.
     """
-    from mixscale.data import sample_subset, subset_hash
+    from mixscale import workers as wk
     from mixscale.progress import Progress
-    from mixscale.train import resolve_settings, train_model
+    from mixscale.train import resolve_settings
 
+    if executor not in wk.EXECUTORS:
+        raise MixscaleError(f"unknown executor {executor!r}; allowed: "
+                            f"{', '.join(repr(e) for e in wk.EXECUTORS)}.")
+    wk.resolve_worker(worker, workers)  # validates the pair
+    wk.configure_http_retries()
     rows = tr.list_rows(client, design_id)
     if run_ids is not None:
         wanted = set(run_ids)
@@ -239,44 +260,40 @@ def train_rows(client: MlflowClient, design_id: str, config: TrainConfig, *,
         for r in rows:
             if r.status in ("FINISHED", "RUNNING"):
                 tr.claim_row(client, r)  # raises the clear "already FINISHED/RUNNING" error
+        assignments = [wk.Assignment(r, takeover=False) for r in rows]
     else:
-        rows = [r for r in rows if r.status in ("SCHEDULED", "FAILED", "KILLED")]
+        assignments = wk.select_rows(rows, worker=worker, workers=workers,
+                                     stale_after=stale_after)
+    if workers:
+        echo(f"worker {worker} of {workers}: {len(assignments)} row(s) to train")
+    if executor == "ray":
+        uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        if not uri:
+            raise MixscaleError("--executor ray needs a tracking URI the tasks can reach "
+                                "(--tracking-uri or $MLFLOW_TRACKING_URI); none is set.")
+        return wk.train_with_ray(client, design_id, assignments, config, tracking_uri=uri,
+                                 address=ray_address, num_cpus=ray_cpus, echo=echo)
     dataset = load_dataset(client.get_run(design_id).data.params["dataset"],
                            data_dir=config.data_dir, download=config.download)
     settings = resolve_settings(config, image_shape=dataset.image_shape)
-    params = {f: getattr(config, f) for f in config.__dataclass_fields__ if f != "download"}
-    params.update(settings.as_params(), lr_milestones=",".join(map(str, config.lr_milestones)))
-    progress = Progress([r.subset_size for r in rows], echo=echo)
-    for row in rows:
-        run_id = tr.claim_row(client, row)
+    params = wk.row_params(config, settings)
+    progress = Progress([a.row.subset_size for a in assignments], echo=echo)
+    for a in assignments:
+        row = a.row
+        run_id = tr.claim_row(client, row, takeover=a.takeover)
         t0 = time.perf_counter()
         label = f"row {row.row:>3} {row.role:<10} n={row.subset_size:<5}"
         progress.start_row(label, config.epochs)
-
-        def on_eval(epoch: int, metrics: dict[str, float], rid: str = run_id) -> None:
-            tr.log_eval(client, rid, epoch, metrics)
-            progress.on_eval(epoch, metrics)
-
         try:
-            idx = sample_subset(dataset.train_labels, row.counts, seed=row.seed)
-            tr.log_params(client, run_id, {**params, "subset_hash": subset_hash(idx)})
-            result = train_model(
-                dataset.train_images[idx], dataset.train_labels[idx],
-                dataset.test_images, dataset.test_labels,
-                config=config, class_keys=dataset.class_keys, seed=row.seed,
-                mean=dataset.mean, std=dataset.std, callback=on_eval,
-                on_epoch=progress.on_epoch,
-            )
-            tr.log_metrics(client, run_id, {"train_seconds": result.seconds,
-                                            "images_per_second": result.images_per_second})
+            result = wk.run_row(client, row, run_id, dataset=dataset, config=config,
+                                params=params, on_eval=progress.on_eval,
+                                on_epoch=progress.on_epoch)
         except BaseException as exc:
-            tr.end_row(client, run_id, error=exc)
             progress.log(f"row {row.row} ({run_id}) FAILED: {type(exc).__name__}: {exc}")
             raise
-        tr.end_row(client, run_id)
         progress.finish_row(f"{label} test_accuracy={result.final['test_accuracy']:.3f} "
                             f"({time.perf_counter() - t0:.1f} s)")
-    return len(rows)
+    return len(assignments)
 
 
 def serve_command(model_uri: str, tracking_uri: str, port: int = 5001) -> str:

@@ -10,12 +10,14 @@ id, never the fluent "active run", so stages compose in one process and inside `
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import mlflow
 import numpy as np
@@ -26,12 +28,15 @@ from mlflow.exceptions import MlflowException
 
 from mixscale.errors import MixscaleError
 
+T = TypeVar("T")
+
 __all__ = [
     "KIND", "DESIGN", "ROLE", "SUBSET_SIZE", "DATASET", "ROW", "ERROR", "SUPERSEDED_BY",
     "PARENT", "DESIGN_CSV", "FIT_TABLE_CSV", "FIT_SUMMARY_CSV",
     "RowSpec", "resolve_tracking_uri", "experiment_for", "start_stage_run", "end_run",
     "log_params", "log_metrics", "log_artifacts", "create_design_rows", "list_rows",
     "claim_row", "log_eval", "end_row", "assemble_table", "design_class_keys",
+    "HEARTBEAT", "RESTART_OF", "with_retries",
 ]
 
 # Tags (searchable in the MLflow UI, e.g. `tags."mixscale.kind" = 'row'`).
@@ -43,6 +48,8 @@ DATASET = "mixscale.dataset"
 ROW = "mixscale.row"
 ERROR = "mixscale.error"  # the exception that failed a row
 SUPERSEDED_BY = "mixscale.superseded_by"  # on a failed row run: the run that restarted it
+RESTART_OF = "mixscale.restart_of"  # on a restarted row run: the run it supersedes
+HEARTBEAT = "mixscale.heartbeat"  # on a RUNNING row: unix seconds of its last claim/evaluation
 PARENT = "mlflow.parentRunId"
 # Artifacts.
 DESIGN_CSV = "design.csv"
@@ -64,6 +71,7 @@ class RowSpec:
     seed: int
     counts: np.ndarray  # images per class, in the design's class order
     status: str  # MLflow run status: SCHEDULED, RUNNING, FINISHED, FAILED, KILLED
+    heartbeat: float | None = None  # unix seconds of the last sign of life (tag, else start)
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
@@ -207,55 +215,146 @@ def design_class_keys(client: MlflowClient, design_id: str) -> list[str]:
     return run.data.params["class_keys"].split(",")
 
 
+def _transient(exc: BaseException) -> bool:
+    """Whether a failed tracking call is worth repeating (connection trouble, server 5xx)."""
+    if isinstance(exc, MlflowException):
+        return exc.error_code in _TRANSIENT_CODES
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return True
+    import requests
+
+    if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
+        return True
+    try:
+        import sqlalchemy.exc
+    except ImportError:  # pragma: no cover - mlflow depends on sqlalchemy
+        return False
+    return isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError)
+
+
+_TRANSIENT_CODES = {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED",
+                    "DEADLINE_EXCEEDED"}
+
+
+def with_retries(call: Callable[[], T], *, what: str = "tracking call",
+                 attempts: int | None = None, base_delay: float | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> T:
+    """Run ``call``, repeating it with exponential backoff while it fails transiently.
+
+    This sits on top of MLflow's own HTTP retries (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``,
+    ``MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR``), for the failures those give up on or do not cover:
+    a tracking server down longer than its retries last, or a database URI used directly.
+
+    Parameters
+    ----------
+    call : callable
+        The request; it must be safe to repeat (every row-lifecycle call is: metrics carry
+        fixed timestamps, so a repeated batch is deduplicated by the store).
+    what : str
+        Names the call in the final error.
+    attempts : int, optional
+        Tries in all; default ``$MIXSCALE_TRACKING_RETRIES`` or 4.
+    base_delay : float, optional
+        Seconds before the first repeat, doubled each time; default
+        ``$MIXSCALE_TRACKING_BACKOFF`` or 2.
+    sleep : callable
+        Replaceable in tests.
+    """
+    attempts = attempts or int(os.environ.get("MIXSCALE_TRACKING_RETRIES", "4"))
+    if base_delay is None:
+        base_delay = float(os.environ.get("MIXSCALE_TRACKING_BACKOFF", "2"))
+    for attempt in range(attempts):
+        try:
+            return call()
+        except Exception as exc:
+            if attempt == attempts - 1 or not _transient(exc):
+                raise
+            delay = base_delay * 2**attempt
+            print(f"{what} failed ({type(exc).__name__}: {str(exc)[:200]}); retrying in "
+                  f"{delay:.0f} s ({attempt + 2}/{attempts})", file=sys.stderr, flush=True)
+            sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def list_rows(client: MlflowClient, design_id: str) -> list[RowSpec]:
     """The current run of every row of a design (any status), by row index.
 
-    Runs superseded by a restart are left out, so each row appears exactly once.
+    Runs superseded by a restart (tagged ``mixscale.superseded_by``, or named by another run's
+    ``mixscale.restart_of``) are left out, so each row appears exactly once. Should a crash
+    have left two current runs for a row, the FINISHED one wins, else the latest started.
     """
     keys = design_class_keys(client, design_id)
     experiment_id = client.get_run(design_id).info.experiment_id
-    runs = _search_all(client, experiment_id,
-                       f"tags.`{DESIGN}` = '{design_id}' and tags.`{KIND}` = 'row'")
-    rows = [
-        RowSpec(run_id=r.info.run_id, design_id=design_id, row=int(r.data.params["row"]),
-                role=r.data.params["role"], subset_size=int(r.data.params["subset_size"]),
-                seed=int(r.data.params["seed"]), status=r.info.status,
-                counts=np.array([int(r.data.params[f"n_{k}"]) for k in keys], dtype=np.int64))
-        for r in runs
-        if SUPERSEDED_BY not in r.data.tags
-    ]
-    return sorted(rows, key=lambda r: (r.row, r.run_id))
+    runs = with_retries(lambda: _search_all(
+        client, experiment_id, f"tags.`{DESIGN}` = '{design_id}' and tags.`{KIND}` = 'row'"),
+        what="searching the design's rows")
+    replaced = {r.data.tags[RESTART_OF] for r in runs if RESTART_OF in r.data.tags}
+    current: dict[int, object] = {}
+    for r in runs:
+        if SUPERSEDED_BY in r.data.tags or r.info.run_id in replaced:
+            continue
+        row = int(r.data.params["row"])
+        rank = (r.info.status == "FINISHED", r.info.start_time or 0, r.info.run_id)
+        if row not in current or rank > current[row][0]:
+            current[row] = (rank, r)
+    rows = []
+    for _, r in (current[k] for k in sorted(current)):
+        beat = r.data.tags.get(HEARTBEAT)
+        rows.append(RowSpec(
+            run_id=r.info.run_id, design_id=design_id, row=int(r.data.params["row"]),
+            role=r.data.params["role"], subset_size=int(r.data.params["subset_size"]),
+            seed=int(r.data.params["seed"]), status=r.info.status,
+            counts=np.array([int(r.data.params[f"n_{k}"]) for k in keys], dtype=np.int64),
+            heartbeat=float(beat) if beat else (r.info.start_time or 0) / 1000 or None))
+    return rows
 
 
-def claim_row(client: MlflowClient, row: RowSpec) -> str:
+def claim_row(client: MlflowClient, row: RowSpec, *, takeover: bool = False) -> str:
     """Mark a row RUNNING and return the run id to log into.
 
     A SCHEDULED row is trained in its own run. A FAILED or KILLED row is restarted in a fresh
-    child run with the same params (the old run is tagged ``mixscale.superseded_by``), so its
-    partial metric history never mixes with the new one. A FINISHED or RUNNING row is refused.
+    child run with the same params (created with the tag ``mixscale.restart_of`` naming the old
+    run, which is then tagged ``mixscale.superseded_by``), so its partial metric history never
+    mixes with the new one. A FINISHED row is refused. A RUNNING row is refused unless
+    ``takeover``: the caller has decided its worker is dead (it owns the row's partition, or the
+    row's heartbeat is stale), so the old run is ended KILLED and the row restarts like a failed
+    one.
     """
     if row.status == "FINISHED":
         raise MixscaleError(
             f"row {row.row} (run {row.run_id}) is already FINISHED; "
             "a finished row is never trained twice."
         )
-    if row.status == "RUNNING":
+    if row.status == "RUNNING" and not takeover:
         raise MixscaleError(
             f"row {row.row} (run {row.run_id}) is RUNNING, probably in another process; "
             "wait for it, or mark that run FAILED to restart the row."
         )
     run_id = row.run_id
-    if row.status in ("FAILED", "KILLED"):
-        old = client.get_run(row.run_id)
+    if row.status in ("FAILED", "KILLED", "RUNNING"):
+        old = with_retries(lambda: client.get_run(row.run_id), what="reading a row")
         keep = {k: v for k, v in old.data.tags.items() if not k.startswith("mlflow.")}
-        keep.pop(ERROR, None)
-        tags = {**keep, PARENT: old.data.tags[PARENT]}
-        new = client.create_run(old.info.experiment_id, tags=tags, run_name=old.info.run_name)
+        for k in (ERROR, HEARTBEAT, SUPERSEDED_BY):
+            keep.pop(k, None)
+        tags = {**keep, PARENT: old.data.tags[PARENT], RESTART_OF: row.run_id}
+        new = with_retries(lambda: client.create_run(old.info.experiment_id, tags=tags,
+                                                     run_name=old.info.run_name),
+                           what="restarting a row")
         run_id = new.info.run_id
-        log_params(client, run_id, {k: v for k, v in old.data.params.items()
-                                    if k in _ROW_PARAMS or k.startswith("n_")})
-        client.set_tag(row.run_id, SUPERSEDED_BY, run_id)
-    client.update_run(run_id, status="RUNNING")
+        row_params = {k: v for k, v in old.data.params.items()
+                      if k in _ROW_PARAMS or k.startswith("n_")}
+        with_retries(lambda: log_params(client, run_id, row_params), what="logging row params")
+        old_tags = {SUPERSEDED_BY: run_id}
+        if row.status == "RUNNING":
+            old_tags[ERROR] = f"presumed dead (no heartbeat since {row.heartbeat}); restarted"
+        with_retries(lambda: log_params(client, row.run_id, {}, tags=old_tags),
+                     what="tagging the superseded run")
+        if row.status == "RUNNING":
+            with_retries(lambda: client.set_terminated(row.run_id, "KILLED"),
+                         what="ending the superseded run")
+    with_retries(lambda: client.update_run(run_id, status="RUNNING"), what="claiming a row")
+    with_retries(lambda: log_params(client, run_id, {}, tags={HEARTBEAT: f"{time.time():.3f}"}),
+                 what="heartbeat")
     return run_id
 
 
@@ -264,13 +363,36 @@ _ROW_PARAMS = {"total_n", "subset_size", "row", "role", "seed"}
 
 def log_eval(client: MlflowClient, run_id: str, epoch: int, metrics: Mapping[str, float]
              ) -> None:
-    """Log one evaluation's metrics at step ``epoch`` in a single request."""
-    log_metrics(client, run_id, metrics, step=epoch)
+    """Log one evaluation's metrics at step ``epoch`` and the heartbeat, in one request.
+
+    The batch is built once, so a repeat after a lost response carries the same timestamps and
+    the store drops it as a duplicate: no step is logged twice.
+    """
+    now = time.time()
+    ts = int(now * 1000)
+    batch = [Metric(k, float(v), ts, epoch) for k, v in metrics.items() if np.isfinite(v)]
+    beat = [RunTag(HEARTBEAT, f"{now:.3f}")]
+    with_retries(lambda: client.log_batch(run_id, metrics=batch, tags=beat),
+                 what=f"logging epoch {epoch} of run {run_id}")
 
 
-def end_row(client: MlflowClient, run_id: str, *, error: BaseException | None = None) -> None:
-    """End a row run FINISHED, or FAILED with the error as a tag."""
-    end_run(client, run_id, error=error)
+def end_row(client: MlflowClient, run_id: str, *, error: BaseException | None = None) -> bool:
+    """End a row run FINISHED, or FAILED with the error as a tag.
+
+    A run that was superseded meanwhile (its worker was presumed dead and the row restarted)
+    is ended KILLED instead, so a row never gets two FINISHED runs. Returns whether the run was
+    ended as asked.
+    """
+    run = with_retries(lambda: client.get_run(run_id), what="reading a row")
+    if SUPERSEDED_BY in run.data.tags:
+        with_retries(lambda: client.set_terminated(run_id, "KILLED"), what="ending a row")
+        return False
+    if error is not None:
+        message = f"{type(error).__name__}: {error}"[:_MAX_TAG]
+        with_retries(lambda: client.set_tag(run_id, ERROR, message), what="tagging a row")
+    with_retries(lambda: client.set_terminated(run_id, "FAILED" if error else "FINISHED"),
+                 what="ending a row")
+    return True
 
 
 def assemble_table(client: MlflowClient, design_ids: Iterable[str], *,

@@ -1,0 +1,293 @@
+"""Training a design's rows on several machines: which rows a worker owns, and how it runs them.
+
+Two ways to spread rows, both with the existing engines and no coordination of our own:
+
+* **Static partitions** (``train --worker I --workers N``): worker ``I`` owns exactly the rows
+  with ``row % N == I``. Kubernetes Indexed Jobs (``JOB_COMPLETION_INDEX``) and Slurm job arrays
+  (``SLURM_ARRAY_TASK_ID``) map onto it one-to-one with ``--worker env``. Each row has one
+  owner, so no two workers ever train the same row, and the union of the partitions is every
+  row, so none is skipped.
+* **Ray** (``train --executor ray``): one driver owns every row, claims each just before it
+  submits it as a Ray task with its CPU/GPU resources, and ends the rows whose task died.
+
+Dead workers. A worker killed mid-row leaves its row RUNNING. Who may restart it:
+
+* partitioned: the owner of the partition. A RUNNING row in a worker's own partition can only
+  be left by an earlier, dead attempt of the same index (never run two workers with one index
+  at once), so the rerun restarts it in a fresh run at once;
+* un-partitioned (``--workers 0``, the default, and the Ray driver): a RUNNING row is dead when
+  its heartbeat (the tag ``mixscale.heartbeat``, refreshed at the claim and at every evaluation)
+  is older than ``--stale-after`` seconds; 0 (the default) never declares a row dead.
+
+A restart ends the stale run KILLED and tags it superseded; if its worker was alive after all,
+its next ``end_row`` sees the tag and ends the run KILLED, never FINISHED.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mlflow import MlflowClient
+
+from mixscale import tracking as tr
+from mixscale.config import TrainConfig
+from mixscale.errors import MixscaleError
+
+__all__ = ["Assignment", "WORKER_ENV_VARS", "EXECUTORS", "resolve_worker", "select_rows",
+           "configure_http_retries", "row_params", "run_row", "train_with_ray"]
+
+Echo = Callable[[str], None]
+
+# Where `--worker env` reads the worker index, in this order.
+WORKER_ENV_VARS: tuple[str, ...] = ("JOB_COMPLETION_INDEX", "SLURM_ARRAY_TASK_ID")
+EXECUTORS: tuple[str, ...] = ("local", "ray")
+# MLflow's HTTP retries for a training worker unless the user set them: 5 retries with backoff
+# factor 1 (about 30 s per request); `tracking.with_retries` repeats the call on top of that.
+HTTP_RETRY_DEFAULTS: dict[str, str] = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5",
+                                       "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """A row this worker will train."""
+
+    row: tr.RowSpec
+    takeover: bool  # the row is RUNNING and its worker is presumed dead: restart it
+
+
+def resolve_worker(worker: str | int, workers: int,
+                   environ: dict[str, str] | None = None) -> int:
+    """The worker index: ``worker`` itself, or with ``"env"`` the first of
+    :data:`WORKER_ENV_VARS` that is set.
+
+    Raises
+    ------
+    MixscaleError
+        If the index is not an integer in ``[0, workers)``, if ``workers`` is 0 (no
+        partitioning) and the index is not 0, or if ``env`` finds none of the variables.
+    """
+    environ = os.environ if environ is None else environ
+    source = "--worker"
+    if isinstance(worker, str) and worker.strip().lower() == "env":
+        found = [v for v in WORKER_ENV_VARS if environ.get(v, "").strip()]
+        if not found:
+            raise MixscaleError(
+                f"--worker env needs one of {', '.join(WORKER_ENV_VARS)} in the environment "
+                "(a Kubernetes Indexed Job or a Slurm array sets it); none is set."
+            )
+        source, worker = found[0], environ[found[0]].strip()
+    try:
+        index = int(worker)
+    except (TypeError, ValueError):
+        raise MixscaleError(
+            f"{source} must be an integer or 'env', but got {worker!r}."
+        ) from None
+    if workers < 0:
+        raise MixscaleError(f"--workers must be >= 0 (0 = no partitioning), got {workers}.")
+    if workers == 0:
+        if index != 0:
+            raise MixscaleError(
+                f"{source}={index} needs --workers N (the number of workers, N > {index}); "
+                "without --workers every row belongs to this worker."
+            )
+        return 0
+    if not 0 <= index < workers:
+        raise MixscaleError(
+            f"{source} must be in [0, {workers - 1}] for --workers {workers}, but got {index}."
+        )
+    return index
+
+
+def select_rows(rows: Sequence[tr.RowSpec], *, worker: int = 0, workers: int = 0,
+                stale_after: float = 0.0, now: float | None = None) -> list[Assignment]:
+    """The rows this worker trains, in row order.
+
+    Parameters
+    ----------
+    rows : sequence of RowSpec
+        The design's current rows (:func:`mixscale.tracking.list_rows`).
+    worker, workers : int
+        With ``workers >= 1``, only rows with ``row % workers == worker``; RUNNING rows among
+        them are taken over (this worker is their only owner). ``workers == 0``: every row.
+    stale_after : float
+        Un-partitioned only: a RUNNING row whose heartbeat is more than this many seconds old
+        is taken over; 0 = RUNNING rows are always left alone.
+    now : float, optional
+        Unix seconds (default: now).
+
+    Returns
+    -------
+    list of Assignment
+        SCHEDULED, FAILED and KILLED rows, plus the RUNNING rows judged dead. FINISHED rows
+        are never returned.
+    """
+    now = time.time() if now is None else now
+    out = []
+    for row in rows:
+        if workers >= 1 and row.row % workers != worker:
+            continue
+        if row.status in ("SCHEDULED", "FAILED", "KILLED"):
+            out.append(Assignment(row, takeover=False))
+        elif row.status == "RUNNING":
+            if workers >= 1:
+                out.append(Assignment(row, takeover=True))
+            elif stale_after > 0 and now - (row.heartbeat or 0.0) > stale_after:
+                out.append(Assignment(row, takeover=True))
+    return out
+
+
+def configure_http_retries() -> None:
+    """Set :data:`HTTP_RETRY_DEFAULTS` in the environment where the user has not."""
+    for key, value in HTTP_RETRY_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+def row_params(config: TrainConfig, settings: Any) -> dict[str, object]:
+    """The training recipe as logged on every row run."""
+    params = {f: getattr(config, f) for f in config.__dataclass_fields__ if f != "download"}
+    params.update(settings.as_params(), lr_milestones=",".join(map(str, config.lr_milestones)))
+    return params
+
+
+def run_row(client: MlflowClient, row: tr.RowSpec, run_id: str, *, dataset: Any,
+            config: TrainConfig, params: dict[str, object],
+            on_eval: Callable[[int, dict[str, float]], None] | None = None,
+            on_epoch: Callable[[int], None] | None = None) -> Any:
+    """Train one claimed row into run ``run_id`` and end the run; return the TrainResult.
+
+    On any error the run is ended FAILED with the error as a tag (best effort: if the server is
+    unreachable it stays RUNNING, and the partition's rerun or ``--stale-after`` restarts it),
+    and the error is raised.
+    """
+    from mixscale.data import sample_subset, subset_hash
+    from mixscale.train import train_model
+
+    def _on_eval(epoch: int, metrics: dict[str, float]) -> None:
+        tr.log_eval(client, run_id, epoch, metrics)
+        if on_eval is not None:
+            on_eval(epoch, metrics)
+
+    try:
+        idx = sample_subset(dataset.train_labels, row.counts, seed=row.seed)
+        extra = {**params, "subset_hash": subset_hash(idx)}
+        tr.with_retries(lambda: tr.log_params(client, run_id, extra), what="logging params")
+        result = train_model(
+            dataset.train_images[idx], dataset.train_labels[idx],
+            dataset.test_images, dataset.test_labels,
+            config=config, class_keys=dataset.class_keys, seed=row.seed,
+            mean=dataset.mean, std=dataset.std, callback=_on_eval, on_epoch=on_epoch,
+        )
+        final = {"train_seconds": result.seconds, "images_per_second": result.images_per_second}
+        tr.with_retries(lambda: tr.log_metrics(client, run_id, final), what="logging timings")
+    except BaseException as exc:
+        try:
+            tr.end_row(client, run_id, error=exc)
+        except Exception:  # the server is gone: the row stays RUNNING until restarted
+            pass
+        raise
+    tr.end_row(client, run_id)
+    return result
+
+
+@functools.lru_cache(maxsize=2)
+def _dataset(name: str, data_dir: str, download: bool) -> Any:
+    from mixscale.data import load_dataset
+
+    return load_dataset(name, data_dir=data_dir, download=download)
+
+
+def _ray_row(tracking_uri: str, row: tr.RowSpec, run_id: str, dataset_name: str,
+             config: TrainConfig, threads: int) -> tuple[int, float, float]:
+    """Body of one Ray task: train one claimed row (runs in a Ray worker process)."""
+    import torch
+
+    from mixscale.train import resolve_settings
+
+    configure_http_retries()
+    torch.set_num_threads(max(1, threads))
+    client = MlflowClient(tracking_uri)
+    dataset = _dataset(dataset_name, config.data_dir, config.download)
+    settings = resolve_settings(config, image_shape=dataset.image_shape)
+    result = run_row(client, row, run_id, dataset=dataset, config=config,
+                     params=row_params(config, settings))
+    return row.row, float(result.final["test_accuracy"]), float(result.seconds)
+
+
+def train_with_ray(client: MlflowClient, design_id: str, assignments: Sequence[Assignment],
+                   config: TrainConfig, *, tracking_uri: str, address: str = "",
+                   num_cpus: float = 1.0, echo: Echo = print) -> int:
+    """Train rows as Ray tasks; the driver (this process) claims and owns every row.
+
+    Parameters
+    ----------
+    tracking_uri : str
+        The store the tasks log into (an ``http://`` server for tasks on other machines).
+    address : str
+        Ray cluster address (``ray://host:10001``, ``auto``); empty = ``ray.init()``'s default
+        (``$RAY_ADDRESS``, else a local Ray instance started for this run).
+    num_cpus : float
+        CPUs per task (and torch threads). A task gets ``num_gpus=1`` when ``config.device``
+        is ``cuda``, or ``auto`` on a cluster with GPUs.
+
+    Rows are claimed just before their task is submitted, at most as many at once as the
+    cluster can run, so a row is RUNNING only while it trains. Tasks are not retried by Ray
+    (a retry would log into the same run twice); a row whose task died is ended FAILED and
+    the next ``train`` restarts it. Returns how many rows were trained; raises the first
+    row's error after the others have finished.
+    """
+    try:
+        import ray
+    except ImportError:
+        raise MixscaleError(
+            "--executor ray needs Ray: pip install 'mixscale[ray]' (or ray>=2.9); "
+            "allowed executors without it: 'local'."
+        ) from None
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address or None, include_dashboard=False, log_to_driver=True,
+                 configure_logging=False)
+    try:
+        resources = ray.cluster_resources()
+        use_gpu = config.device == "cuda" or (config.device == "auto"
+                                              and resources.get("GPU", 0) >= 1)
+        if use_gpu:
+            slots = int(resources.get("GPU", 0))
+        else:
+            slots = int(resources.get("CPU", 1) // max(num_cpus, 1e-9))
+        slots = max(1, slots)
+        task = ray.remote(_ray_row).options(num_cpus=num_cpus, num_gpus=1 if use_gpu else 0,
+                                            max_retries=0)
+        dataset_name = client.get_run(design_id).data.params["dataset"]
+        pending, running, first_error, done = list(assignments), {}, None, 0
+        echo(f"ray: {len(pending)} row(s), {slots} at once, {num_cpus:g} CPU"
+             f"{' + 1 GPU' if use_gpu else ''} per task")
+        while pending or running:
+            while pending and len(running) < slots:
+                a = pending.pop(0)
+                run_id = tr.claim_row(client, a.row, takeover=a.takeover)
+                ref = task.remote(tracking_uri, a.row, run_id, dataset_name, config, int(num_cpus))
+                running[ref] = (a.row, run_id)
+            ready, _ = ray.wait(list(running), num_returns=1)
+            row, run_id = running.pop(ready[0])
+            try:
+                _, acc, seconds = ray.get(ready[0])
+            except Exception as exc:  # the task raised, or its worker died
+                first_error = first_error or exc
+                if client.get_run(run_id).info.status == "RUNNING":
+                    tr.end_row(client, run_id, error=exc)
+                echo(f"row {row.row} ({run_id}) FAILED: {type(exc).__name__}: {exc}")
+                continue
+            done += 1
+            echo(f"[{done}/{len(assignments)}] row {row.row:>3} {row.role:<10} "
+                 f"n={row.subset_size:<5} test_accuracy={acc:.3f} ({seconds:.1f} s)")
+        if first_error is not None:
+            raise first_error
+        return done
+    finally:
+        if started:
+            ray.shutdown()

@@ -1,0 +1,67 @@
+"""A throwaway `mlflow server` for tests and benchmarks: PostgreSQL backend, local artifacts.
+
+Bound to 127.0.0.1 on a free port; ``start`` polls ``/health`` until a bounded deadline;
+``stop`` ends the server's process group (the server and the workers it forked), so it can be
+started again on the same port and store (fault tests).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+__all__ = ["MlflowServer"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class MlflowServer:
+    """`mlflow server --backend-store-uri <backend> --artifacts-destination <artifacts>`."""
+
+    def __init__(self, backend: str, artifacts: Path, log: Path, *, workers: int = 2) -> None:
+        self.backend, self.artifacts, self.log, self.workers = backend, artifacts, log, workers
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, deadline_s: float = 180.0) -> None:
+        cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.backend,
+               "--artifacts-destination", str(self.artifacts), "--host", "127.0.0.1",
+               "--port", str(self.port), "--workers", str(self.workers)]
+        with open(self.log, "a") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mlflow server exited: {self.log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.25)
+        self.stop()
+        raise RuntimeError(f"mlflow server not healthy in {deadline_s} s: "
+                           f"{self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)  # the server and its own workers
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)

@@ -158,6 +158,9 @@ _train = _options(
     _opt("--precision", click.Choice(PRECISIONS), _T.precision,
          "Mixed precision on CUDA (auto = bf16 where supported, else fp16); CPU is fp32."),
     _opt("--device", click.Choice(DEVICES), _T.device, "auto = cuda when available."),
+    _opt("--hparams-from", str, "",
+         "A `mixscale tune` run id: its best lr, momentum, weight decay and batch size "
+         "replace the recipe's (options given explicitly still win); empty = none."),
     _data,
 )
 
@@ -188,8 +191,10 @@ def _design_spec(kw: dict[str, Any]) -> DesignSpec:
         iterations=kw["iterations"], method=kw["method"], seed=kw["seed"])
 
 
-def _train_config(kw: dict[str, Any]) -> TrainConfig:
+def _train_config(kw: dict[str, Any], tuned: dict[str, Any] | None = None) -> TrainConfig:
+    """The recipe, then ``tuned`` (a tune run's best values), then the explicit options."""
     values = TrainConfig.recipe_values(kw.get("recipe") or "default")
+    values.update(tuned or {})
     values.update({f: kw[f] for f in _RECIPE_FIELDS if kw.get(f) is not None})
     if isinstance(values["lr_milestones"], str):
         text = values["lr_milestones"].strip()
@@ -283,6 +288,7 @@ def train_row_cmd(**kw: Any) -> None:
 
     config = _train_config(kw)
     session = _Session(kw)
+    config = _with_tuned(kw, config, session)
     try:
         run = session.client.get_run(kw["run_id"])
     except Exception:
@@ -299,16 +305,40 @@ def train_row_cmd(**kw: Any) -> None:
 @_tracking
 @click.option("--design-id", required=True, help="The design's parent run id.")
 @_train
+@_opt("--worker", str, "0",
+      "This worker's index in [0, --workers), or 'env' to read $JOB_COMPLETION_INDEX "
+      "(Kubernetes Indexed Job) or $SLURM_ARRAY_TASK_ID (Slurm array, --array=0-(N-1)).")
+@_opt("--workers", click.IntRange(0, 100_000), 0,
+      "Static partition: train only rows with row % workers == worker, restarting RUNNING "
+      "ones (left by a dead earlier attempt of this index); 0 = every row.")
+@_opt("--stale-after", click.FloatRange(0), 0.0,
+      "Without --workers: restart RUNNING rows whose heartbeat (updated at every "
+      "evaluation) is older than this many seconds; 0 = never.")
+@_opt("--executor", click.Choice(["local", "ray"]), "local",
+      "local = rows one after another here; ray = rows as Ray tasks (pip install "
+      "'mixscale[ray]').")
+@_opt("--ray-address", str, "",
+      "Ray cluster address (e.g. ray://head:10001, auto); empty or 'local' = $RAY_ADDRESS, "
+      "else a local Ray instance.")
+@_opt("--ray-cpus", click.FloatRange(0.01, 1024), 1.0,
+      "CPUs per Ray task (a task also gets 1 GPU with --device cuda).")
 @_friendly
 def train_cmd(**kw: Any) -> None:
-    """Train every pending row of a design, one after another."""
+    """Train every pending row of a design (or this worker's share of them)."""
     from mixscale.pipeline import train_rows
     from mixscale.tracking import DESIGN
+    from mixscale.workers import resolve_worker
 
     config = _train_config(kw)
+    worker = resolve_worker(kw["worker"], kw["workers"])  # validated before any logging
     session = _Session(kw)
+    config = _with_tuned(kw, config, session)
     session.mark_launcher(**{DESIGN: kw["design_id"]})
-    n = train_rows(session.client, kw["design_id"], config, echo=click.echo)
+    address = "" if kw["ray_address"].strip().lower() in ("", "local") else kw["ray_address"]
+    n = train_rows(session.client, kw["design_id"], config, worker=worker,
+                   workers=kw["workers"], stale_after=kw["stale_after"],
+                   executor=kw["executor"], ray_address=address, ray_cpus=kw["ray_cpus"],
+                   tracking_uri=session.uri, echo=click.echo)
     click.echo(f"trained {n} row(s); next: mixscale fit --design-id {kw['design_id']}")
 
 
@@ -336,6 +366,11 @@ def fit_cmd(**kw: Any) -> None:
 @_design
 @_train
 @_fit
+@click.option("--tune", type=click.BOOL, default=False, is_flag=False, flag_value=True,
+              show_default=True, help="First run a small Optuna study on the full training "
+              "split and train the design with its best values (`--tune` alone = true).")
+@_opt("--tune-trials", int, 8, "With --tune: trials of the study.")
+@_opt("--tune-epochs", click.IntRange(1, 100_000), 10, "With --tune: epochs per trial.")
 @_friendly
 def main_cmd(**kw: Any) -> None:
     """The whole pipeline: design -> train every row -> fit, register and serve-ready."""
@@ -346,12 +381,16 @@ def main_cmd(**kw: Any) -> None:
     t0 = time.perf_counter()
     prepared = prepare_design(spec, data_dir=config.data_dir,
                               download=config.download)  # validated before any logging
+    tuning = _main_tune_setup(kw, spec.dataset) if kw["tune"] else None
     session = _Session(kw)
     client = session.client
+    config = _with_tuned(kw, config, session)
     main_id = tr.start_stage_run(client, session.experiment_id, kind="pipeline",
                                  name=f"main-{spec.dataset}-s{spec.seed}",
                                  tags={tr.DATASET: spec.dataset}, run_id=session.project_run_id)
     try:
+        if tuning is not None:
+            config = _main_tune(kw, tuning, session, main_id)
         design = run_design(prepared, client, session.experiment_id, parent_run_id=main_id,
                             echo=click.echo)
         train_rows(client, design.design_id, config, echo=click.echo)
@@ -378,6 +417,152 @@ def main_cmd(**kw: Any) -> None:
     click.echo(f"champion:     {fit.champion_uri} ({fit.champion})")
     click.echo(f"serve it:     {serve_command(fit.champion_uri, session.uri)}")
     click.echo(f"done in {time.perf_counter() - t0:.0f} s")
+
+
+# --- tune: Optuna search of lr, momentum, weight decay and batch size (mixscale.tune) -------
+# Defaults mirror mixscale.tune.TuneConfig / SearchSpace (not imported here: the CLI stays
+# cheap to import; tests/test_tune.py checks that they agree).
+_TUNE_SAMPLERS, _TUNE_PRUNERS = ("tpe", "random"), ("median", "hyperband", "none")
+
+
+def _with_tuned(kw: dict[str, Any], config: TrainConfig, session: _Session) -> TrainConfig:
+    """``config`` with the best values of the tune run named by ``--hparams-from``, if any.
+
+    Precedence: options given explicitly > the tune run's best values > the recipe.
+    """
+    run_id = (kw.get("hparams_from") or "").strip()
+    if not run_id:
+        return config
+    from mixscale.tune import best_params_from_run, tuned_values
+
+    config = _train_config(kw, best_params_from_run(session.client, run_id))
+    click.echo(f"hparams from tune run {run_id}: {tuned_values(vars(config))}")
+    return config
+
+
+def _tune_base(kw: dict[str, Any], epochs: int | None = None) -> TrainConfig:
+    """The recipe each trial trains with; recipe milestones past its epochs are dropped."""
+    import dataclasses
+
+    if epochs is not None:
+        config = _train_config(kw)
+        return dataclasses.replace(
+            config, epochs=epochs, eval_every=1,
+            lr_milestones=tuple(m for m in config.lr_milestones if m <= epochs))
+    kw = dict(kw)
+    if kw.get("lr_milestones") is None:
+        recipe = TrainConfig.recipe_values(kw.get("recipe") or "default")
+        last = kw.get("epochs") or recipe["epochs"]
+        kw["lr_milestones"] = ",".join(str(m) for m in recipe["lr_milestones"] if m <= last)
+    return _train_config(kw)
+
+
+def _tune_setup(kw: dict[str, Any], base: TrainConfig, **config: Any) -> Any:
+    """Validate the study's settings and open its storage (before anything is logged)."""
+    from mixscale import tune as tu
+    from mixscale.tracking import resolve_tracking_uri
+
+    space = tu.SearchSpace(
+        lr=tu.parse_range("lr_range", kw.get("lr_range", "0.001,0.3"), log=True),
+        momentum=tu.parse_range("momentum_range", kw.get("momentum_range", "0.5,0.99"),
+                                log=False),
+        weight_decay=tu.parse_range("weight_decay_range",
+                                    kw.get("weight_decay_range", "1e-06,0.01"), log=True),
+        batch_size=tu.parse_choices("batch_sizes", kw.get("batch_sizes", "16,32,64,128")))
+    setup = tu.prepare_tune(tu.TuneConfig(**config), space, base,
+                            tracking_uri=resolve_tracking_uri(kw.get("tracking_uri")))
+    click.echo(f"optuna storage: {tu.masked_url(setup.storage_url)}")
+    return setup
+
+
+@cli.command("tune")
+@_tracking
+@_opt("--dataset", str, "",
+      "Dataset (as for design); empty = digits, or with --run-id the row's design's dataset.")
+@_opt("--run-id", str, "",
+      "A design row's run: tune on exactly that row's images; empty = the full training split.")
+@_opt("--trials", int, 20, "Trials this process adds to the study (>= 1).")
+@_opt("--timeout", float, 0.0, "Seconds after which this process starts no new trial; 0 = none.")
+@_opt("--sampler", click.Choice(_TUNE_SAMPLERS), "tpe",
+      "tpe = multivariate TPE (5 random start-up trials); random = uniform. Seeded by --seed.")
+@_opt("--pruner", click.Choice(_TUNE_PRUNERS), "median",
+      "median = stop a trial whose validation accuracy is below the median of earlier trials "
+      "at the same epoch; hyperband; none.")
+@_opt("--pruner-startup-trials", int, 4, "median: complete trials before any pruning.")
+@_opt("--pruner-warmup-epochs", int, 3,
+      "median: no pruning before this epoch; hyperband: the fewest epochs a trial gets.")
+@_opt("--storage", str, "",
+      "Optuna database URL; empty = optuna.db next to a SQLite tracking store (else ./optuna.db)."
+      " Processes given one PostgreSQL URL and --study-name add trials to one study.")
+@_opt("--study-name", str, "",
+      "Empty = <dataset>-<model>-<full|row-<run id>>-e<epochs>; an existing study is resumed.")
+@_opt("--lr-range", str, "0.001,0.3", "Learning-rate range low,high (log scale).")
+@_opt("--momentum-range", str, "0.5,0.99", "Momentum range low,high.")
+@_opt("--weight-decay-range", str, "1e-06,0.01", "Weight-decay range low,high (log scale).")
+@_opt("--batch-sizes", str, "16,32,64,128", "Batch sizes to choose from, comma-separated.")
+@_opt("--val-fraction", float, 0.2,
+      "Share of each class's training images held out (fixed seed) to score trials on; "
+      "the test split is never used.")
+@_opt("--seed", int, 0, "Seeds the sampler; give parallel workers different seeds.")
+@_opt("--enqueue-recipe", click.BOOL, True,
+      "A new study's first trial tries the recipe's own lr, momentum, weight decay and batch "
+      "size (a baseline to beat).")
+@_opt("--recipe", click.Choice(RECIPES), "default", "Preset for the options marked [recipe].")
+@_recipe_opt("--model", click.Choice(MODELS))
+@_recipe_opt("--epochs", click.IntRange(1, 100_000), "Epochs per trial.")
+@_recipe_opt("--lr-milestones", click.STRING,
+             "Epochs where the learning rate is multiplied by --lr-gamma; recipe milestones "
+             "past --epochs are dropped.")
+@_recipe_opt("--lr-gamma", click.FloatRange(0, 1, min_open=True))
+@_recipe_opt("--augment", click.Choice(AUGMENTS))
+@_opt("--crop-padding", click.IntRange(0, 64), _T.crop_padding)
+@_recipe_opt("--stem", click.Choice(STEMS))
+@_opt("--precision", click.Choice(PRECISIONS), _T.precision)
+@_opt("--device", click.Choice(DEVICES), _T.device, "auto = cuda when available.")
+@_data
+@_friendly
+def tune_cmd(**kw: Any) -> None:
+    """Search lr, momentum, weight decay and batch size with Optuna on a validation split."""
+    from mixscale.config import DATASETS
+    from mixscale.tune import run_tune
+
+    if kw["dataset"] and kw["dataset"] not in DATASETS:
+        raise MixscaleError(f"unknown dataset {kw['dataset']!r}; allowed: "
+                            f"{', '.join(repr(d) for d in DATASETS)}.")
+    setup = _tune_setup(
+        kw, _tune_base(kw), trials=kw["trials"], timeout=kw["timeout"] or None,
+        sampler=kw["sampler"], pruner=kw["pruner"], startup_trials=kw["pruner_startup_trials"],
+        warmup_epochs=kw["pruner_warmup_epochs"], val_fraction=kw["val_fraction"],
+        seed=kw["seed"], enqueue_recipe=kw["enqueue_recipe"], storage=kw["storage"] or None,
+        study_name=kw["study_name"] or None)
+    session = _Session(kw)
+    result = run_tune(setup, session.client, session.experiment_id,
+                      dataset=kw["dataset"] or None, row_run_id=kw["run_id"] or None,
+                      run_id=session.project_run_id, echo=click.echo)
+    click.echo(f"tune run:     {result.run_id}")
+    click.echo(f"next: mixscale train --design-id <design id> --hparams-from {result.run_id}")
+
+
+def _main_tune_setup(kw: dict[str, Any], dataset: str) -> tuple[Any, str]:
+    """``main --tune``: the small study's settings, validated, its storage open."""
+    if (kw.get("hparams_from") or "").strip():
+        raise MixscaleError("--tune and --hparams-from exclude each other (--tune finds the "
+                            "values --hparams-from would bring); pass one of them.")
+    base = _tune_base(kw, epochs=kw["tune_epochs"])
+    return _tune_setup(kw, base, trials=kw["tune_trials"], seed=kw["seed"]), dataset
+
+
+def _main_tune(kw: dict[str, Any], tuning: tuple[Any, str], session: _Session,
+               main_id: str) -> TrainConfig:
+    """Run ``main``'s study under the pipeline run; the recipe with its best values."""
+    from mixscale.tune import run_tune, tuned_values
+
+    setup, dataset = tuning
+    result = run_tune(setup, session.client, session.experiment_id, dataset=dataset,
+                      parent_run_id=main_id, echo=click.echo)
+    config = _train_config(kw, {**result.best_params, "hparams_from": result.run_id})
+    click.echo(f"training the design with {tuned_values(vars(config))}")
+    return config
 
 
 def main() -> None:

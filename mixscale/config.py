@@ -221,6 +221,9 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     data_dir: str = "data"  # where torchvision datasets are (or are downloaded to)
     download: bool = False  # download a missing torchvision dataset into data_dir
+    # Provenance: the tune run whose best lr, momentum, weight_decay and batch_size replaced
+    # the recipe's (explicit options still win); "" = none. Logged on every row run.
+    hparams_from: str = ""
 
     def __post_init__(self) -> None:
         _check_choice("model", self.model, MODELS)
@@ -244,6 +247,9 @@ class TrainConfig:
         if not isinstance(self.download, bool):
             raise MixscaleError(f"`download` must be True or False, but got "
                                 f"download={self.download!r}.")
+        if not isinstance(self.hparams_from, str):
+            raise MixscaleError(f"`hparams_from` must be a run id or \"\", but got "
+                                f"hparams_from={self.hparams_from!r}.")
 
     @classmethod
     def recipe_values(cls, recipe: str = "default") -> dict[str, Any]:

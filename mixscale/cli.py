@@ -278,17 +278,30 @@ def design_cmd(**kw: Any) -> None:
 
 @cli.command("train-row")
 @_tracking
-@click.option("--run-id", required=True, help="The row's child run (status SCHEDULED).")
+@_opt("--run-id", str, "", "The row's child run (status SCHEDULED).")
+@_opt("--counts", str, "",
+      "Instead of --run-id: comma-separated images per class (label order) to train ad hoc "
+      "in a new run, outside any design.")
+@_opt("--dataset", str, "digits", "Dataset of --counts.")
+@_opt("--seed", click.IntRange(0, 2**31 - 2), 0, "Seed of --counts (subset and training).")
 @_train
 @_friendly
 def train_row_cmd(**kw: Any) -> None:
-    """Train one design row and log its per-epoch metrics on the row's run."""
+    """Train one design row and log its per-epoch metrics on the row's run (or ad-hoc counts)."""
     from mixscale import tracking as tr
-    from mixscale.pipeline import train_rows
+    from mixscale.pipeline import train_counts, train_rows
 
     config = _train_config(kw)
+    if bool(kw["run_id"].strip()) == bool(kw["counts"].strip()):
+        raise MixscaleError("train-row needs exactly one of --run-id (a design row) or "
+                            "--counts (ad-hoc per-class counts).")
+    counts = parse_int_list("counts", kw["counts"]) if kw["counts"].strip() else None
     session = _Session(kw)
     config = _with_tuned(kw, config, session)
+    if counts is not None:
+        train_counts(session.client, session.experiment_id, kw["dataset"], counts, config,
+                     seed=kw["seed"], run_id=session.project_run_id, echo=click.echo)
+        return
     try:
         run = session.client.get_run(kw["run_id"])
     except Exception:
@@ -322,6 +335,9 @@ def train_row_cmd(**kw: Any) -> None:
       "else a local Ray instance.")
 @_opt("--ray-cpus", click.FloatRange(0.01, 1024), 1.0,
       "CPUs per Ray task (a task also gets 1 GPU with --device cuda).")
+@_opt("--max-parallel", click.IntRange(1, 1024), 1,
+      "Local worker processes, one static partition each; rerun with the same value to "
+      "restart rows a killed run left RUNNING.")
 @_friendly
 def train_cmd(**kw: Any) -> None:
     """Train every pending row of a design (or this worker's share of them)."""
@@ -335,6 +351,16 @@ def train_cmd(**kw: Any) -> None:
     config = _with_tuned(kw, config, session)
     session.mark_launcher(**{DESIGN: kw["design_id"]})
     address = "" if kw["ray_address"].strip().lower() in ("", "local") else kw["ray_address"]
+    if kw["max_parallel"] > 1:
+        if kw["workers"] or kw["executor"] != "local":
+            raise MixscaleError("--max-parallel runs its own local partitions; it cannot be "
+                                "combined with --workers or --executor ray.")
+        from mixscale.workers import train_in_processes
+
+        n = train_in_processes(session.uri, kw["design_id"], config,
+                               max_parallel=kw["max_parallel"], echo=click.echo)
+        click.echo(f"trained {n} row(s); next: mixscale fit --design-id {kw['design_id']}")
+        return
     n = train_rows(session.client, kw["design_id"], config, worker=worker,
                    workers=kw["workers"], stale_after=kw["stale_after"],
                    executor=kw["executor"], ray_address=address, ray_cpus=kw["ray_cpus"],

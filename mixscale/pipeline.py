@@ -25,7 +25,7 @@ from mixscale.errors import MixscaleError
 __all__ = ["DesignResult", "FitResult", "PreparedDesign", "build_design_table", "class_ranges",
            "prepare_design",
            "run_design", "train_rows",
-           "run_fit", "serve_command"]
+           "run_fit", "serve_command", "train_counts"]
 
 Echo = Callable[[str], None]
 
@@ -294,6 +294,56 @@ def train_rows(client: MlflowClient, design_id: str, config: TrainConfig, *,
         progress.finish_row(f"{label} test_accuracy={result.final['test_accuracy']:.3f} "
                             f"({time.perf_counter() - t0:.1f} s)")
     return len(assignments)
+
+
+def train_counts(client: MlflowClient, experiment_id: str, dataset_name: str,
+                 counts: Sequence[int], config: TrainConfig, *, seed: int = 0,
+                 run_id: str | None = None, echo: Echo = print) -> str:
+    """Train ad-hoc per-class counts (no design) in a new run tagged ``mixscale.kind=adhoc``.
+
+    The run carries the same params and metrics as a design row, but it is not a row of any
+    design, so ``fit`` never mixes it in. Returns the run id.
+
+    Raises
+    ------
+    MixscaleError
+        If the number of counts differs from the number of classes, or a count is negative or
+        above what its class has (checked before the run is created).
+    """
+    from mixscale import workers as wk
+    from mixscale.train import resolve_settings
+
+    dataset = load_dataset(dataset_name, data_dir=config.data_dir, download=config.download)
+    counts_arr = np.asarray(counts, dtype=np.int64)
+    if counts_arr.shape != (dataset.n_classes,):
+        raise MixscaleError(
+            f"--counts needs one count per class of {dataset_name!r} ({dataset.n_classes}: "
+            f"{', '.join(dataset.class_keys)}), but got {len(counts_arr)}."
+        )
+    bad = np.flatnonzero((counts_arr < 0) | (counts_arr > dataset.available))
+    if bad.size:
+        c = int(bad[0])
+        raise MixscaleError(
+            f"count of class {dataset.class_names[c]!r} must be in 0..{dataset.available[c]} "
+            f"(images available), but got {counts_arr[c]}."
+        )
+    if counts_arr.sum() < 2:
+        raise MixscaleError(f"--counts must add up to >= 2 images, but got {counts_arr.sum()}.")
+    total = int(counts_arr.sum())
+    run_id = tr.start_stage_run(client, experiment_id, kind="adhoc",
+                                name=f"adhoc-{dataset_name}-n{total}",
+                                tags={tr.DATASET: dataset_name}, run_id=run_id)
+    params = {**{f"n_{k}": int(n) for k, n in zip(dataset.class_keys, counts_arr, strict=True)},
+              "total_n": total, "seed": seed, "dataset": dataset_name}
+    tr.log_params(client, run_id, params, skip_existing=True)
+    row = tr.RowSpec(run_id=run_id, design_id="", row=-1, role="adhoc", subset_size=total,
+                     seed=seed, counts=counts_arr, status="RUNNING")
+    settings = resolve_settings(config, image_shape=dataset.image_shape)
+    result = wk.run_row(client, row, run_id, dataset=dataset, config=config,
+                        params=wk.row_params(config, settings))
+    echo(f"ad-hoc run {run_id}: {total} images, test_accuracy="
+         f"{result.final['test_accuracy']:.3f}")
+    return run_id
 
 
 def serve_command(model_uri: str, tracking_uri: str, port: int = 5001) -> str:

@@ -291,3 +291,44 @@ def train_with_ray(client: MlflowClient, design_id: str, assignments: Sequence[A
     finally:
         if started:
             ray.shutdown()
+
+
+def _partition_job(tracking_uri: str, design_id: str, config: TrainConfig, worker: int,
+                   workers: int) -> int:
+    """One local worker process of ``train --max-parallel`` (a top-level function: picklable)."""
+    import torch
+
+    from mixscale.pipeline import train_rows
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    tr.resolve_tracking_uri(tracking_uri)
+    return train_rows(MlflowClient(tracking_uri), design_id, config, worker=worker,
+                      workers=workers, tracking_uri=tracking_uri,
+                      echo=lambda line: print(f"[worker {worker}] {line}", flush=True))
+
+
+def train_in_processes(tracking_uri: str, design_id: str, config: TrainConfig, *,
+                       max_parallel: int, echo: Callable[[str], None] = print) -> int:
+    """Train a design's pending rows with ``max_parallel`` local worker processes.
+
+    Each process is one static partition (``row % max_parallel == i``), so no two share a row,
+    and a rerun with the same ``max_parallel`` restarts the RUNNING rows a killed run left
+    (each partition's only owner is dead). The tracking store must already exist (the design
+    run made it), so no two processes create a brand-new SQLite store at once. Each process
+    gets ``cpu_count // max_parallel`` torch threads.
+
+    Returns
+    -------
+    int
+        Rows trained, summed over the processes.
+    """
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    if isinstance(max_parallel, bool) or not isinstance(max_parallel, int) or max_parallel < 1:
+        raise MixscaleError(f"`max_parallel` must be an integer >= 1, but got {max_parallel!r}.")
+    echo(f"training with {max_parallel} local worker processes")
+    with ProcessPoolExecutor(max_parallel, mp_context=mp.get_context("spawn")) as pool:
+        futures = [pool.submit(_partition_job, tracking_uri, design_id, config, i, max_parallel)
+                   for i in range(max_parallel)]
+        return sum(f.result() for f in futures)

@@ -88,3 +88,33 @@ def test_help_lists_every_stage() -> None:
     result = CliRunner().invoke(cli, ["--help"])
     for command in ("design", "train-row", "train", "fit", "main"):
         assert command in result.output
+
+
+def test_train_row_ad_hoc_counts(store) -> None:
+    from mixscale import tracking as tr
+
+    result = CliRunner().invoke(cli, [
+        "train-row", "--tracking-uri", store.uri, "--experiment", "adhoc",
+        "--counts", "5,5,5,5,5,5,5,5,5,30", "--epochs", "2", "--eval-every", "1",
+        "--lr-milestones", ""])
+    assert result.exit_code == 0, result.output
+    exp = store.client.get_experiment_by_name("adhoc")
+    (run,) = store.client.search_runs([exp.experiment_id])
+    assert run.data.tags[tr.KIND] == "adhoc" and run.info.status == "FINISHED"
+    assert run.data.params["n_9"] == "30" and run.data.params["total_n"] == "75"
+    steps = [m.step for m in store.client.get_metric_history(run.info.run_id, "test_accuracy")]
+    assert steps == [1, 2]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--counts", "1,2,3"], "needs one count per class of 'digits' (10"),
+    (["--counts", "1,2,3,4,5,6,7,8,9,999"], "count of class '9' must be in 0..1"),
+    (["--counts", "1,2,3,4,5,6,7,8,9,x"], "'x' in"),
+    ([], "exactly one of --run-id"),
+    (["--run-id", "abc", "--counts", "1,1,1,1,1,1,1,1,1,1"], "exactly one of --run-id"),
+])
+def test_train_row_ad_hoc_bad_counts(fresh_dir, args, message) -> None:
+    result = CliRunner().invoke(cli, ["train-row", *args])
+    assert result.exit_code == 1
+    assert message in result.output, result.output
+    assert "Traceback" not in result.output

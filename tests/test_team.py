@@ -321,3 +321,46 @@ def test_ray_executor(server, client, tmp_path, single_worker_table) -> None:
     assert "ray: 12 row(s), 1 at once, 2 CPU per task" in log.read_text()
     _check_complete(client, design_id)
     _assert_same_table(tr.assemble_table(client, [design_id]), single_worker_table)
+
+
+@pytest.mark.slow
+def test_max_parallel_local_processes_then_rerun_restarts_killed_rows(tmp_path) -> None:
+    """`train --max-parallel 2` on a SQLite store: two local processes, one partition each;
+    a run killed mid-row is completed by rerunning the same command."""
+    from mixscale.pipeline import prepare_design, run_design
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("max-parallel")
+    spec = DesignSpec(subset_sizes=(40, 80), rows_per_size=2, val_rows_per_size=1,
+                      iterations=50, seed=3)
+    design_id = run_design(prepare_design(spec), client, experiment_id,
+                           echo=lambda _: None).design_id
+    exe = str(Path(sys.executable).with_name("mixscale"))
+    args = [exe, "train", "--design-id", design_id, "--tracking-uri", uri, "--max-parallel",
+            "2", "--eval-every", "1", "--lr-milestones", ""]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    proc = subprocess.Popen([*args, "--epochs", "300"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # wait until a row is RUNNING with some metrics
+        running = [r for r in tr.list_rows(client, design_id) if r.status == "RUNNING"]
+        if running and client.get_metric_history(running[0].run_id, "test_accuracy"):
+            break
+        time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("no row started in 120 s")
+    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both worker processes
+    proc.wait(timeout=30)
+    done = subprocess.run([*args, "--epochs", "2"], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    rows = tr.list_rows(client, design_id)
+    assert len(rows) == 6 and all(r.status == "FINISHED" for r in rows)
+    for r in rows:
+        steps = [m.step for m in client.get_metric_history(r.run_id, "test_accuracy")]
+        assert steps == [1, 2]
+    finished = client.search_runs([experiment_id],
+                                  f"tags.`{tr.KIND}` = 'row' and attributes.status = 'FINISHED'")
+    assert len(finished) == 6  # exactly one FINISHED run per row

@@ -7,252 +7,40 @@ validated by click or by the stage's config dataclass before anything is logged;
 
 from __future__ import annotations
 
-import functools
-import os
 import time
-from collections.abc import Callable
 from typing import Any
 
 import click
 
+from mixscale._cliopts import (
+    _T,
+    _data,
+    _design,
+    _design_spec,
+    _fit,
+    _fit_config,
+    _friendly,
+    _opt,
+    _recipe_opt,
+    _Session,
+    _tracking,
+    _train,
+    _train_config,
+)
 from mixscale.config import (
     AUGMENTS,
-    DESIGN_METHODS,
     DEVICES,
-    FAMILIES,
     MODELS,
     PRECISIONS,
-    PREDICTORS,
     RECIPES,
     STEMS,
-    DesignSpec,
-    FitConfig,
     TrainConfig,
     parse_int_list,
-    parse_name_list,
 )
 from mixscale.errors import MixscaleError
 
-_D, _T, _F = DesignSpec(), TrainConfig(), FitConfig()
-
-__all__ = ["cli", "main", "design_cmd", "train_row_cmd", "train_cmd", "fit_cmd", "main_cmd"]
-
-
-def _options(*opts: Callable) -> Callable:
-    def wrap(f: Callable) -> Callable:
-        for opt in reversed(opts):
-            f = opt(f)
-        return f
-    return wrap
-
-
-def _opt(flag: str, kind: Any, default: Any, help: str = "") -> Callable:
-    return click.option(flag, type=kind, default=default, show_default=True, help=help)
-
-
-_tracking = _options(
-    click.option("--tracking-uri", default=None, metavar="URI",
-                 help="Tracking store; default $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db "
-                      "in the working directory."),
-    _opt("--experiment", str, "mixscale",
-         "Experiment name (inside `mlflow run`, the project run's experiment)."),
-)
-def _once(name: str, option: Callable) -> Callable:
-    """Add ``option`` unless the command already has parameter ``name`` (main = design + train)."""
-    def wrap(f: Callable) -> Callable:
-        if any(p.name == name for p in getattr(f, "__click_params__", [])):
-            return f
-        return option(f)
-    return wrap
-
-
-_data = _options(
-    _once("data_dir", _opt("--data-dir", str, _T.data_dir,
-                           "Folder of the torchvision datasets (<dir>/MNIST/raw, ...).")),
-    _once("download", click.option(
-        "--download", type=click.BOOL, default=False, is_flag=False, flag_value=True,
-        show_default=True, help="Download a missing torchvision dataset into --data-dir "
-                                "(`--download` alone = true; `--download false` = off).")),
-)
-_design = _options(
-    _opt("--dataset", str, _D.dataset,
-         "digits, cifar10, cifar100, mnist, fashion-mnist, or imagefolder:<path> (one "
-         "sub-folder per class; train/ and test/ sub-folders if you have a split)."),
-    _opt("--subset-sizes", str, ",".join(map(str, _D.subset_sizes)),
-         "Comma-separated training-subset sizes."),
-    _opt("--rows-per-size", click.IntRange(1, 10_000), _D.rows_per_size,
-         "Training-design rows per subset size."),
-    _opt("--val-rows-per-size", click.IntRange(0, 10_000), _D.val_rows_per_size,
-         "Validation-design rows per subset size (an independent design, own seed)."),
-    _opt("--min-per-class", click.IntRange(0), _D.min_per_class,
-         "Lower bound per class (1 keeps every class in every row)."),
-    _opt("--min-share", click.FloatRange(0, 1), _D.min_share,
-         "Lower bound per class as a share of the balanced count subset_size/n_classes "
-         "(keeps rows away from near-single-class subsets); 0 = off."),
-    _opt("--max-per-class", click.IntRange(0), 0,
-         "Upper bound per class; 0 = the images each class has."),
-    _opt("--iterations", click.IntRange(0, 10_000_000), _D.iterations,
-         "Maximin exchange iterations per subset size."),
-    _opt("--method", click.Choice(DESIGN_METHODS), _D.method,
-         "Design optimiser (paper = the paper's Algorithm 1)."),
-    _opt("--seed", click.IntRange(0, 2**31 - 2), _D.seed,
-         "Seeds the design; row i trains with seed*10000 + i."),
-    _data,
-)
-class _OrRecipe(click.ParamType):
-    """A value of ``inner``'s type, or ``recipe`` (or no option) for the value of --recipe."""
-
-    def __init__(self, inner: click.ParamType) -> None:
-        self.inner = inner
-        self.name = inner.name
-
-    def get_metavar(self, *args: Any, **kwargs: Any) -> str | None:
-        return self.inner.get_metavar(*args, **kwargs)
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-                ) -> Any:
-        if value is None or (isinstance(value, str) and value.strip().lower() == "recipe"):
-            return None
-        return self.inner.convert(value, param, ctx)
-
-
-_RECIPE_FIELDS = ("model", "epochs", "eval_every", "lr", "momentum", "weight_decay",
-                  "batch_size", "lr_milestones", "lr_gamma", "augment", "stem")
-
-
-def _recipe_opt(flag: str, kind: click.ParamType, help: str = "") -> Callable:
-    """An option whose default comes from --recipe (explicit values override the recipe)."""
-    def text(v: Any) -> str:
-        return ",".join(map(str, v)) or "none" if isinstance(v, tuple) else str(v)
-
-    field = flag[2:].replace("-", "_")
-    defaults = "; ".join(f"{r}: {text(TrainConfig.recipe_values(r)[field])}" for r in RECIPES)
-    return click.option(flag, type=_OrRecipe(kind), default=None,
-                        help=f"{help} [recipe {defaults}]".strip())
-
-
-_train = _options(
-    _opt("--recipe", click.Choice(RECIPES), "default",
-         "Preset for the options marked [recipe ...]: default = the fast digits recipe, paper "
-         "= the paper's CIFAR-10 recipe (resnet18, 195 epochs, ...). Options given explicitly "
-         "override it."),
-    _recipe_opt("--model", click.Choice(MODELS)),
-    _recipe_opt("--epochs", click.IntRange(1, 100_000)),
-    _recipe_opt("--eval-every", click.IntRange(1),
-                "Evaluate on the test split every N epochs (and at the last)."),
-    _recipe_opt("--lr", click.FloatRange(0, 10, min_open=True), "SGD learning rate."),
-    _recipe_opt("--momentum", click.FloatRange(0, 0.999)),
-    _recipe_opt("--weight-decay", click.FloatRange(0, 1)),
-    _recipe_opt("--batch-size", click.IntRange(1, 65_536)),
-    _recipe_opt("--lr-milestones", click.STRING,
-                "Comma-separated epochs where the learning rate is multiplied by --lr-gamma; "
-                "empty for none."),
-    _recipe_opt("--lr-gamma", click.FloatRange(0, 1, min_open=True)),
-    _recipe_opt("--augment", click.Choice(AUGMENTS),
-                "Batch augmentation; auto = crop-flip for colour images, none for grey."),
-    _opt("--crop-padding", click.IntRange(0, 64), _T.crop_padding,
-         "Zero padding (pixels) for the random crop."),
-    _recipe_opt("--stem", click.Choice(STEMS),
-                "resnet18 stem: cifar = 3x3 conv, no max-pool; imagenet = torchvision's; "
-                "auto = cifar for images <= 64 px."),
-    _opt("--precision", click.Choice(PRECISIONS), _T.precision,
-         "Mixed precision on CUDA (auto = bf16 where supported, else fp16); CPU is fp32."),
-    _opt("--device", click.Choice(DEVICES), _T.device, "auto = cuda when available."),
-    _opt("--hparams-from", str, "",
-         "A `mixscale tune` run id: its best lr, momentum, weight decay and batch size "
-         "replace the recipe's (options given explicitly still win); empty = none."),
-    _data,
-)
-
-_fit = _options(
-    _opt("--families", str, ",".join(_F.families),
-         f"Comma-separated law families or 'all' ({', '.join(FAMILIES)})."),
-    _opt("--predictors", str, ",".join(_F.predictors),
-         "Comma-separated linear predictors (the paper's models m0-m3) or 'all'."),
-    _opt("--min-epoch", click.IntRange(0), _F.min_epoch, "Drop evaluations before this epoch."),
-    _opt("--n-starts", click.IntRange(1, 10_000), _F.n_starts,
-         "Least-squares starts per law."),
-    _opt("--loss", click.Choice(["linear", "huber"]), _F.loss,
-         "Least-squares loss; huber down-weights outlying evaluations."),
-    _opt("--n-boot", click.IntRange(0, 100_000), _F.n_boot,
-         "Run-bootstrap replicates for the champion's parameter intervals; 0 = none."),
-    _opt("--extrapolate", click.BOOL, _F.extrapolate,
-         "Also fit without the largest subset size and score the laws on it."),
-    _opt("--model-name", str, "", "Registered model; empty = mixscale-<dataset>."),
-)
-
-
-def _design_spec(kw: dict[str, Any]) -> DesignSpec:
-    return DesignSpec(
-        dataset=kw["dataset"], subset_sizes=parse_int_list("subset_sizes", kw["subset_sizes"]),
-        rows_per_size=kw["rows_per_size"], val_rows_per_size=kw["val_rows_per_size"],
-        min_per_class=kw["min_per_class"], min_share=kw["min_share"],
-        max_per_class=kw["max_per_class"] or None,
-        iterations=kw["iterations"], method=kw["method"], seed=kw["seed"])
-
-
-def _train_config(kw: dict[str, Any], tuned: dict[str, Any] | None = None) -> TrainConfig:
-    """The recipe, then ``tuned`` (a tune run's best values), then the explicit options."""
-    values = TrainConfig.recipe_values(kw.get("recipe") or "default")
-    values.update(tuned or {})
-    values.update({f: kw[f] for f in _RECIPE_FIELDS if kw.get(f) is not None})
-    if isinstance(values["lr_milestones"], str):
-        text = values["lr_milestones"].strip()
-        values["lr_milestones"] = parse_int_list("lr_milestones", text) if text else ()
-    values["eval_every"] = min(values["eval_every"], values["epochs"])
-    for f in ("crop_padding", "precision", "device", "data_dir", "download"):
-        if f in kw:
-            values[f] = kw[f]
-    return TrainConfig(**values)
-
-
-def _fit_config(kw: dict[str, Any]) -> FitConfig:
-    return FitConfig(
-        families=parse_name_list("families", kw["families"], FAMILIES),
-        predictors=parse_name_list("predictors", kw["predictors"], PREDICTORS),
-        min_epoch=kw["min_epoch"], n_starts=kw["n_starts"], model_name=kw["model_name"] or None,
-        loss=kw["loss"], n_boot=kw["n_boot"], extrapolate=kw["extrapolate"],
-        seed=kw.get("seed", 0))
-
-
-def _friendly(f: Callable) -> Callable:
-    """Turn bad input into one clear line and exit status 1 (no traceback)."""
-    @functools.wraps(f)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return f(*args, **kwargs)
-        except MixscaleError as exc:
-            raise click.ClickException(str(exc)) from None
-    return wrapper
-
-
-class _Session:
-    """The tracking store, client and experiment a command works in."""
-
-    def __init__(self, kw: dict[str, Any]) -> None:
-        from mlflow import MlflowClient
-
-        from mixscale import tracking as tr
-
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-        # `mlflow run` creates a run for the project and names it in MLFLOW_RUN_ID: adopt it.
-        self.project_run_id = os.environ.pop("MLFLOW_RUN_ID", None)
-        self.uri = tr.resolve_tracking_uri(kw.get("tracking_uri"))
-        click.echo(f"tracking URI: {self.uri}")
-        self.client = MlflowClient(self.uri)
-        self.experiment_id = tr.experiment_for(self.client, kw["experiment"],
-                                               run_id=self.project_run_id)
-        exp = self.client.get_experiment(self.experiment_id)
-        click.echo(f"experiment:   {exp.name} (id {self.experiment_id})")
-
-    def mark_launcher(self, **tags: str) -> None:
-        """Tag the project run of a `mlflow run` that only launches work on other runs."""
-        from mixscale import tracking as tr
-
-        if self.project_run_id:
-            tr.log_params(self.client, self.project_run_id, {},
-                          tags={tr.KIND: "launcher", **tags})
+__all__ = ["cli", "main", "design_cmd", "train_row_cmd", "train_cmd", "fit_cmd", "main_cmd",
+           "tune_cmd"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

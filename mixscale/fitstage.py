@@ -171,13 +171,18 @@ def fit_and_log(config: FitConfig, client: MlflowClient, experiment_id: str,
             pc = per_class.iloc[0]
             shown[_law_key(pc["family"], pc["predictor"])] = pc
         files: dict[str, object] = {tr.FIT_TABLE_CSV: table, tr.FIT_SUMMARY_CSV: summary}
-        for key, rec in shown.items():
-            law = laws[(rec["family"], rec["predictor"])]
+        # Predicted vs observed (the paper's Figs. 3-6) for every law of a small fit (the
+        # default: one family x 4 predictors), else for the champion and best per-class law.
+        pictured = ([(_law_key(f, p), law) for (f, p), law in laws.items()] if len(laws) <= 8
+                    else [(k, laws[(r["family"], r["predictor"])]) for k, r in shown.items()])
+        for key, law in pictured:
             pred = law.predict(table[features])
             figs[f"predicted_vs_observed_{key}.png"] = plots.predicted_vs_observed(
                 table["accuracy"].to_numpy()[kept], pred[kept],
                 table["role"].to_numpy()[kept], key)
-            if config.n_boot:
+        if config.n_boot:
+            for key, rec in shown.items():
+                law = laws[(rec["family"], rec["predictor"])]
                 figs.update(_bootstrap_files(key, law, train, features, config))
         for (family, predictor), law in laws.items():
             files[f"params_{_law_key(family, predictor)}.csv"] = parameter_table(law)

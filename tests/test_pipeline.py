@@ -69,7 +69,9 @@ def test_fit_logged_quality_and_artifacts(pipeline, store) -> None:
             assert f"power_{pred}_{key}" in fit.data.metrics
     artifacts = {a.path for a in client.list_artifacts(pipeline.fit_run_id)}
     assert {tr.FIT_TABLE_CSV, tr.FIT_SUMMARY_CSV, "accuracy_vs_epoch.png",
-            "params_power-m1.csv"} <= artifacts
+            "params_power-m1.csv", "accuracy_vs_size.png"} <= artifacts
+    for pred in ("m0", "m1", "m2", "m3"):  # the paper's Figs. 3-6
+        assert f"predicted_vs_observed_power-{pred}.png" in artifacts
     table = pd.read_csv(client.download_artifacts(pipeline.fit_run_id, tr.FIT_TABLE_CSV))
     assert list(table.columns[:2]) == ["accuracy", "n_0"]
     assert {"epoch", "total_n", "role", "run_id"} <= set(table.columns)

@@ -7,6 +7,7 @@ validated by click or by the stage's config dataclass before anything is logged;
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -40,7 +41,7 @@ from mixscale.config import (
 from mixscale.errors import MixscaleError
 
 __all__ = ["cli", "main", "design_cmd", "train_row_cmd", "train_cmd", "fit_cmd", "main_cmd",
-           "tune_cmd"]
+           "tune_cmd", "plan_cmd"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -377,6 +378,104 @@ def _main_tune(kw: dict[str, Any], tuning: tuple[Any, str], session: _Session,
     config = _train_config(kw, {**result.best_params, "hparams_from": result.run_id})
     click.echo(f"training the design with {tuned_values(vars(config))}")
     return config
+
+
+# --- plan: the cheapest per-class counts that reach a target accuracy (mixscale.plan) ------
+_CAP_FACTOR = 10  # default cap per class: this many times the law's count scale
+
+
+def _float_list(name: str, text: str) -> list[float]:
+    try:
+        return [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise MixscaleError(f"`{name}` must be comma-separated numbers, but got "
+                            f"{text!r}.") from None
+
+
+def _load_law(model_uri: str, tracking_uri: str) -> Any:
+    """The :class:`~mixscale.fit.ScalingLaw` of a registered pyfunc law."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        model = mlflow.pyfunc.load_model(model_uri)
+        return model.unwrap_python_model().law
+    except Exception as exc:  # unknown name/alias/run, or not a mixscale law
+        raise MixscaleError(f"cannot load a mixscale law from --model-uri {model_uri!r} "
+                            f"({type(exc).__name__}: {str(exc)[:300]}).") from None
+
+
+@cli.command("plan")
+@_tracking
+@_opt("--model-uri", str, "models:/mixscale-digits@champion",
+      "Registered law to plan with (models:/<name>@<alias>, models:/<name>/<version>, runs:/...).")
+@_opt("--current", str, "",
+      "Comma-separated images per class you have now (label order); empty = zeros.")
+@_opt("--caps", str, "",
+      f"Comma-separated most images per class you can get; empty = {_CAP_FACTOR} x the law's "
+      "count scale (its largest training class count), or --current if larger.")
+@_opt("--costs", str, "", "Comma-separated cost of one more image per class; empty = all 1.")
+@click.option("--target", type=float, required=True, help="Target test accuracy, in (0, 1).")
+@_opt("--epochs", int, 0,
+      "Epochs of training the prediction is for; 0 = the law's largest training epoch.")
+@_friendly
+def plan_cmd(**kw: Any) -> None:
+    """The cheapest per-class image counts a registered law predicts to reach --target."""
+    from mixscale import tracking as tr
+    from mixscale.plan import INTERVAL_LEVEL, plan_counts, plan_figure
+    from mixscale.plots import close
+
+    session = _Session(kw)
+    law = _load_law(kw["model_uri"], session.uri)
+    n = len(law.class_columns_)
+    current = (list(parse_int_list("current", kw["current"])) if kw["current"].strip()
+               else [0] * n)
+    if kw["caps"].strip():
+        caps = list(parse_int_list("caps", kw["caps"]))
+    else:
+        default_cap = int(round(_CAP_FACTOR * law.count_scale_))
+        caps = [max(c, default_cap) for c in current] if len(current) == n else [default_cap] * n
+    costs = _float_list("costs", kw["costs"]) if kw["costs"].strip() else [1.0] * n
+    epochs = kw["epochs"] or int(round(law.epoch_scale_))
+    plan = plan_counts(law, current=current, caps=caps, costs=costs, target=kw["target"],
+                       epochs=epochs)  # validated before any logging
+    table = plan.to_frame()
+    click.echo(f"law:          {kw['model_uri']} ({law.family}-{law.predictor})")
+    click.echo(table.drop(columns=["cap"]).to_string(index=False, float_format="{:.4g}".format))
+    interval = ("" if plan.interval is None else
+                f" ({INTERVAL_LEVEL:.0%} interval {plan.interval[0]:.4f}-{plan.interval[1]:.4f})")
+    click.echo(f"predicted accuracy: {plan.predicted:.4f}{interval} at {plan.epochs} epochs")
+    click.echo(f"cost:         {plan.cost:g} ({int(plan.added.sum())} image(s) added)")
+    if plan.reachable:
+        click.echo(f"reachable:    yes (target {plan.target:g})")
+    else:
+        click.echo(f"reachable:    NO - the best counts within the caps reach only "
+                   f"{plan.predicted:.4f} < target {plan.target:g}; the table shows them")
+    run_id = tr.start_stage_run(session.client, session.experiment_id, kind="plan",
+                                name=f"plan-{law.family}-{law.predictor}",
+                                run_id=session.project_run_id)
+    try:
+        tr.log_params(session.client, run_id, {
+            "model_uri": kw["model_uri"], "target": kw["target"], "epochs": epochs,
+            "current": ",".join(map(str, plan.current.astype(int))),
+            "caps": ",".join(map(str, plan.caps.astype(int))),
+            "costs": ",".join(f"{c:g}" for c in plan.costs)}, skip_existing=True)
+        metrics = {"predicted_accuracy": plan.predicted, "cost": plan.cost,
+                   "reachable": float(plan.reachable), "added": float(plan.added.sum())}
+        if plan.interval is not None:
+            metrics.update(predicted_lower=plan.interval[0], predicted_upper=plan.interval[1])
+        tr.log_metrics(session.client, run_id, metrics)
+        fig = plan_figure(plan)
+        tr.log_artifacts(session.client, run_id, {
+            "plan.json": json.dumps(plan.to_dict(), indent=1), "plan.csv": table,
+            "plan.png": fig})
+        close(fig)
+    except BaseException as exc:
+        tr.end_run(session.client, run_id, error=exc)
+        raise
+    if session.project_run_id is None:
+        tr.end_run(session.client, run_id)
+    click.echo(f"plan run:     {run_id}")
 
 
 def main() -> None:

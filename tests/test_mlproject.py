@@ -21,7 +21,7 @@ def test_mlproject_entry_points_match_the_cli() -> None:
     project = yaml.safe_load((ROOT / "MLproject").read_text())
     assert project["conda_env"] == "conda.yaml"
     points = project["entry_points"]
-    assert set(points) == {"main", "design", "train_row", "train", "fit", "tune"}
+    assert set(points) == {"main", "design", "train_row", "train", "fit", "tune", "plan"}
     for name, point in points.items():
         script = re.search(r"python (entrypoints/\w+\.py)", point["command"]).group(1)
         assert (ROOT / script).exists()

@@ -1,0 +1,360 @@
+"""The acquisition planner: the cheapest per-class image counts that reach a target accuracy.
+
+Given a fitted :class:`~mixscale.fit.ScalingLaw`, the counts one has (``current``), how many
+images of each class one could have at most (``caps``), the cost of one more image of each
+class (``costs``), a target accuracy and the epochs one will train for, :func:`plan_counts`
+finds integer counts ``current <= x <= caps`` that minimise ``sum(costs * (x - current))``
+subject to ``law.predict(x, epochs) >= target``:
+
+1. a continuous relaxation, solved with SLSQP from a few starts (the current counts, the caps,
+   their midpoint and a greedy fill of the classes with the best accuracy gain per cost);
+2. rounding that keeps every bound and the target: round down, add the image with the best
+   marginal gain per cost until the target holds, then drop the most expensive images whose
+   removal keeps it, then try one-for-one swaps to a cheaper class.
+
+When even the best counts within the bounds miss the target the plan says so
+(``reachable=False``) and carries those counts -- the caps, except that classes whose images
+lower the prediction stay at ``current`` -- and the accuracy predicted there.
+
+Pure numpy/scipy: nothing here logs or touches MLflow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import minimize
+
+from mixscale.errors import MixscaleError
+from mixscale.fit import ScalingLaw
+
+__all__ = ["Plan", "plan_counts", "plan_figure", "INTERVAL_LEVEL"]
+
+INTERVAL_LEVEL = 0.9  # coverage of the plan's bootstrap prediction interval
+_MAX_STEPS = 100_000  # bound on the one-image rounding steps
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class Plan:
+    """The planner's answer (all count arrays follow ``class_columns``)."""
+
+    class_columns: list[str]  # the law's n_<class> columns, in order
+    current: np.ndarray  # images of each class one has now
+    caps: np.ndarray  # most images of each class one can have
+    costs: np.ndarray  # cost of one more image of each class
+    counts: np.ndarray  # planned images of each class (the best bound when unreachable)
+    target: float  # accuracy asked for
+    epochs: int  # epochs the law predicts for
+    predicted: float  # law's predicted accuracy at ``counts`` (clipped to [0, 1], as served)
+    interval: tuple[float, float] | None  # 90 % run-bootstrap interval, None without replicates
+    reachable: bool  # False: even the caps miss the target
+    marginal_gain: np.ndarray  # d accuracy for one more image of each class, at ``counts``
+
+    @property
+    def added(self) -> np.ndarray:
+        """Images to acquire per class, ``counts - current``."""
+        return self.counts - self.current
+
+    @property
+    def cost(self) -> float:
+        """Total cost of the added images."""
+        return float(np.sum(self.costs * self.added))
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per class: current, plan, added, cost and marginal gain per image."""
+        return pd.DataFrame({
+            "class": [c.removeprefix("n_") for c in self.class_columns],
+            "current": self.current.astype(int),
+            "plan": self.counts.astype(int),
+            "added": self.added.astype(int),
+            "cap": self.caps.astype(int),
+            "cost_per_image": self.costs,
+            "cost": self.costs * self.added,
+            "marginal_gain": self.marginal_gain,
+        })
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types (``plan.json``)."""
+        return {
+            "class_columns": list(self.class_columns),
+            "current": [int(v) for v in self.current],
+            "caps": [int(v) for v in self.caps],
+            "costs": [float(v) for v in self.costs],
+            "counts": [int(v) for v in self.counts],
+            "added": [int(v) for v in self.added],
+            "target": self.target,
+            "epochs": self.epochs,
+            "predicted_accuracy": self.predicted,
+            "interval": None if self.interval is None else list(self.interval),
+            "interval_level": None if self.interval is None else INTERVAL_LEVEL,
+            "cost": self.cost,
+            "reachable": self.reachable,
+            "marginal_gain": [float(v) for v in self.marginal_gain],
+        }
+
+
+def _vector(name: str, values: Any, n: int, columns: Sequence[str]) -> np.ndarray:
+    arr = np.asarray(values, dtype=float).reshape(-1)
+    if arr.size != n:
+        raise MixscaleError(f"`{name}` must have one value per class column of the law ({n}: "
+                            f"{', '.join(columns)}), but got {arr.size} value(s).")
+    if not np.all(np.isfinite(arr)):
+        raise MixscaleError(f"`{name}` must be finite, but got {arr.tolist()}.")
+    return arr
+
+
+def _check(law: ScalingLaw, current: Any, caps: Any, costs: Any, target: float,
+           epochs: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    columns = list(law.class_columns_)  # raises NotFittedError on an unfitted law
+    n = len(columns)
+    cur = _vector("current", current, n, columns)
+    cap = _vector("caps", caps, n, columns)
+    cost = _vector("costs", costs, n, columns)
+    for name, arr in (("current", cur), ("caps", cap)):
+        if np.any(arr < 0) or np.any(arr != np.round(arr)):
+            raise MixscaleError(f"`{name}` must be non-negative integers, but got "
+                                f"{arr.tolist()}.")
+    bad = np.flatnonzero(cur > cap)
+    if bad.size:
+        pairs = ", ".join(f"{columns[i]}: current={cur[i]:g} > cap={cap[i]:g}" for i in bad)
+        raise MixscaleError(f"`current <= caps` must hold for every class, but got {pairs}.")
+    if np.any(cost < 0):
+        raise MixscaleError(f"`costs` must be >= 0, but got costs={cost.tolist()}.")
+    if not (isinstance(target, int | float) and 0.0 < float(target) < 1.0):
+        raise MixscaleError(f"`target` must be in (0, 1), but got target={target!r}.")
+    if not (isinstance(epochs, int | np.integer) and epochs >= 1):
+        raise MixscaleError(f"`epochs` must be an integer >= 1, but got epochs={epochs!r}.")
+    return cur, cap, cost
+
+
+class _Objective:
+    """Batched predictions of one law at fixed epochs (rows of counts in, accuracy out)."""
+
+    def __init__(self, law: ScalingLaw, epochs: int) -> None:
+        self.law, self.epochs, self.columns = law, int(epochs), list(law.class_columns_)
+
+    def frame(self, x: np.ndarray) -> pd.DataFrame:
+        x = np.atleast_2d(np.maximum(x, 0.0))
+        frame = pd.DataFrame(x, columns=self.columns)
+        frame["epoch"] = float(self.epochs)
+        return frame
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.law.predict(self.frame(x))
+
+    def gains(self, x: np.ndarray, step: np.ndarray) -> np.ndarray:
+        """Accuracy change for ``step[c]`` images of each class c, one class at a time."""
+        rows = np.vstack([x, x + np.diag(step)])
+        acc = self(rows)
+        return acc[1:] - acc[0]
+
+
+def _best(f: _Objective, cur: np.ndarray, cap: np.ndarray) -> np.ndarray:
+    """The caps, except classes whose images lower the prediction stay at ``current``.
+
+    Exact for the per-class laws (a monotone function of a linear predictor); a few sweeps of
+    one-class-at-a-time choices between ``current`` and ``cap`` otherwise.
+    """
+    x = cap.astype(float).copy()
+    for _ in range(len(x) + 1):
+        changed = False
+        for c in range(len(x)):
+            trial = np.vstack([x, x])
+            trial[0, c], trial[1, c] = cur[c], cap[c]
+            acc = f(trial)
+            pick = cur[c] if acc[0] > acc[1] else cap[c]
+            changed |= bool(pick != x[c])
+            x[c] = pick
+        if not changed:
+            break
+    return x
+
+
+def _continuous(f: _Objective, cur: np.ndarray, cap: np.ndarray, cost: np.ndarray,
+                target: float, best: np.ndarray) -> np.ndarray | None:
+    """Cheapest real-valued counts reaching ``target`` (SLSQP, a few starts), or None."""
+    scale = max(float(f.law.count_scale_), 1.0)  # optimise in units of the law's count scale
+    lo, hi = cur / scale, cap / scale
+    weight = cost / max(float(cost.max()), 1e-12)
+    eps = 1e-4
+
+    def acc(u: np.ndarray) -> float:
+        return float(f(u * scale)[0])
+
+    def acc_jac(u: np.ndarray) -> np.ndarray:
+        rows = np.vstack([u, u + eps * np.eye(u.size)]) * scale
+        values = f(rows)
+        return (values[1:] - values[0]) / eps
+
+    starts = [best / scale, (lo + hi) / 2, lo.copy(),
+              _greedy_fill(f, cur, cap, cost, target) / scale]
+    found, found_cost = None, np.inf
+    for u0 in starts:
+        try:
+            res = minimize(lambda u: float(weight @ (u - lo)), u0, jac=lambda u: weight,
+                           method="SLSQP", bounds=list(zip(lo, hi, strict=True)),
+                           constraints=[{"type": "ineq", "fun": lambda u: acc(u) - target,
+                                         "jac": acc_jac}],
+                           options={"maxiter": 200, "ftol": 1e-10})
+        except (ValueError, FloatingPointError):
+            continue
+        u = np.clip(res.x, lo, hi)
+        c = float(weight @ (u - lo))
+        if acc(u) >= target - 1e-6 and c < found_cost:
+            found, found_cost = u * scale, c
+    return found
+
+
+def _greedy_fill(f: _Objective, cur: np.ndarray, cap: np.ndarray, cost: np.ndarray,
+                 target: float) -> np.ndarray:
+    """Fill classes in order of gain per cost (measured at ``cur``) until the target holds."""
+    room = cap - cur
+    gain = f.gains(cur, np.maximum(room, 1e-9)) / np.maximum(room, 1e-9)
+    order = np.argsort(-np.where(gain > 0, gain / np.maximum(cost, 1e-12), -np.inf))
+    x = cur.astype(float).copy()
+    for c in order:
+        if gain[c] <= 0 or f(x)[0] >= target:
+            break
+        lo_t, hi_t = 0.0, 1.0
+        full = x.copy()
+        full[c] = cap[c]
+        if f(full)[0] < target:
+            x = full
+            continue
+        for _ in range(40):  # bisect the share of the class's room that reaches the target
+            mid = (lo_t + hi_t) / 2
+            trial = x.copy()
+            trial[c] = cur[c] + mid * room[c]
+            lo_t, hi_t = (mid, hi_t) if f(trial)[0] < target else (lo_t, mid)
+        x[c] = cur[c] + hi_t * room[c]
+    return x
+
+
+def _ratio(gain: np.ndarray, cost: np.ndarray) -> np.ndarray:
+    """Gain per cost; a free image with positive gain is worth the most."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(cost > 0, gain / np.where(cost > 0, cost, 1.0), np.inf)
+    return np.where(gain > 0, r, -np.inf)
+
+
+def _round(f: _Objective, x: np.ndarray, cur: np.ndarray, cap: np.ndarray, cost: np.ndarray,
+           target: float) -> np.ndarray:
+    """Integer counts within the bounds that keep the target, from real-valued ``x``."""
+    x = np.clip(np.floor(x + 1e-9), cur, cap)
+    one = np.ones_like(x)
+    for _ in range(_MAX_STEPS):  # add the best image per cost until the target holds
+        if f(x)[0] >= target:
+            break
+        r = np.where(x < cap, _ratio(f.gains(x, one), cost), -np.inf)
+        c = int(np.argmax(r))
+        if r[c] == -np.inf:
+            break
+        x[c] += 1
+    for _ in range(_MAX_STEPS):  # drop the most expensive image whose removal keeps the target
+        ok = (x > cur) & (f(x - np.diag(one)) >= target)
+        if not ok.any():
+            break
+        x[int(np.argmax(np.where(ok, cost, -np.inf)))] -= 1
+    for _ in range(_MAX_STEPS):  # swap one image of a dear class for one of a cheaper class
+        swapped = False
+        for i in np.argsort(-cost):
+            if x[i] <= cur[i]:
+                continue
+            for j in np.argsort(cost):
+                if cost[j] >= cost[i] or x[j] >= cap[j]:
+                    continue
+                trial = x.copy()
+                trial[i] -= 1
+                trial[j] += 1
+                if f(trial)[0] >= target:
+                    x, swapped = trial, True
+                    break
+            if swapped:
+                break
+        if not swapped:
+            break
+    return x
+
+
+def plan_counts(law: ScalingLaw, *, current: Sequence[float] | np.ndarray,
+                caps: Sequence[float] | np.ndarray, costs: Sequence[float] | np.ndarray,
+                target: float, epochs: int, interval: bool | None = None) -> Plan:
+    """Cheapest integer counts ``current <= x <= caps`` whose predicted accuracy >= ``target``.
+
+    Parameters
+    ----------
+    law : ScalingLaw
+        A fitted law (its ``class_columns_`` fix the order of every vector).
+    current, caps : array_like of int
+        Images of each class one has now, and the most one can have (``current <= caps``).
+    costs : array_like of float
+        Cost of one more image of each class (>= 0).
+    target : float
+        Accuracy to reach, in (0, 1).
+    epochs : int
+        Epochs of training the prediction is for (>= 1).
+    interval : bool or None
+        Add the law's 90 % run-bootstrap interval at the plan; None = when the law carries
+        replicates.
+
+    Returns
+    -------
+    Plan
+        ``reachable=False`` when even the best counts in the bounds (the caps, with classes
+        whose images lower the prediction left at ``current``) miss the target; ``counts``
+        and ``predicted`` are then those counts and their accuracy.
+
+    Raises
+    ------
+    MixscaleError
+        A vector whose length is not the number of classes, ``current > caps``, negative
+        costs or counts, ``target`` outside (0, 1), ``epochs < 1``.
+    """
+    cur, cap, cost = _check(law, current, caps, costs, target, epochs)
+    target = float(target)
+    f = _Objective(law, int(epochs))
+    best = _best(f, cur, cap)
+    if f(cur)[0] >= target:
+        counts, reachable = cur.copy(), True
+    elif f(best)[0] < target:
+        counts, reachable = best, False
+    else:
+        x = _continuous(f, cur, cap, cost, target, best)
+        if x is None:  # the solver failed from every start: round up from the greedy fill
+            x = _greedy_fill(f, cur, cap, cost, target)
+        counts, reachable = _round(f, x, cur, cap, cost, target), True
+    predicted = float(np.clip(f(counts)[0], 0.0, 1.0))  # an accuracy, as served
+    if interval is None:
+        interval = getattr(law, "bootstrap_raw_", None) is not None
+    bounds = None
+    if interval:
+        lower, upper = law.predict_interval(f.frame(counts), INTERVAL_LEVEL)
+        bounds = (float(np.clip(lower[0], 0, 1)), float(np.clip(upper[0], 0, 1)))
+    return Plan(class_columns=list(law.class_columns_), current=cur, caps=cap, costs=cost,
+                counts=counts, target=target, epochs=int(epochs), predicted=predicted,
+                interval=bounds, reachable=reachable,
+                marginal_gain=f.gains(counts, np.ones_like(counts)))
+
+
+def plan_figure(plan: Plan) -> Any:
+    """Bar chart of current vs planned images per class (a matplotlib figure; caller closes)."""
+    from mixscale.plots import plt
+
+    labels = [c.removeprefix("n_") for c in plan.class_columns]
+    pos = np.arange(len(labels))
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(labels) + 2), 3.6))
+    ax.bar(pos - 0.2, plan.current, width=0.4, label="current")
+    ax.bar(pos + 0.2, plan.counts, width=0.4, label="plan" if plan.reachable else "caps")
+    ax.set_xticks(pos, labels)
+    ax.set_xlabel("class")
+    ax.set_ylabel("images")
+    state = "" if plan.reachable else " (target out of reach)"
+    ax.set_title(f"target {plan.target:.3f} at {plan.epochs} epochs: predicted "
+                 f"{plan.predicted:.3f}, cost {plan.cost:g}{state}")
+    ax.legend()
+    fig.tight_layout()
+    return fig

@@ -249,3 +249,100 @@ class _Session:
         if self.project_run_id:
             tr.log_params(self.client, self.project_run_id, {},
                           tags={tr.KIND: "launcher", **tags})
+
+
+def _with_tuned(kw: dict[str, Any], config: TrainConfig, session: _Session) -> TrainConfig:
+    """``config`` with the best values of the tune run named by ``--hparams-from``, if any.
+
+    Precedence: options given explicitly > the tune run's best values > the recipe.
+    """
+    run_id = (kw.get("hparams_from") or "").strip()
+    if not run_id:
+        return config
+    from mixscale.tune import best_params_from_run, tuned_values
+
+    config = _train_config(kw, best_params_from_run(session.client, run_id))
+    click.echo(f"hparams from tune run {run_id}: {tuned_values(vars(config))}")
+    return config
+
+
+def _tune_base(kw: dict[str, Any], epochs: int | None = None) -> TrainConfig:
+    """The recipe each trial trains with; recipe milestones past its epochs are dropped."""
+    import dataclasses
+
+    if epochs is not None:
+        config = _train_config(kw)
+        return dataclasses.replace(
+            config, epochs=epochs, eval_every=1,
+            lr_milestones=tuple(m for m in config.lr_milestones if m <= epochs))
+    kw = dict(kw)
+    if kw.get("lr_milestones") is None:
+        recipe = TrainConfig.recipe_values(kw.get("recipe") or "default")
+        last = kw.get("epochs") or recipe["epochs"]
+        kw["lr_milestones"] = ",".join(str(m) for m in recipe["lr_milestones"] if m <= last)
+    return _train_config(kw)
+
+
+def _tune_setup(kw: dict[str, Any], base: TrainConfig, **config: Any) -> Any:
+    """Validate the study's settings and open its storage (before anything is logged)."""
+    from mixscale import tune as tu
+    from mixscale.tracking import resolve_tracking_uri
+
+    space = tu.SearchSpace(
+        lr=tu.parse_range("lr_range", kw.get("lr_range", "0.001,0.3"), log=True),
+        momentum=tu.parse_range("momentum_range", kw.get("momentum_range", "0.5,0.99"),
+                                log=False),
+        weight_decay=tu.parse_range("weight_decay_range",
+                                    kw.get("weight_decay_range", "1e-06,0.01"), log=True),
+        batch_size=tu.parse_choices("batch_sizes", kw.get("batch_sizes", "16,32,64,128")))
+    setup = tu.prepare_tune(tu.TuneConfig(**config), space, base,
+                            tracking_uri=resolve_tracking_uri(kw.get("tracking_uri")))
+    click.echo(f"optuna storage: {tu.masked_url(setup.storage_url)}")
+    return setup
+
+
+def _main_tune_setup(kw: dict[str, Any], dataset: str) -> tuple[Any, str]:
+    """``main --tune``: the small study's settings, validated, its storage open."""
+    if (kw.get("hparams_from") or "").strip():
+        raise MixscaleError("--tune and --hparams-from exclude each other (--tune finds the "
+                            "values --hparams-from would bring); pass one of them.")
+    base = _tune_base(kw, epochs=kw["tune_epochs"])
+    return _tune_setup(kw, base, trials=kw["tune_trials"], seed=kw["seed"]), dataset
+
+
+def _main_tune(kw: dict[str, Any], tuning: tuple[Any, str], session: _Session,
+               main_id: str) -> TrainConfig:
+    """Run ``main``'s study under the pipeline run; the recipe with its best values."""
+    from mixscale.tune import run_tune, tuned_values
+
+    setup, dataset = tuning
+    result = run_tune(setup, session.client, session.experiment_id, dataset=dataset,
+                      parent_run_id=main_id, echo=click.echo)
+    config = _train_config(kw, {**result.best_params, "hparams_from": result.run_id})
+    click.echo(f"training the design with {tuned_values(vars(config))}")
+    return config
+
+
+# --- plan: the cheapest per-class counts that reach a target accuracy (mixscale.plan) ------
+_CAP_FACTOR = 10  # default cap per class: this many times the law's count scale
+
+
+def _float_list(name: str, text: str) -> list[float]:
+    try:
+        return [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise MixscaleError(f"`{name}` must be comma-separated numbers, but got "
+                            f"{text!r}.") from None
+
+
+def _load_law(model_uri: str, tracking_uri: str) -> Any:
+    """The :class:`~mixscale.fit.ScalingLaw` of a registered pyfunc law."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        model = mlflow.pyfunc.load_model(model_uri)
+        return model.unwrap_python_model().law
+    except Exception as exc:  # unknown name/alias/run, or not a mixscale law
+        raise MixscaleError(f"cannot load a mixscale law from --model-uri {model_uri!r} "
+                            f"({type(exc).__name__}: {str(exc)[:300]}).") from None

@@ -36,6 +36,7 @@ from mixscale._cliopts import (
     _tune_setup,
     _with_tuned,
 )
+from mixscale._tunespace import PRUNERS, SAMPLERS, SearchSpace, TuneConfig
 from mixscale.config import (
     AUGMENTS,
     DEVICES,
@@ -242,9 +243,12 @@ def main_cmd(**kw: Any) -> None:
 
 
 # --- tune: Optuna search of lr, momentum, weight decay and batch size (mixscale.tune) -------
-# Defaults mirror mixscale.tune.TuneConfig / SearchSpace (not imported here: the CLI stays
-# cheap to import; tests/test_tune.py checks that they agree).
-_TUNE_SAMPLERS, _TUNE_PRUNERS = ("tpe", "random"), ("median", "hyperband", "none")
+# Defaults come from the study dataclasses (mixscale._tunespace imports no optuna).
+_TC, _SS = TuneConfig(), SearchSpace()
+
+
+def _pair(rng: tuple[float, float]) -> str:
+    return f"{rng[0]:g},{rng[1]:g}"
 
 
 @cli.command("tune")
@@ -253,30 +257,33 @@ _TUNE_SAMPLERS, _TUNE_PRUNERS = ("tpe", "random"), ("median", "hyperband", "none
       "Dataset (as for design); empty = digits, or with --run-id the row's design's dataset.")
 @_opt("--run-id", str, "",
       "A design row's run: tune on exactly that row's images; empty = the full training split.")
-@_opt("--trials", int, 20, "Trials this process adds to the study (>= 1).")
+@_opt("--trials", int, _TC.trials, "Trials this process adds to the study (>= 1).")
 @_opt("--timeout", float, 0.0, "Seconds after which this process starts no new trial; 0 = none.")
-@_opt("--sampler", click.Choice(_TUNE_SAMPLERS), "tpe",
+@_opt("--sampler", click.Choice(SAMPLERS), _TC.sampler,
       "tpe = multivariate TPE (5 random start-up trials); random = uniform. Seeded by --seed.")
-@_opt("--pruner", click.Choice(_TUNE_PRUNERS), "median",
+@_opt("--pruner", click.Choice(PRUNERS), _TC.pruner,
       "median = stop a trial whose validation accuracy is below the median of earlier trials "
       "at the same epoch; hyperband; none.")
-@_opt("--pruner-startup-trials", int, 4, "median: complete trials before any pruning.")
-@_opt("--pruner-warmup-epochs", int, 3,
+@_opt("--pruner-startup-trials", int, _TC.startup_trials,
+      "median: complete trials before any pruning.")
+@_opt("--pruner-warmup-epochs", int, _TC.warmup_epochs,
       "median: no pruning before this epoch; hyperband: the fewest epochs a trial gets.")
 @_opt("--storage", str, "",
       "Optuna database URL; empty = optuna.db next to a SQLite tracking store (else ./optuna.db)."
       " Processes given one PostgreSQL URL and --study-name add trials to one study.")
 @_opt("--study-name", str, "",
       "Empty = <dataset>-<model>-<full|row-<run id>>-e<epochs>; an existing study is resumed.")
-@_opt("--lr-range", str, "0.001,0.3", "Learning-rate range low,high (log scale).")
-@_opt("--momentum-range", str, "0.5,0.99", "Momentum range low,high.")
-@_opt("--weight-decay-range", str, "1e-06,0.01", "Weight-decay range low,high (log scale).")
-@_opt("--batch-sizes", str, "16,32,64,128", "Batch sizes to choose from, comma-separated.")
-@_opt("--val-fraction", float, 0.2,
+@_opt("--lr-range", str, _pair(_SS.lr), "Learning-rate range low,high (log scale).")
+@_opt("--momentum-range", str, _pair(_SS.momentum), "Momentum range low,high.")
+@_opt("--weight-decay-range", str, _pair(_SS.weight_decay),
+      "Weight-decay range low,high (log scale).")
+@_opt("--batch-sizes", str, ",".join(map(str, _SS.batch_size)),
+      "Batch sizes to choose from, comma-separated.")
+@_opt("--val-fraction", float, _TC.val_fraction,
       "Share of each class's training images held out (fixed seed) to score trials on; "
       "the test split is never used.")
-@_opt("--seed", int, 0, "Seeds the sampler; give parallel workers different seeds.")
-@_opt("--enqueue-recipe", click.BOOL, True,
+@_opt("--seed", int, _TC.seed, "Seeds the sampler; give parallel workers different seeds.")
+@_opt("--enqueue-recipe", click.BOOL, _TC.enqueue_recipe,
       "A new study's first trial tries the recipe's own lr, momentum, weight decay and batch "
       "size (a baseline to beat).")
 @_opt("--recipe", click.Choice(RECIPES), "default", "Preset for the options marked [recipe].")

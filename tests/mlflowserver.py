@@ -9,20 +9,16 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
+from tests.ports import free_port
+
 __all__ = ["MlflowServer"]
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class MlflowServer:
@@ -30,7 +26,7 @@ class MlflowServer:
 
     def __init__(self, backend: str, artifacts: Path, log: Path, *, workers: int = 2) -> None:
         self.backend, self.artifacts, self.log, self.workers = backend, artifacts, log, workers
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.ports import free_port
 
 __all__ = ["PostgresCluster", "start_cluster"]
 
@@ -28,11 +29,6 @@ def _bin(name: str) -> str | None:
     candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
     return candidates[-1] if candidates else None
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -89,7 +85,7 @@ def start_cluster() -> PostgresCluster:
         as_postgres = ["runuser", "-u", "postgres", "--"]
     subprocess.run([*as_postgres, initdb, "-D", str(root / "data"), "-A", "trust",
                     "-U", "postgres"], check=True, capture_output=True, text=True, timeout=300)
-    cluster = PostgresCluster(root=root, port=_free_port(), _as_postgres=as_postgres,
+    cluster = PostgresCluster(root=root, port=free_port(), _as_postgres=as_postgres,
                               _pg_ctl=pg_ctl)
     cluster.start()
     return cluster

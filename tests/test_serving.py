@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
+
+from tests.ports import free_port
 
 CLASSES = [f"n_{k}" for k in range(10)]
 
@@ -48,11 +49,6 @@ def test_served_model_does_not_import_torch() -> None:
     assert out.stdout.strip() == "False"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _post(url: str, payload: dict) -> tuple[int, str]:
     req = urllib.request.Request(url, data=json.dumps(payload).encode(),
@@ -66,7 +62,7 @@ def _post(url: str, payload: dict) -> tuple[int, str]:
 
 @pytest.fixture(scope="module")
 def server(pipeline, store, tmp_path_factory):
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     mlflow_bin = str(Path(sys.executable).with_name("mlflow"))
     # `mlflow models serve` execs uvicorn from PATH: put this environment's bin/ first, as an

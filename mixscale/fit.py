@@ -26,6 +26,7 @@ import pandas as pd
 from mixscale import _lsq
 from mixscale._bootstrap import BootstrapResult, bootstrap_law
 from mixscale._inputs import check_options, read_features, read_target
+from mixscale._lawjson import CONVENTION, law_from_dict, law_to_dict
 from mixscale._metrics import mse, r2
 from mixscale._summary import fit_all, n_raw_params, parameter_table
 from mixscale.errors import FitError, MixscaleError
@@ -41,25 +42,6 @@ __all__ = [
     "parameter_table",
     "r2",
 ]
-
-CONVENTION = "count weights (w_n_<class> or w_total_n) sum to 1; epoch weights in the same units"
-_FORMAT = "mixscale.ScalingLaw"
-_FORMAT_VERSION = 1
-_KEYS = (
-    "family",
-    "predictor",
-    "options",
-    "class_columns",
-    "count_scale",
-    "total_scale",
-    "epoch_scale",
-    "params",
-    "raw_params",
-    "pcov",
-    "cost",
-    "n_train",
-)
-
 
 class NotFittedError(MixscaleError, AttributeError):
     """A :class:`ScalingLaw` was used before ``fit`` (as scikit-learn's ``NotFittedError``)."""
@@ -417,69 +399,12 @@ class ScalingLaw:
     def to_dict(self) -> dict[str, Any]:
         """Everything needed to rebuild the fitted law (plain JSON types)."""
         self._check_fitted()
-        return {
-            "format": _FORMAT,
-            "version": _FORMAT_VERSION,
-            "family": self.family,
-            "predictor": self.predictor,
-            "options": {
-                "min_epoch": int(self.min_epoch),
-                "loss": self.loss,
-                "f_scale": float(self.f_scale),
-                "n_starts": int(self.n_starts),
-                "seed": None if self.seed is None else int(self.seed),
-            },
-            "convention": CONVENTION,
-            "class_columns": list(self.class_columns_),
-            "count_scale": self.count_scale_,
-            "total_scale": self.total_scale_,
-            "epoch_scale": self.epoch_scale_,
-            "params": dict(self.params_),
-            "raw_params": [float(v) for v in self.raw_params_],
-            "pcov": [[float(v) if np.isfinite(v) else None for v in row] for row in self.pcov_],
-            "cost": self.cost_,
-            "n_train": self.n_train_,
-            "bootstrap_raw": (None if getattr(self, "bootstrap_raw_", None) is None
-                              else self.bootstrap_raw_.tolist()),
-        }
+        return law_to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ScalingLaw:
         """Rebuild a fitted law from :meth:`to_dict` output."""
-        if not isinstance(d, dict) or d.get("format") != _FORMAT:
-            raise MixscaleError(f"not a {_FORMAT} dict: `format` is {_get(d, 'format')!r}.")
-        if d.get("version") != _FORMAT_VERSION:
-            raise MixscaleError(
-                f"{_FORMAT} version must be {_FORMAT_VERSION}, but got {d.get('version')!r}."
-            )
-        missing = [key for key in _KEYS if key not in d]
-        if missing:
-            raise MixscaleError(f"{_FORMAT} dict is missing key(s) {missing}.")
-        law = cls(family=d["family"], predictor=d["predictor"], **d["options"])
-        law._check_options()
-        law.class_columns_ = list(d["class_columns"])
-        law.count_scale_ = float(d["count_scale"])
-        law.total_scale_ = float(d["total_scale"])
-        law.epoch_scale_ = float(d["epoch_scale"])
-        raw = np.asarray(d["raw_params"], dtype=float)
-        n_raw = n_raw_params(law.family, law.predictor, len(law.class_columns_))
-        if raw.shape != (n_raw,):
-            raise MixscaleError(
-                f"`raw_params` of a {law.family!r}/{law.predictor!r} law on "
-                f"{len(law.class_columns_)} classes must have {n_raw} values, but got {raw.size}."
-            )
-        pcov = np.array([[np.inf if v is None else v for v in row] for row in d["pcov"]])
-        law._set_fitted(raw, pcov, cost=float(d["cost"]), n_train=int(d["n_train"]))
-        if list(law.params_) != list(d["params"]):
-            raise MixscaleError(
-                f"`params` names {list(d['params'])} do not match the family/predictor "
-                f"({list(law.params_)})."
-            )
-        law.groups_ = None
-        law.bootstrap_raw_ = None
-        if d.get("bootstrap_raw") is not None:
-            law.bootstrap_raw_ = np.asarray(d["bootstrap_raw"], dtype=float)
-        return law
+        return law_from_dict(cls, d)
 
     def to_json(self) -> str:
         """:meth:`to_dict` as a JSON string (floats round-trip exactly)."""
@@ -489,7 +414,3 @@ class ScalingLaw:
     def from_json(cls, text: str) -> ScalingLaw:
         """Rebuild a fitted law from :meth:`to_json` output."""
         return cls.from_dict(json.loads(text))
-
-
-def _get(d: Any, key: str) -> Any:
-    return d.get(key) if isinstance(d, dict) else type(d).__name__

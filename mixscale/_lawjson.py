@@ -1,11 +1,14 @@
 """The JSON form of a fitted :class:`~mixscale.fit.ScalingLaw` (private to mixscale.fit).
 
 A served law is rebuilt from this dict in :meth:`mixscale.serving.LawModel.load_context`, so
-the format is versioned and checked field by field when read back.
+the format is versioned and checked field by field when read back. :func:`read_law` reads
+either kind of law (:class:`~mixscale.fit.ScalingLaw` or
+:class:`~mixscale.classlaw.ClassLaw`) by the ``format`` its JSON names.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -97,6 +100,18 @@ def law_from_dict(cls: type, d: dict[str, Any]) -> Any:
     if d.get("bootstrap_raw") is not None:
         law.bootstrap_raw_ = np.asarray(d["bootstrap_raw"], dtype=float)
     return law
+
+
+def read_law(text: str) -> Any:
+    """A fitted law from its JSON: a ``ClassLaw`` or a ``ScalingLaw``, by ``format``."""
+    d = json.loads(text)
+    if isinstance(d, dict) and d.get("format") == "mixscale.ClassLaw":
+        from mixscale.classlaw import ClassLaw
+
+        return ClassLaw.from_dict(d)
+    from mixscale.fit import ScalingLaw
+
+    return ScalingLaw.from_dict(d)
 
 
 def _get(d: Any, key: str) -> Any:

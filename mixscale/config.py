@@ -288,6 +288,9 @@ class FitConfig:
     loss: Literal["linear", "huber"] = "linear"  # least-squares loss (huber resists outliers)
     n_boot: int = 100  # run-bootstrap replicates for the champion's intervals; 0 = none
     extrapolate: bool = True  # also fit without the largest subset size and score on it
+    # also fit the per-class law with diminishing returns (mixscale.classlaw) from the rows'
+    # test_accuracy_<class> metrics, and compare, register and serve it like the others
+    class_law: bool = True
     model_name: str | None = None  # registered model name; None = "mixscale-<dataset>"
     seed: int = 0  # seeds the random starts
 
@@ -305,6 +308,9 @@ class FitConfig:
         _check_choice("loss", self.loss, ("linear", "huber"))
         _check_int("n_boot", self.n_boot, low=0, high=100_000)
         _check_int("seed", self.seed, low=0, high=2**31 - 2)
+        if not isinstance(self.class_law, bool):
+            raise MixscaleError(f"`class_law` must be True or False, but got "
+                                f"class_law={self.class_law!r}.")
         if self.model_name is not None:
             ok = self.model_name.strip() and all(
                 ch.isalnum() or ch in "-_." for ch in self.model_name

@@ -19,12 +19,15 @@ from mlflow import MlflowClient
 
 from mixscale import plots
 from mixscale import tracking as tr
+from mixscale.classlaw import FAMILY as CLASS_FAMILY
+from mixscale.classlaw import PREDICTOR as CLASS_PREDICTOR
+from mixscale.classlaw import ClassLaw, class_accuracy_column
 from mixscale.config import FitConfig
 from mixscale.errors import MixscaleError
 from mixscale.fit import fit_all, parameter_table
 from mixscale.serving import CHAMPION, log_law, set_alias
 
-__all__ = ["fit_and_log", "extrapolation_summary", "default_model_name"]
+__all__ = ["fit_and_log", "extrapolation_summary", "class_law_summary", "default_model_name"]
 
 _QUALITY = ("train_mse", "train_r2", "val_mse", "val_r2", "extrap_mse", "extrap_r2")
 
@@ -68,6 +71,48 @@ def extrapolation_summary(table: pd.DataFrame, features: list[str], config: FitC
         ["family", "predictor", "extrap_mse", "extrap_r2"]]
 
 
+def class_law_summary(table: pd.DataFrame, features: list[str], config: FitConfig
+                      ) -> tuple[ClassLaw | None, dict[str, object]]:
+    """Fit the per-class law (:mod:`mixscale.classlaw`) and score it like the other laws.
+
+    Returns the fitted law (None when it failed) and its row of the fit summary: train and
+    validation MSE/r^2, and with ``config.extrapolate`` the score on the largest subset size of
+    a fit without it.
+    """
+    nan = float("nan")
+    n_classes = sum(c.startswith("n_") for c in features)
+    row: dict[str, object] = {"family": CLASS_FAMILY, "predictor": CLASS_PREDICTOR,
+                              "n_params": 5 * n_classes, "train_mse": nan, "train_r2": nan,
+                              "val_mse": nan, "val_r2": nan, "error": None}
+    train = table[table["role"] == "train"]
+    val = table[table["role"] == "validation"]
+    options = {"min_epoch": config.min_epoch, "n_starts": config.n_starts, "seed": config.seed,
+               "loss": config.loss}
+    try:
+        law = ClassLaw(**options).fit(train[features], train["accuracy"].to_numpy(),
+                                      groups=train["run_id"].to_numpy())
+    except MixscaleError as exc:
+        row["error"] = str(exc)
+        return None, row
+    score = law.score(train[features], train["accuracy"].to_numpy())
+    row.update(train_mse=score["mse"], train_r2=score["r2"])
+    if len(val):
+        score = law.score(val[features], val["accuracy"].to_numpy())
+        row.update(val_mse=score["mse"], val_r2=score["r2"])
+    if config.extrapolate:
+        largest = table["subset_size"].max()
+        small = train[train["subset_size"] < largest]
+        big = table[table["subset_size"] == largest]
+        if small["run_id"].nunique() >= 2:
+            try:
+                part = ClassLaw(**options).fit(small[features], small["accuracy"].to_numpy())
+                score = part.score(big[features], big["accuracy"].to_numpy())
+                row.update(extrap_mse=score["mse"], extrap_r2=score["r2"])
+            except MixscaleError:
+                pass  # too few rows without the largest size: no extrapolation score
+    return law, row
+
+
 def _bootstrap_files(key: str, law, train: pd.DataFrame, features: list[str],
                      config: FitConfig) -> dict[str, object]:
     """Run-bootstrap intervals of one law: a CSV, and a coefficient plot for per-class laws.
@@ -103,7 +148,8 @@ def fit_and_log(config: FitConfig, client: MlflowClient, experiment_id: str,
     if not design_ids:
         raise MixscaleError("`design_ids` must name at least one design run.")
     t_assemble = time.perf_counter()
-    table = tr.assemble_table(client, design_ids)  # validates the designs before logging
+    # validates the designs before logging
+    table = tr.assemble_table(client, design_ids, class_metrics=config.class_law)
     assemble_seconds = time.perf_counter() - t_assemble
     count_cols = [c for c in table.columns if c.startswith("n_")]
     dataset = client.get_run(design_ids[0]).data.params["dataset"]
@@ -127,6 +173,12 @@ def fit_and_log(config: FitConfig, client: MlflowClient, experiment_id: str,
     if config.extrapolate:
         summary = summary.merge(extrapolation_summary(table, features, config),
                                 on=["family", "predictor"], how="left")
+    if config.class_law:  # features + each class's accuracy column, which only it reads
+        class_features = [*features, *map(class_accuracy_column, count_cols)]
+        class_law, row = class_law_summary(table, class_features, config)
+        summary = pd.concat([summary, pd.DataFrame([row])], ignore_index=True)
+        if class_law is not None:
+            laws[(CLASS_FAMILY, CLASS_PREDICTOR)] = class_law
     fit_seconds = time.perf_counter() - t0
     if not laws:
         raise MixscaleError("every law failed to fit:\n" + summary.to_string(index=False))
@@ -146,6 +198,7 @@ def fit_and_log(config: FitConfig, client: MlflowClient, experiment_id: str,
             "predictors": ",".join(config.predictors), "min_epoch": config.min_epoch,
             "n_starts": config.n_starts, "seed": config.seed, "model_name": model_name,
             "loss": config.loss, "n_boot": config.n_boot, "extrapolate": config.extrapolate,
+            "class_law": config.class_law,
             "champion_basis": basis,
         })
         metrics = {"fit_seconds": fit_seconds, "assemble_seconds": assemble_seconds,
@@ -170,6 +223,9 @@ def fit_and_log(config: FitConfig, client: MlflowClient, experiment_id: str,
         if len(per_class):  # the best law that says something about each class
             pc = per_class.iloc[0]
             shown[_law_key(pc["family"], pc["predictor"])] = pc
+        if (CLASS_FAMILY, CLASS_PREDICTOR) in laws:  # the planner's law: keep its intervals
+            shown[_law_key(CLASS_FAMILY, CLASS_PREDICTOR)] = summary[
+                summary["family"] == CLASS_FAMILY].iloc[0]
         files: dict[str, object] = {tr.FIT_TABLE_CSV: table, tr.FIT_SUMMARY_CSV: summary}
         # Predicted vs observed (the paper's Figs. 3-6) for every law of a small fit (the
         # default: one family x 4 predictors), else for the champion and best per-class law.
@@ -181,9 +237,11 @@ def fit_and_log(config: FitConfig, client: MlflowClient, experiment_id: str,
                 table["accuracy"].to_numpy()[kept], pred[kept],
                 table["role"].to_numpy()[kept], key)
         if config.n_boot:
+            boot_features = [c for c in table.columns if c.startswith(("n_", "accuracy_"))]
             for key, rec in shown.items():
                 law = laws[(rec["family"], rec["predictor"])]
-                figs.update(_bootstrap_files(key, law, train, features, config))
+                figs.update(_bootstrap_files(key, law, train, [*boot_features, "epoch"],
+                                             config))
         for (family, predictor), law in laws.items():
             files[f"params_{_law_key(family, predictor)}.csv"] = parameter_table(law)
         tr.log_artifacts(client, fit_id, {**files, **figs})

@@ -38,14 +38,15 @@ class LawModel(mlflow.pyfunc.PythonModel):
     """
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        """Rebuild the law from its JSON artifact."""
-        from mixscale.fit import ScalingLaw
+        """Rebuild the law (a ScalingLaw or a ClassLaw) from its JSON artifact."""
+        from mixscale._lawjson import read_law
 
-        self.law = ScalingLaw.from_json(Path(context.artifacts[LAW_ARTIFACT]).read_text())
+        self.law = read_law(Path(context.artifacts[LAW_ARTIFACT]).read_text())
 
     def predict(self, context: object, model_input: pd.DataFrame,
                 params: dict | None = None) -> pd.DataFrame:
-        """Predicted accuracy for each row of ``n_<class>`` counts and ``epoch``."""
+        """Predicted accuracy for each row of ``n_<class>`` counts and ``epoch`` (and, for a
+        per-class law, ``accuracy_<class>`` for every class)."""
         frame = pd.DataFrame(model_input)
         required = [*self.law.class_columns_, "epoch"]
         missing = [c for c in required if c not in frame.columns]
@@ -66,6 +67,9 @@ class LawModel(mlflow.pyfunc.PythonModel):
                                       error_code=INVALID_PARAMETER_VALUE)
         accuracy = np.clip(self.law.predict(frame[required]), 0.0, 1.0)
         out = pd.DataFrame({"accuracy": accuracy})
+        if hasattr(self.law, "predict_classes"):  # a per-class law also says it per class
+            per_class = self.law.predict_classes(frame[required])
+            out[list(per_class.columns)] = per_class.to_numpy()
         level = float((params or {}).get("interval") or 0.0)
         if level:
             if not 0.0 < level < 1.0:
@@ -80,17 +84,21 @@ class LawModel(mlflow.pyfunc.PythonModel):
         return out
 
 
-def law_signature(class_columns: Sequence[str]) -> ModelSignature:
+def law_signature(class_columns: Sequence[str], *, per_class: bool = False
+                  ) -> ModelSignature:
     """Signature: a ``long`` column per class count and ``epoch`` in, ``accuracy`` out.
 
     Counts and epochs are integers; ``long`` accepts Python/NumPy ints and JSON integers. The
     param ``interval`` (e.g. 0.9; default 0 = none) adds ``accuracy_lower``/``accuracy_upper``,
-    the bootstrap prediction interval, for laws that kept bootstrap replicates.
+    the bootstrap prediction interval, for laws that kept bootstrap replicates. A per-class law
+    (``per_class=True``) also returns ``accuracy_<class>`` for every class.
     """
     inputs = Schema([ColSpec("long", c) for c in [*class_columns, "epoch"]])
+    extra = ([ColSpec("double", "accuracy_" + c.removeprefix("n_"), required=False)
+              for c in class_columns] if per_class else [])
     outputs = Schema([ColSpec("double", "accuracy"),
                       ColSpec("double", "accuracy_lower", required=False),
-                      ColSpec("double", "accuracy_upper", required=False)])
+                      ColSpec("double", "accuracy_upper", required=False), *extra])
     params = ParamSchema([ParamSpec("interval", "double", 0.0)])
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)
 
@@ -108,7 +116,7 @@ def log_law(law, *, run_id: str, name: str, registered_model_name: str,
 
     Parameters
     ----------
-    law : ScalingLaw
+    law : ScalingLaw or ClassLaw
         A fitted law.
     run_id : str
         The fit run to attach the model to (resumed for the call, then ended FINISHED).
@@ -135,7 +143,8 @@ def log_law(law, *, run_id: str, name: str, registered_model_name: str,
                 python_model=str(_MODEL_CODE),
                 artifacts={LAW_ARTIFACT: str(law_path)},
                 code_paths=[str(_PACKAGE_DIR)],
-                signature=law_signature(law.class_columns_),
+                signature=law_signature(law.class_columns_,
+                                        per_class=hasattr(law, "predict_classes")),
                 input_example=input_example,
                 pip_requirements=_pip_requirements(),
                 registered_model_name=registered_model_name,

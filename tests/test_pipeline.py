@@ -82,11 +82,13 @@ def test_every_law_registered_and_champion_is_best_on_validation(pipeline, store
     client = store.client
     name = pipeline.model_name
     versions = client.search_model_versions(f"name = '{name}'")
-    assert len(versions) == 4
+    assert len(versions) == 5  # power m0-m3 and the per-class law
     model = client.get_registered_model(name)
-    assert {"champion", "power-m0", "power-m1", "power-m2", "power-m3"} <= set(model.aliases)
+    assert {"champion", "power-m0", "power-m1", "power-m2", "power-m3",
+            "perclass-own-total"} <= set(model.aliases)
     fit = client.get_run(pipeline.fit_run_id)
     val_mse = {p: fit.data.metrics[f"power_{p}_val_mse"] for p in ("m0", "m1", "m2", "m3")}
+    val_mse["own-total"] = fit.data.metrics["perclass_own-total_val_mse"]
     champion = client.get_model_version_by_alias(name, "champion")
     assert champion.tags["mixscale.predictor"] == min(val_mse, key=val_mse.get)
     assert champion.tags["mixscale.fit_run"] == pipeline.fit_run_id
@@ -113,6 +115,7 @@ def test_fit_extrapolation_and_bootstrap_outputs(pipeline, store) -> None:
     shown = {a.removeprefix("bootstrap_").rsplit(".", 1)[0] for a in artifacts
              if a.startswith("bootstrap_")}
     assert champion in shown and any(k.endswith(("m0", "m1")) for k in shown)
+    assert "perclass-own-total" in shown  # the planner's law always keeps its intervals
     for name in (a for a in artifacts if a.startswith("bootstrap_") and a.endswith(".txt")):
         text = open(client.download_artifacts(pipeline.fit_run_id, name)).read()
         assert "no bootstrap intervals" in text and "groups" in text

@@ -41,6 +41,21 @@ def test_pyfunc_in_process(pipeline) -> None:
         model.predict(bad)
 
 
+@pytest.mark.slow
+def test_per_class_law_serves_each_class_and_an_interval(pipeline) -> None:
+    model = mlflow.pyfunc.load_model(f"models:/{pipeline.model_name}@perclass-own-total")
+    outputs = model.metadata.signature.outputs.input_names()
+    assert [f"accuracy_{c[2:]}" for c in CLASSES] == outputs[3:]
+    law = model.unwrap_python_model().law
+    out = model.predict(_rows([2, 8, 16]), params={"interval": 0.9})
+    per_class = out[[f"accuracy_{c[2:]}" for c in CLASSES]].to_numpy()
+    assert ((per_class >= 0) & (per_class <= 1)).all()
+    # the overall accuracy is the test-frequency weighted mean of the per-class ones
+    np.testing.assert_allclose(out["accuracy"], per_class @ law.class_weights_, atol=1e-12)
+    assert (out["accuracy_lower"] <= out["accuracy_upper"]).all()
+    assert out["accuracy"].is_monotonic_increasing
+
+
 def test_served_model_does_not_import_torch() -> None:
     code = ("import sys, mixscale.serving, mixscale.fit, mixscale.laws, mixscale._law_model; "
             "print('torch' in sys.modules)")

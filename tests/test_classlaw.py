@@ -1,0 +1,157 @@
+"""Tests of mixscale.classlaw (per-class law with diminishing returns) and its planning."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mixscale._lawjson import read_law
+from mixscale.classlaw import ClassLaw, class_accuracy_column
+from mixscale.errors import FitError, MixscaleError
+from mixscale.fit import NotFittedError
+from mixscale.plan import plan_counts
+
+CLASSES = ["n_a", "n_b", "n_c"]
+WEIGHTS = np.array([0.5, 0.3, 0.2])  # test-split class frequencies
+# (A, p, w_own, w_total, w_epoch) per class
+TRUE = np.array([[0.98, 0.8, 8.0, 3.0, 2.0],
+                 [0.90, 1.2, 3.0, 6.0, 3.0],
+                 [0.95, 0.5, 12.0, 1.0, 2.5]])
+S, S_N, E = 80, 240, 30  # the largest class count, total and epoch of the synthetic rows
+
+
+def _truth(counts: np.ndarray, epoch: np.ndarray, params: np.ndarray = TRUE) -> np.ndarray:
+    x = (counts + 1.0) / (S + 1.0)
+    t = (counts.sum(axis=1, keepdims=True) + 1.0) / (S_N + 1.0)
+    u = (epoch / E)[:, None]
+    z = params[:, 2] * x + params[:, 3] * t + params[:, 4] * u
+    return params[:, 0] - z ** (-params[:, 1])
+
+
+def _table(n_runs: int = 40, noise: float = 0.0, seed: int = 0,
+           params: np.ndarray = TRUE) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(2, S, size=(n_runs, 3))
+    counts[0] = S  # pin the scales to S, S_N and E
+    counts[0, :] = [S, S, S]
+    rows = []
+    for r, c in enumerate(counts):
+        for epoch in range(10, E + 1, 5):
+            rows.append({**dict(zip(CLASSES, c, strict=True)), "epoch": epoch, "run": r})
+    X = pd.DataFrame(rows)
+    acc = _truth(X[CLASSES].to_numpy(float), X["epoch"].to_numpy(float), params)
+    acc = acc + noise * rng.standard_normal(acc.shape)
+    for j, col in enumerate(CLASSES):
+        X[class_accuracy_column(col)] = acc[:, j]
+    y = acc @ WEIGHTS
+    return X.assign(accuracy=y)
+
+
+@pytest.fixture(scope="module")
+def law() -> ClassLaw:
+    X = _table()
+    return ClassLaw(min_epoch=0).fit(X, X["accuracy"], groups=X["run"])
+
+
+def test_recovers_a_known_law_and_the_class_frequencies(law: ClassLaw) -> None:
+    np.testing.assert_allclose(law.class_weights_, WEIGHTS, atol=1e-9)
+    assert law.count_scale_ == S and law.total_scale_ == 3 * S and law.epoch_scale_ == E
+    fresh = _table(n_runs=15, seed=7)
+    np.testing.assert_allclose(law.predict(fresh), np.clip(_truth(
+        fresh[CLASSES].to_numpy(float), fresh["epoch"].to_numpy(float)), 0, 1) @ WEIGHTS,
+        atol=2e-3)
+    per_class = law.predict_classes(fresh)
+    assert list(per_class.columns) == ["accuracy_a", "accuracy_b", "accuracy_c"]
+    np.testing.assert_allclose(per_class.to_numpy() @ law.class_weights_, law.predict(fresh))
+    assert law.score(fresh, fresh["accuracy"])["r2"] > 0.99
+    assert law.params_["A_a"] == pytest.approx(0.98, abs=0.02)
+    assert law.params_["weight_b"] == pytest.approx(0.3, abs=1e-9)
+
+
+def test_returns_diminish_and_own_images_count_more(law: ClassLaw) -> None:
+    def acc_a(n_a: int, n_b: int) -> float:
+        X = pd.DataFrame({"n_a": [n_a], "n_b": [n_b], "n_c": [20], "epoch": [20]})
+        return float(law.predict_classes(X)["accuracy_a"].iloc[0])
+
+    gains = [acc_a(n + 10, 20) - acc_a(n, 20) for n in (5, 20, 40, 70)]
+    assert all(g > 0 for g in gains) and gains == sorted(gains, reverse=True)
+    # ten more images of class a help class a more than ten more of class b do
+    assert acc_a(30, 20) - acc_a(20, 20) > acc_a(20, 30) - acc_a(20, 20) > 0
+
+
+def test_missing_or_incoherent_class_accuracy_is_a_clear_fit_error() -> None:
+    X = _table(n_runs=8)
+    with pytest.raises(FitError, match=r"accuracy_b"):
+        ClassLaw(min_epoch=0).fit(X.drop(columns="accuracy_b"), X["accuracy"])
+    X.loc[3, "accuracy_c"] = np.nan
+    with pytest.raises(FitError, match=r"accuracy_c.*NaN"):
+        ClassLaw(min_epoch=0).fit(X, X["accuracy"])
+    X = _table(n_runs=8)
+    with pytest.raises(FitError, match="not a weighted mean"):
+        ClassLaw(min_epoch=0).fit(X, X["accuracy"] + np.linspace(0, 0.2, len(X)))
+    with pytest.raises(MixscaleError, match="class_weights"):
+        ClassLaw(min_epoch=0).fit(X, X["accuracy"], class_weights=[1, -1, 1])
+    with pytest.raises(NotFittedError):
+        ClassLaw().predict(X)
+
+
+def test_json_round_trip_keeps_predictions_and_bootstrap() -> None:
+    X = _table(n_runs=20, noise=0.01, seed=3)
+    law = ClassLaw(min_epoch=0, n_starts=3).fit(X, X["accuracy"], groups=X["run"])
+    boot = law.bootstrap(X, X["accuracy"], n_boot=12, seed=1)
+    assert boot.n_boot == 12 and len(boot.samples) == 12 - boot.n_failed > 6
+    assert (boot.intervals["lower"] <= boot.intervals["upper"]).all()
+    law.keep_bootstrap(boot)
+    fresh = _table(n_runs=5, seed=9)
+    lower, upper = law.predict_interval(fresh, 0.9)
+    pred = law.predict(fresh)
+    assert np.all(lower <= upper) and np.mean((lower <= pred) & (pred <= upper)) > 0.8
+    back = read_law(law.to_json())
+    assert isinstance(back, ClassLaw)
+    np.testing.assert_allclose(back.predict(fresh), pred, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(back.predict_interval(fresh, 0.9), (lower, upper), atol=1e-12)
+    assert back.params_ == law.params_
+    assert set(law.standard_errors()) == set(law.params_)
+    with pytest.raises(MixscaleError, match="raw_params"):
+        ClassLaw.from_dict({**law.to_dict(), "raw_params": [0.5] * 4})
+
+
+# --- planning with a law whose returns diminish ------------------------------------------
+EPOCHS = 20
+CUR, CAP = np.array([4, 4, 4]), np.array([30, 30, 30])
+
+
+def _predict(law: ClassLaw, counts: np.ndarray) -> np.ndarray:
+    frame = pd.DataFrame(np.atleast_2d(counts), columns=law.class_columns_)
+    frame["epoch"] = EPOCHS
+    return law.predict(frame)
+
+
+@pytest.mark.parametrize("costs", [(1.0, 1.0, 1.0), (1.0, 2.5, 1.5)])
+def test_plan_with_a_class_law_is_brute_force_optimal(law: ClassLaw, costs: tuple) -> None:
+    grid = np.array(list(itertools.product(*[range(a, b + 1) for a, b in zip(CUR, CAP,
+                                                                              strict=True)])))
+    acc = _predict(law, grid)
+    target = float(_predict(law, CUR)[0] + 0.6 * (acc.max() - _predict(law, CUR)[0]))
+    plan = plan_counts(law, current=CUR, caps=CAP, costs=costs, target=target, epochs=EPOCHS)
+    feasible = acc >= target
+    best_cost = np.min((grid[feasible] - CUR) @ np.array(costs))
+    assert plan.reachable and plan.predicted >= target
+    assert plan.cost <= best_cost + 1e-9 + max(costs)  # within one image of the optimum
+    assert np.all(plan.counts >= CUR) and np.all(plan.counts <= CAP)
+
+
+def test_diminishing_returns_spread_a_plan_over_identical_classes() -> None:
+    same = np.tile(TRUE[0], (3, 1))
+    X = _table(params=same)
+    law = ClassLaw(min_epoch=0).fit(X, X["accuracy"], class_weights=[1, 1, 1])
+    target = float(_predict(law, CUR)[0] + 0.5 * (_predict(law, CAP)[0] - _predict(law, CUR)[0]))
+    plan = plan_counts(law, current=CUR, caps=CAP, costs=[1, 1, 1], target=target,
+                       epochs=EPOCHS)
+    assert plan.counts.max() - plan.counts.min() <= 2  # no class is filled to its cap first
+    dear = plan_counts(law, current=CUR, caps=CAP, costs=[1.5, 1, 1], target=target,
+                       epochs=EPOCHS)
+    assert dear.counts[0] < plan.counts[0] and dear.counts[0] > CUR[0]  # less, not none

@@ -1,4 +1,5 @@
-"""MLproject entry point `plan`: a thin wrapper around `mixscale plan`."""
+"""MLproject entry point `plan`: a thin wrapper around `mixscale plan` (``--verify true``
+also trains the planned counts ``--seeds`` times and logs the realised accuracy)."""
 
 from mixscale.cli import plan_cmd
 

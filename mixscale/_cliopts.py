@@ -174,6 +174,9 @@ _fit = _options(
          "Run-bootstrap replicates for the champion's parameter intervals; 0 = none."),
     _opt("--extrapolate", click.BOOL, _F.extrapolate,
          "Also fit without the largest subset size and score the laws on it."),
+    _opt("--class-law", click.BOOL, _F.class_law,
+         "Also fit the per-class law with diminishing returns (perclass-own-total) from the "
+         "rows' test_accuracy_<class> metrics."),
     _opt("--model-name", str, "", "Registered model; empty = mixscale-<dataset>."),
 )
 
@@ -208,7 +211,7 @@ def _fit_config(kw: dict[str, Any]) -> FitConfig:
         predictors=parse_name_list("predictors", kw["predictors"], PREDICTORS),
         min_epoch=kw["min_epoch"], n_starts=kw["n_starts"], model_name=kw["model_name"] or None,
         loss=kw["loss"], n_boot=kw["n_boot"], extrapolate=kw["extrapolate"],
-        seed=kw.get("seed", 0))
+        class_law=kw["class_law"], seed=kw.get("seed", 0))
 
 
 def _friendly(f: Callable) -> Callable:
@@ -325,6 +328,7 @@ def _main_tune(kw: dict[str, Any], tuning: tuple[Any, str], session: _Session,
 
 # --- plan: the cheapest per-class counts that reach a target accuracy (mixscale.plan) ------
 _CAP_FACTOR = 10  # default cap per class: this many times the law's count scale
+_MAX_SEEDS = 100  # = mixscale.verify.MAX_SEEDS (not imported: the CLI starts without mlflow)
 
 
 def _float_list(name: str, text: str) -> list[float]:
@@ -346,3 +350,48 @@ def _load_law(model_uri: str, tracking_uri: str) -> Any:
     except Exception as exc:  # unknown name/alias/run, or not a mixscale law
         raise MixscaleError(f"cannot load a mixscale law from --model-uri {model_uri!r} "
                             f"({type(exc).__name__}: {str(exc)[:300]}).") from None
+
+
+def _plan_inputs(kw: dict[str, Any], law: Any, available: Any = None
+                 ) -> tuple[list[int], list[int], list[float], int]:
+    """--current, --caps, --costs and --epochs of `plan`, empty ones filled in.
+
+    Empty --caps: ``available`` (the dataset's images per class, when verifying), else
+    ``_CAP_FACTOR`` x the law's count scale; --current where that is larger.
+    """
+    n = len(law.class_columns_)
+    current = (list(parse_int_list("current", kw["current"])) if kw["current"].strip()
+               else [0] * n)
+    if kw["caps"].strip():
+        caps = list(parse_int_list("caps", kw["caps"]))
+    else:
+        caps = ([int(a) for a in available] if available is not None
+                else [int(round(_CAP_FACTOR * law.count_scale_))] * n)
+        caps = ([max(c, d) for c, d in zip(current, caps, strict=True)]
+                if len(current) == len(caps) else caps)
+    costs = _float_list("costs", kw["costs"]) if kw["costs"].strip() else [1.0] * n
+    return current, caps, costs, kw["epochs"] or int(round(law.epoch_scale_))
+
+
+def _log_plan(client: Any, run_id: str, kw: dict[str, Any], plan: Any) -> None:
+    """Log a plan on its run: params, metrics, plan.json, plan.csv and plan.png."""
+    import json
+
+    from mixscale import tracking as tr
+    from mixscale.plan import plan_figure
+    from mixscale.plots import close
+
+    tr.log_params(client, run_id, {
+        "model_uri": kw["model_uri"], "target": kw["target"], "epochs": plan.epochs,
+        "current": ",".join(map(str, plan.current.astype(int))),
+        "caps": ",".join(map(str, plan.caps.astype(int))),
+        "costs": ",".join(f"{c:g}" for c in plan.costs)}, skip_existing=True)
+    metrics = {"predicted_accuracy": plan.predicted, "cost": plan.cost,
+               "reachable": float(plan.reachable), "added": float(plan.added.sum())}
+    if plan.interval is not None:
+        metrics.update(predicted_lower=plan.interval[0], predicted_upper=plan.interval[1])
+    tr.log_metrics(client, run_id, metrics)
+    fig = plan_figure(plan)
+    tr.log_artifacts(client, run_id, {"plan.json": json.dumps(plan.to_dict(), indent=1),
+                                      "plan.csv": plan.to_frame(), "plan.png": fig})
+    close(fig)

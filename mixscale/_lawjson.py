@@ -105,7 +105,7 @@ def law_from_dict(cls: type, d: dict[str, Any]) -> Any:
 def read_law(text: str) -> Any:
     """A fitted law from its JSON: a ``ClassLaw`` or a ``ScalingLaw``, by ``format``."""
     d = json.loads(text)
-    if isinstance(d, dict) and d.get("format") == "mixscale.ClassLaw":
+    if isinstance(d, dict) and d.get("format") == CLASS_FORMAT:
         from mixscale.classlaw import ClassLaw
 
         return ClassLaw.from_dict(d)
@@ -116,3 +116,59 @@ def read_law(text: str) -> Any:
 
 def _get(d: Any, key: str) -> Any:
     return d.get(key) if isinstance(d, dict) else type(d).__name__
+
+
+CLASS_FORMAT, CLASS_FORMAT_VERSION = "mixscale.ClassLaw", 1
+_CLASS_KEYS = ("options", "class_columns", "count_scale", "total_scale", "epoch_scale",
+               "class_weights", "raw_params", "pcov", "cost", "n_train")
+
+
+def class_law_to_dict(law: Any) -> dict[str, Any]:
+    """A fitted :class:`~mixscale.classlaw.ClassLaw` as plain JSON types."""
+    return {
+        "format": CLASS_FORMAT, "version": CLASS_FORMAT_VERSION, "family": law.family,
+        "predictor": law.predictor,
+        "options": {"min_epoch": int(law.min_epoch), "loss": law.loss,
+                    "f_scale": float(law.f_scale), "n_starts": int(law.n_starts),
+                    "seed": None if law.seed is None else int(law.seed)},
+        "class_columns": list(law.class_columns_),
+        "count_scale": law.count_scale_, "total_scale": law.total_scale_,
+        "epoch_scale": law.epoch_scale_,
+        "class_weights": [float(w) for w in law.class_weights_],
+        "params": dict(law.params_),
+        "raw_params": [float(v) for v in law.raw_params_],
+        "pcov": [[float(v) if np.isfinite(v) else None for v in row] for row in law.pcov_],
+        "cost": law.cost_, "n_train": law.n_train_,
+        "bootstrap_raw": (None if law.bootstrap_raw_ is None else law.bootstrap_raw_.tolist()),
+    }
+
+
+def class_law_from_dict(cls: type, d: dict[str, Any]) -> Any:
+    """Rebuild a fitted per-class law of class ``cls`` from :func:`class_law_to_dict` output."""
+    from mixscale.classlaw import N_SHAPE, given_weights
+
+    if not isinstance(d, dict) or d.get("format") != CLASS_FORMAT:
+        raise MixscaleError(f"not a {CLASS_FORMAT} dict: `format` is {_get(d, 'format')!r}.")
+    if d.get("version") != CLASS_FORMAT_VERSION:
+        raise MixscaleError(f"{CLASS_FORMAT} version must be {CLASS_FORMAT_VERSION}, but got "
+                            f"{d.get('version')!r}.")
+    missing = [k for k in _CLASS_KEYS if k not in d]
+    if missing:
+        raise MixscaleError(f"{CLASS_FORMAT} dict is missing key(s) {missing}.")
+    law = cls(**d["options"])
+    law._check_options()
+    law.class_columns_ = list(d["class_columns"])
+    law.count_scale_, law.total_scale_, law.epoch_scale_ = (
+        float(d[k]) for k in ("count_scale", "total_scale", "epoch_scale"))
+    law.class_weights_ = given_weights(d["class_weights"], len(law.class_columns_))
+    raw = np.asarray(d["raw_params"], dtype=float)
+    n_raw = len(law.class_columns_) * N_SHAPE
+    if raw.shape != (n_raw,):
+        raise MixscaleError(f"`raw_params` of a per-class law on {len(law.class_columns_)} "
+                            f"classes must have {n_raw} values, but got {raw.size}.")
+    pcov = np.array([[np.inf if v is None else v for v in row] for row in d["pcov"]])
+    law._set(raw, pcov, cost=float(d["cost"]), n_train=int(d["n_train"]))
+    law.groups_ = None
+    if d.get("bootstrap_raw") is not None:
+        law.bootstrap_raw_ = np.asarray(d["bootstrap_raw"], dtype=float)
+    return law

@@ -45,14 +45,15 @@ from scipy.optimize import least_squares, nnls
 
 from mixscale._bootstrap import BootstrapResult
 from mixscale._inputs import check_options, read_features, read_target
+from mixscale._lawjson import class_law_from_dict, class_law_to_dict
 from mixscale._metrics import mse, r2
 from mixscale.errors import FitError, MixscaleError
 
-__all__ = ["ClassLaw", "FAMILY", "PREDICTOR", "class_accuracy_column"]
+__all__ = ["ClassLaw", "FAMILY", "PREDICTOR", "N_SHAPE", "class_accuracy_column", "given_weights"]
 
 FAMILY, PREDICTOR = "perclass", "own-total"  # how the fit summary and the registry name it
-FORMAT, FORMAT_VERSION = "mixscale.ClassLaw", 1
 _SHAPE = ("A", "p", "w_own", "w_total", "w_epoch")  # per-class parameters, in raw order
+N_SHAPE = len(_SHAPE)
 _LOWER = np.array([0.0, 0.01, 0.0, 0.0, 0.0])
 _UPPER = np.array([1.0, 5.0, 1e4, 1e4, 1e4])
 _GRID = ((1.0, 0.5, 1.0, 1.0, 1.0), (0.95, 1.0, 3.0, 1.0, 0.5), (1.0, 0.3, 0.3, 3.0, 2.0))
@@ -177,7 +178,7 @@ class ClassLaw:
                            f"with epoch >= min_epoch={self.min_epoch}, but got "
                            f"{int(keep.sum())} of {len(X)} rows.")
         weights = (_recover_weights(targets, y_all) if class_weights is None
-                   else _given_weights(class_weights, len(columns)))
+                   else given_weights(class_weights, len(columns)))
         counts, epoch, targets_fit = counts[keep], epoch[keep], targets[keep]
         scales = (counts.max(), counts.sum(axis=1).max(), epoch.max())
         if not min(scales) > 0:
@@ -364,55 +365,12 @@ class ClassLaw:
     def to_dict(self) -> dict[str, Any]:
         """Everything needed to rebuild the fitted law (plain JSON types)."""
         self._check_fitted()
-        return {
-            "format": FORMAT, "version": FORMAT_VERSION, "family": FAMILY,
-            "predictor": PREDICTOR,
-            "options": {"min_epoch": int(self.min_epoch), "loss": self.loss,
-                        "f_scale": float(self.f_scale), "n_starts": int(self.n_starts),
-                        "seed": None if self.seed is None else int(self.seed)},
-            "class_columns": list(self.class_columns_),
-            "count_scale": self.count_scale_, "total_scale": self.total_scale_,
-            "epoch_scale": self.epoch_scale_,
-            "class_weights": [float(w) for w in self.class_weights_],
-            "params": dict(self.params_),
-            "raw_params": [float(v) for v in self.raw_params_],
-            "pcov": [[float(v) if np.isfinite(v) else None for v in row] for row in self.pcov_],
-            "cost": self.cost_, "n_train": self.n_train_,
-            "bootstrap_raw": (None if self.bootstrap_raw_ is None
-                              else self.bootstrap_raw_.tolist()),
-        }
+        return class_law_to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ClassLaw:
         """Rebuild a fitted law from :meth:`to_dict` output, checking it."""
-        if not isinstance(d, dict) or d.get("format") != FORMAT:
-            got = d.get("format") if isinstance(d, dict) else type(d).__name__
-            raise MixscaleError(f"not a {FORMAT} dict: `format` is {got!r}.")
-        if d.get("version") != FORMAT_VERSION:
-            raise MixscaleError(f"{FORMAT} version must be {FORMAT_VERSION}, but got "
-                                f"{d.get('version')!r}.")
-        keys = ("options", "class_columns", "count_scale", "total_scale", "epoch_scale",
-                "class_weights", "raw_params", "pcov", "cost", "n_train")
-        missing = [k for k in keys if k not in d]
-        if missing:
-            raise MixscaleError(f"{FORMAT} dict is missing key(s) {missing}.")
-        law = cls(**d["options"])
-        law._check_options()
-        law.class_columns_ = list(d["class_columns"])
-        law.count_scale_, law.total_scale_, law.epoch_scale_ = (
-            float(d[k]) for k in ("count_scale", "total_scale", "epoch_scale"))
-        law.class_weights_ = _given_weights(d["class_weights"], len(law.class_columns_))
-        raw = np.asarray(d["raw_params"], dtype=float)
-        if raw.shape != (len(law.class_columns_) * len(_SHAPE),):
-            raise MixscaleError(f"`raw_params` of a per-class law on {len(law.class_columns_)} "
-                                f"classes must have {len(law.class_columns_) * len(_SHAPE)} "
-                                f"values, but got {raw.size}.")
-        pcov = np.array([[np.inf if v is None else v for v in row] for row in d["pcov"]])
-        law._set(raw, pcov, cost=float(d["cost"]), n_train=int(d["n_train"]))
-        law.groups_ = None
-        if d.get("bootstrap_raw") is not None:
-            law.bootstrap_raw_ = np.asarray(d["bootstrap_raw"], dtype=float)
-        return law
+        return class_law_from_dict(cls, d)
 
     def to_json(self) -> str:
         """:meth:`to_dict` as a JSON string."""
@@ -454,7 +412,8 @@ def _recover_weights(targets: np.ndarray, y: np.ndarray) -> np.ndarray:
     return w
 
 
-def _given_weights(weights: Sequence[float], n: int) -> np.ndarray:
+def given_weights(weights: Sequence[float], n: int) -> np.ndarray:
+    """``weights`` checked (n non-negative finite values, positive sum) and normalised."""
     w = np.asarray(weights, dtype=float).reshape(-1)
     if w.size != n or not np.all(np.isfinite(w)) or np.any(w < 0) or not w.sum() > 0:
         raise MixscaleError(f"`class_weights` must be {n} non-negative finite values with a "

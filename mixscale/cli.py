@@ -7,7 +7,6 @@ validated by click or by the stage's config dataclass before anything is logged;
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -15,18 +14,20 @@ import click
 
 from mixscale._cliopts import (
     _CAP_FACTOR,
+    _MAX_SEEDS,
     _T,
     _data,
     _design,
     _design_spec,
     _fit,
     _fit_config,
-    _float_list,
     _friendly,
     _load_law,
+    _log_plan,
     _main_tune,
     _main_tune_setup,
     _opt,
+    _plan_inputs,
     _recipe_opt,
     _Session,
     _tracking,
@@ -330,35 +331,41 @@ def tune_cmd(**kw: Any) -> None:
       "Comma-separated images per class you have now (label order); empty = zeros.")
 @_opt("--caps", str, "",
       f"Comma-separated most images per class you can get; empty = {_CAP_FACTOR} x the law's "
-      "count scale (its largest training class count), or --current if larger.")
+      "count scale (its largest training class count), with --verify the images the dataset "
+      "has per class; --current where larger.")
 @_opt("--costs", str, "", "Comma-separated cost of one more image per class; empty = all 1.")
 @click.option("--target", type=float, required=True, help="Target test accuracy, in (0, 1).")
 @_opt("--epochs", int, 0,
       "Epochs of training the prediction is for; 0 = the law's largest training epoch.")
+@click.option("--verify", type=click.BOOL, default=False, is_flag=False, flag_value=True,
+              show_default=True, help="Then train the planned counts --seeds times with the "
+              "law's own recipe and log the realised accuracy (`--verify` alone = true).")
+@click.option("--no-verify", is_flag=True, help="Same as `--verify false`.")
+@_opt("--seeds", click.IntRange(1, _MAX_SEEDS), 3, "With --verify: training runs (seeds 0..N-1).")
 @_friendly
 def plan_cmd(**kw: Any) -> None:
-    """The cheapest per-class image counts a registered law predicts to reach --target."""
+    """The cheapest per-class image counts a registered law predicts to reach --target.
+
+    With --verify, then train those counts with the law's own recipe, one ad-hoc run per seed
+    nested under the plan run, and log the realised accuracy beside the predicted one.
+    """
     from mixscale import tracking as tr
-    from mixscale.plan import INTERVAL_LEVEL, plan_counts, plan_figure
-    from mixscale.plots import close
+    from mixscale.plan import INTERVAL_LEVEL, plan_counts
+    from mixscale.verify import check_counts, prepare_verification, run_verification
 
     session = _Session(kw)
     law = _load_law(kw["model_uri"], session.uri)
-    n = len(law.class_columns_)
-    current = (list(parse_int_list("current", kw["current"])) if kw["current"].strip()
-               else [0] * n)
-    if kw["caps"].strip():
-        caps = list(parse_int_list("caps", kw["caps"]))
-    else:
-        default_cap = int(round(_CAP_FACTOR * law.count_scale_))
-        caps = [max(c, default_cap) for c in current] if len(current) == n else [default_cap] * n
-    costs = _float_list("costs", kw["costs"]) if kw["costs"].strip() else [1.0] * n
-    epochs = kw["epochs"] or int(round(law.epoch_scale_))
+    verify = kw["verify"] and not kw["no_verify"]
+    setup = prepare_verification(session.client, kw["model_uri"]) if verify else None
+    available = None if setup is None else setup.dataset.available  # default caps
+    current, caps, costs, epochs = _plan_inputs(kw, law, available)
     plan = plan_counts(law, current=current, caps=caps, costs=costs, target=kw["target"],
                        epochs=epochs)  # validated before any logging
-    table = plan.to_frame()
+    if setup is not None:
+        check_counts(plan, setup.dataset)
     click.echo(f"law:          {kw['model_uri']} ({law.family}-{law.predictor})")
-    click.echo(table.drop(columns=["cap"]).to_string(index=False, float_format="{:.4g}".format))
+    click.echo(plan.to_frame().drop(columns=["cap"]).to_string(
+        index=False, float_format="{:.4g}".format))
     interval = ("" if plan.interval is None else
                 f" ({INTERVAL_LEVEL:.0%} interval {plan.interval[0]:.4f}-{plan.interval[1]:.4f})")
     click.echo(f"predicted accuracy: {plan.predicted:.4f}{interval} at {plan.epochs} epochs")
@@ -372,21 +379,10 @@ def plan_cmd(**kw: Any) -> None:
                                 name=f"plan-{law.family}-{law.predictor}",
                                 run_id=session.project_run_id)
     try:
-        tr.log_params(session.client, run_id, {
-            "model_uri": kw["model_uri"], "target": kw["target"], "epochs": epochs,
-            "current": ",".join(map(str, plan.current.astype(int))),
-            "caps": ",".join(map(str, plan.caps.astype(int))),
-            "costs": ",".join(f"{c:g}" for c in plan.costs)}, skip_existing=True)
-        metrics = {"predicted_accuracy": plan.predicted, "cost": plan.cost,
-                   "reachable": float(plan.reachable), "added": float(plan.added.sum())}
-        if plan.interval is not None:
-            metrics.update(predicted_lower=plan.interval[0], predicted_upper=plan.interval[1])
-        tr.log_metrics(session.client, run_id, metrics)
-        fig = plan_figure(plan)
-        tr.log_artifacts(session.client, run_id, {
-            "plan.json": json.dumps(plan.to_dict(), indent=1), "plan.csv": table,
-            "plan.png": fig})
-        close(fig)
+        _log_plan(session.client, run_id, kw, plan)
+        if setup is not None:  # the plan run is the parent of the verification runs
+            run_verification(session.client, session.experiment_id, plan, setup,
+                             seeds=kw["seeds"], plan_run_id=run_id, echo=click.echo)
     except BaseException as exc:
         tr.end_run(session.client, run_id, error=exc)
         raise

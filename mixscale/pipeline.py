@@ -298,11 +298,14 @@ def train_rows(client: MlflowClient, design_id: str, config: TrainConfig, *,
 
 def train_counts(client: MlflowClient, experiment_id: str, dataset_name: str,
                  counts: Sequence[int], config: TrainConfig, *, seed: int = 0,
-                 run_id: str | None = None, echo: Echo = print) -> str:
+                 run_id: str | None = None, parent_run_id: str | None = None,
+                 echo: Echo = print) -> str:
     """Train ad-hoc per-class counts (no design) in a new run tagged ``mixscale.kind=adhoc``.
 
     The run carries the same params and metrics as a design row, but it is not a row of any
-    design, so ``fit`` never mixes it in. Returns the run id.
+    design, so ``fit`` never mixes it in. ``run_id`` adopts an existing run instead of creating
+    one; ``parent_run_id`` nests the run under another (a plan run's verification). Returns the
+    run id.
 
     Raises
     ------
@@ -332,7 +335,8 @@ def train_counts(client: MlflowClient, experiment_id: str, dataset_name: str,
     total = int(counts_arr.sum())
     run_id = tr.start_stage_run(client, experiment_id, kind="adhoc",
                                 name=f"adhoc-{dataset_name}-n{total}",
-                                tags={tr.DATASET: dataset_name}, run_id=run_id)
+                                tags={tr.DATASET: dataset_name}, run_id=run_id,
+                                parent_run_id=parent_run_id)
     params = {**{f"n_{k}": int(n) for k, n in zip(dataset.class_keys, counts_arr, strict=True)},
               "total_n": total, "seed": seed, "dataset": dataset_name}
     tr.log_params(client, run_id, params, skip_existing=True)

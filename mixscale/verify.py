@@ -1,0 +1,362 @@
+"""Closed-loop verification of a plan: train the planned counts and compare with the law.
+
+A registered law remembers where it came from: its model version carries the tag
+``mixscale.fit_run``, the fit run names its designs (tag ``mixscale.design``) and every FINISHED
+row of a design carries the training recipe as params (:func:`mixscale.workers.row_params`).
+:func:`resolve_recipe` follows that chain back to the dataset and a :class:`TrainConfig`;
+:func:`verify_plan` trains the plan's counts with it for a few seeds, each an ad-hoc run nested
+under the plan run, and compares the realised test accuracy with the law's prediction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from mixscale import tracking as tr
+from mixscale.config import TrainConfig
+from mixscale.errors import MixscaleError
+from mixscale.plan import Plan
+
+__all__ = ["FIT_RUN_TAG", "MAX_SEEDS", "Verification", "VerifySetup", "check_counts",
+           "fit_run_of", "log_verification", "prepare_verification", "recipe_from_params",
+           "resolve_recipe", "run_verification", "verification_lines", "verify_config",
+           "verify_plan"]
+
+FIT_RUN_TAG = "mixscale.fit_run"  # on every model version `mixscale fit` registers
+MAX_SEEDS = 100  # most verification seeds one plan may ask for
+_URI_FORMS = "models:/<name>@<alias>, models:/<name>/<version>, runs:/<fit run id>/<path>"
+
+
+def _run(client: MlflowClient, run_id: str, what: str) -> Any:
+    try:
+        return client.get_run(run_id)
+    except MlflowException:
+        raise MixscaleError(f"{what} {run_id!r} does not exist in this tracking store.") from None
+
+
+def fit_run_of(client: MlflowClient, model_uri: str) -> str:
+    """The id of the fit run that produced the law at ``model_uri``.
+
+    ``models:/<name>@<alias>``, ``models:/<name>/<version>`` (or ``/latest``): the model
+    version's ``mixscale.fit_run`` tag; ``models:/<model id>``: the logged model's source run;
+    ``runs:/<run id>/...``: that run.
+
+    Raises
+    ------
+    MixscaleError
+        For another URI form, an unknown model, alias or version, or a version without the tag.
+    """
+    uri = model_uri.strip()
+    if uri.startswith("runs:/"):
+        run_id = uri.removeprefix("runs:/").strip("/").split("/")[0]
+        if not run_id:
+            raise MixscaleError(f"--model-uri {model_uri!r} names no run; allowed forms: "
+                                f"{_URI_FORMS}.")
+        return run_id
+    if not uri.startswith("models:/") or not uri.removeprefix("models:/").strip("/"):
+        raise MixscaleError(f"cannot trace --model-uri {model_uri!r} back to its fit run; "
+                            f"allowed forms: {_URI_FORMS}.")
+    path = uri.removeprefix("models:/").strip("/")
+    name, _, version = path.partition("/")
+    try:
+        if version:
+            if version.lower() == "latest":
+                found = client.search_model_versions(f"name = '{name}'")
+                if not found:
+                    raise MixscaleError(f"registered model {name!r} has no versions.")
+                version = str(max(int(v.version) for v in found))
+            elif not version.isdigit():
+                raise MixscaleError(f"model version {version!r} in --model-uri {model_uri!r} "
+                                    f"is not a number (stages are not supported); allowed "
+                                    f"forms: {_URI_FORMS}.")
+            mv = client.get_model_version(name, version)
+        elif "@" in name:
+            name, alias = name.rsplit("@", 1)
+            mv = client.get_model_version_by_alias(name, alias)
+        else:  # MLflow 3: models:/<model id> of a logged model
+            source = client.get_logged_model(name).source_run_id
+            if not source:
+                raise MixscaleError(f"logged model {name!r} has no source run.")
+            return source
+    except MlflowException as exc:
+        raise MixscaleError(f"cannot find the model of --model-uri {model_uri!r} "
+                            f"({str(exc)[:200]}).") from None
+    fit_run = mv.tags.get(FIT_RUN_TAG)
+    if not fit_run:
+        raise MixscaleError(f"model version {mv.version} of {mv.name!r} has no tag "
+                            f"{FIT_RUN_TAG}: it was not registered by `mixscale fit`, so its "
+                            "training recipe is unknown.")
+    return fit_run
+
+
+def recipe_from_params(params: Mapping[str, str], *, source: str = "the row") -> TrainConfig:
+    """Rebuild a :class:`TrainConfig` from a row run's params (all text).
+
+    Each field is parsed to the type of its default; a field the row lacks keeps its default.
+    ``device`` and ``precision`` become ``"auto"``: a row logs what they *resolved* to (e.g.
+    ``cpu``/``fp32`` on a machine without GPU), and pinning that would keep the verification
+    off a GPU that is present. ``augment`` and ``stem`` keep their resolved values (they
+    depend on the images only), except the ``stem`` ``"none"`` logged for smallcnn, which
+    becomes ``"auto"`` (smallcnn has no stem). ``download`` is off.
+
+    Raises
+    ------
+    MixscaleError
+        If a param cannot be parsed or the recipe is not a valid :class:`TrainConfig`.
+    """
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(TrainConfig):
+        text = params.get(field.name)
+        if text is None or field.name in ("device", "precision", "download"):
+            continue
+        if field.name == "stem" and text == "none":
+            continue
+        kind = type(field.default)
+        try:
+            if kind is tuple:
+                values[field.name] = tuple(int(t) for t in text.split(",") if t.strip())
+            elif kind is bool:
+                values[field.name] = text.strip().lower() == "true"
+            else:
+                values[field.name] = kind(text)
+        except ValueError:
+            raise MixscaleError(f"param {field.name}={text!r} of {source} is not a valid "
+                                f"{kind.__name__}.") from None
+    try:
+        return TrainConfig(**values, device="auto", precision="auto")
+    except MixscaleError as exc:
+        raise MixscaleError(f"the recipe of {source} is not valid: {exc}") from None
+
+
+def resolve_recipe(client: MlflowClient, model_uri: str) -> tuple[str, TrainConfig, str]:
+    """The dataset and training recipe a registered law was fitted on.
+
+    Follows ``model_uri`` -> fit run (:func:`fit_run_of`) -> its first design (tag
+    ``mixscale.design``) -> a FINISHED row of it, whose params give the recipe
+    (:func:`recipe_from_params`: ``device`` and ``precision`` are ``"auto"``, so a GPU is used
+    when present whatever the rows trained on).
+
+    Returns
+    -------
+    dataset_name : str
+        The design run's ``dataset`` param.
+    config : TrainConfig
+        The recipe the rows were trained with.
+    fit_run_id : str
+
+    Raises
+    ------
+    MixscaleError
+        Naming the missing link: no fit run (or a run not of `fit`), no ``mixscale.design``
+        tag, no FINISHED row.
+    """
+    fit_run_id = fit_run_of(client, model_uri)
+    fit = _run(client, fit_run_id, "fit run")
+    if fit.data.tags.get(tr.KIND) != "fit":
+        raise MixscaleError(f"run {fit_run_id} is not a run of `mixscale fit` (its {tr.KIND} tag "
+                            f"is {fit.data.tags.get(tr.KIND)!r}); the law's recipe is unknown.")
+    designs = [d.strip() for d in fit.data.tags.get(tr.DESIGN, "").split(",") if d.strip()]
+    if not designs:
+        raise MixscaleError(f"run {fit_run_id} has no tag {tr.DESIGN}: it is not a run of "
+                            "`mixscale fit`, so the law's design and recipe are unknown.")
+    design = _run(client, designs[0], "design run")
+    rows = [r for r in tr.list_rows(client, designs[0]) if r.status == "FINISHED"]
+    if not rows:
+        raise MixscaleError(f"design {designs[0]} has no FINISHED row to read the training "
+                            "recipe from.")
+    row = _run(client, rows[0].run_id, "row run")
+    dataset = design.data.params.get("dataset") or row.data.tags.get(tr.DATASET)
+    if not dataset:
+        raise MixscaleError(f"design run {designs[0]} has no param `dataset`.")
+    config = recipe_from_params(row.data.params, source=f"row run {rows[0].run_id}")
+    return dataset, config, fit_run_id
+
+
+def verify_config(config: TrainConfig, epochs: int) -> TrainConfig:
+    """``config`` trained for ``epochs``: later milestones dropped, the last epoch evaluated.
+
+    The step schedule up to ``epochs`` is the recipe's own (a milestone after the end never
+    acts), and ``eval_every`` is capped at ``epochs`` so the final epoch is evaluated.
+    """
+    return dataclasses.replace(
+        config, epochs=int(epochs), eval_every=min(config.eval_every, int(epochs)),
+        lr_milestones=tuple(m for m in config.lr_milestones if m <= epochs))
+
+
+def check_counts(plan: Plan, dataset: Any) -> None:
+    """Refuse a plan whose classes or counts the dataset cannot train.
+
+    Raises
+    ------
+    MixscaleError
+        If the law's classes are not the dataset's, or a planned count exceeds the images
+        its class has (the message lists them, to pass as ``--caps``).
+    """
+    if list(plan.class_columns) != list(dataset.count_columns):
+        raise MixscaleError(f"the law's classes ({', '.join(plan.class_columns)}) are not those "
+                            f"of dataset {dataset.name!r} ({', '.join(dataset.count_columns)}).")
+    over = np.flatnonzero(plan.counts > dataset.available)
+    if over.size:
+        listed = ", ".join(f"{plan.class_columns[i]}={int(plan.counts[i])}" for i in over)
+        raise MixscaleError(
+            f"cannot verify: the plan asks for more images than dataset {dataset.name!r} has "
+            f"({listed}); pass --caps (and --current) no larger than its per-class counts "
+            f"{','.join(map(str, dataset.available.astype(int)))}.")
+
+
+@dataclass(frozen=True)
+class Verification:
+    """Realised accuracy of a plan's counts, one training run per seed."""
+
+    seeds: list[int]
+    run_ids: list[str]  # one ad-hoc run per seed
+    realised: np.ndarray  # final test accuracy per seed
+    predicted: float  # the plan's predicted accuracy
+    mean: float  # mean realised accuracy
+    std: float  # standard deviation across seeds (ddof=1; nan for one seed)
+    abs_error: float  # |predicted - mean|
+    within_interval: float | None  # share of seeds inside the plan's interval; None without
+
+    def to_frame(self) -> pd.DataFrame:
+        """``verify.csv``: seed, run_id, realised_accuracy, predicted_accuracy."""
+        return pd.DataFrame({"seed": self.seeds, "run_id": self.run_ids,
+                             "realised_accuracy": self.realised,
+                             "predicted_accuracy": self.predicted})
+
+
+def _final_accuracy(client: MlflowClient, run_id: str) -> float:
+    history = client.get_metric_history(run_id, "test_accuracy")
+    if not history:
+        raise MixscaleError(f"verification run {run_id} logged no test_accuracy.")
+    return float(max(history, key=lambda m: (m.step, m.timestamp)).value)
+
+
+def verify_plan(client: MlflowClient, experiment_id: str, plan: Plan, *, dataset_name: str,
+                config: TrainConfig, seeds: int, parent_run_id: str | None = None,
+                echo: Callable[[str], None] = print) -> Verification:
+    """Train ``plan.counts`` once per seed ``0..seeds-1`` and compare with the prediction.
+
+    Parameters
+    ----------
+    plan : Plan
+        Its ``counts`` (current included) are trained for ``plan.epochs`` epochs
+        (:func:`verify_config`); an unreachable plan's counts are its best reachable ones.
+    dataset_name : str
+        Dataset the law was fitted on.
+    config : TrainConfig
+        The law's recipe (:func:`resolve_recipe`).
+    seeds : int
+        Runs to train, 1..:data:`MAX_SEEDS`; seed ``s`` draws the subset and trains.
+    parent_run_id : str, optional
+        Nest each ad-hoc run under this run (the plan run).
+
+    Returns
+    -------
+    Verification
+
+    Raises
+    ------
+    MixscaleError
+        For ``seeds`` out of range or counts the dataset cannot train (before any run starts).
+    """
+    from mixscale.data import load_dataset
+    from mixscale.pipeline import train_counts
+
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= MAX_SEEDS:
+        raise MixscaleError(f"`seeds` must be an integer in [1, {MAX_SEEDS}], but got "
+                            f"seeds={seeds!r}.")
+    check_counts(plan, load_dataset(dataset_name, data_dir=config.data_dir,
+                                    download=config.download))
+    run_config = verify_config(config, plan.epochs)
+    counts = [int(c) for c in plan.counts]
+    run_ids = [train_counts(client, experiment_id, dataset_name, counts, run_config, seed=s,
+                            parent_run_id=parent_run_id, echo=echo) for s in range(seeds)]
+    realised = np.array([_final_accuracy(client, r) for r in run_ids])
+    mean = float(realised.mean())
+    inside = None
+    if plan.interval is not None:
+        lo, hi = plan.interval
+        inside = float(np.mean((realised >= lo) & (realised <= hi)))
+    return Verification(seeds=list(range(seeds)), run_ids=run_ids, realised=realised,
+                        predicted=plan.predicted, mean=mean,
+                        std=float(realised.std(ddof=1)) if seeds > 1 else float("nan"),
+                        abs_error=abs(plan.predicted - mean), within_interval=inside)
+
+
+def log_verification(client: MlflowClient, run_id: str, v: Verification) -> None:
+    """Log a verification on the plan run: metrics, per-seed accuracy, ``verify.csv``."""
+    tr.log_params(client, run_id, {"verify_seeds": len(v.seeds)}, skip_existing=True)
+    metrics = {"realised_accuracy": v.mean, "realised_accuracy_std": v.std,
+               "abs_error": v.abs_error}
+    if v.within_interval is not None:
+        metrics["realised_in_interval"] = v.within_interval
+    tr.log_metrics(client, run_id, metrics)
+    for seed, acc in zip(v.seeds, v.realised, strict=True):
+        tr.log_metrics(client, run_id, {"realised_accuracy_seed": float(acc)}, step=seed)
+    tr.log_artifacts(client, run_id, {"verify.csv": v.to_frame()})
+
+
+def verification_lines(plan: Plan, v: Verification) -> list[str]:
+    """The short report ``mixscale plan --verify`` prints."""
+    n = len(v.seeds)
+    std = "n/a" if not np.isfinite(v.std) else f"{v.std:.4f}"
+    lines = [f"verification: {n} seed(s) of the planned counts, {plan.epochs} epochs"]
+    if not plan.reachable:
+        lines.append("              (target out of reach: verifying the best reachable counts)")
+    lines += [f"  seed {s}: test_accuracy {a:.4f} (run {r})"
+              for s, a, r in zip(v.seeds, v.realised, v.run_ids, strict=True)]
+    lines.append(f"predicted:    {v.predicted:.4f}")
+    lines.append(f"realised:     {v.mean:.4f} +/- {std} (mean +/- std over {n} seed(s))")
+    inside = ("" if v.within_interval is None else
+              f"; {round(v.within_interval * n)}/{n} seed(s) inside the interval")
+    lines.append(f"|error|:      {v.abs_error:.4f}{inside}")
+    return lines
+
+
+@dataclass(frozen=True)
+class VerifySetup:
+    """What verifying plans of one law needs, resolved before anything is logged."""
+
+    dataset_name: str
+    config: TrainConfig  # the law's recipe (device and precision "auto")
+    fit_run_id: str
+    dataset: Any  # the loaded ImageDataset: its ``available`` images cap what can be verified
+
+
+def prepare_verification(client: MlflowClient, model_uri: str) -> VerifySetup:
+    """Resolve the law's recipe (:func:`resolve_recipe`) and load its dataset.
+
+    Raises
+    ------
+    MixscaleError
+        For a broken link from the law to its rows, or a dataset that cannot be loaded.
+    """
+    from mixscale.data import load_dataset
+
+    dataset_name, config, fit_run_id = resolve_recipe(client, model_uri)
+    dataset = load_dataset(dataset_name, data_dir=config.data_dir, download=config.download)
+    return VerifySetup(dataset_name=dataset_name, config=config, fit_run_id=fit_run_id,
+                       dataset=dataset)
+
+
+def run_verification(client: MlflowClient, experiment_id: str, plan: Plan, setup: VerifySetup,
+                     *, seeds: int, plan_run_id: str,
+                     echo: Callable[[str], None] = print) -> Verification:
+    """:func:`verify_plan` under the plan run, then :func:`log_verification` and the report."""
+    c = setup.config
+    echo(f"verifying with the recipe of fit run {setup.fit_run_id}: {setup.dataset_name}, "
+         f"{c.model}, lr {c.lr:g}, batch {c.batch_size}, {plan.epochs} epochs, {seeds} seed(s)")
+    v = verify_plan(client, experiment_id, plan, dataset_name=setup.dataset_name, config=c,
+                    seeds=seeds, parent_run_id=plan_run_id, echo=echo)
+    log_verification(client, plan_run_id, v)
+    for line in verification_lines(plan, v):
+        echo(line)
+    return v

@@ -1,0 +1,241 @@
+"""Tests of mixscale.verify and `mixscale plan --verify` (real store, real torch training)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from mixscale import tracking as tr
+from mixscale._cliopts import _MAX_SEEDS
+from mixscale.cli import cli
+from mixscale.config import TrainConfig
+from mixscale.errors import MixscaleError
+from mixscale.plan import Plan
+from mixscale.verify import (
+    MAX_SEEDS,
+    recipe_from_params,
+    resolve_recipe,
+    verify_config,
+    verify_plan,
+)
+
+TEN = 10  # digits has ten classes
+
+
+def _csv(value: int) -> str:
+    return ",".join([str(value)] * TEN)
+
+
+# --------------------------------------------------------------------------- units
+def test_verify_config_keeps_the_schedule_up_to_the_new_epochs() -> None:
+    config = TrainConfig(epochs=30, eval_every=7, lr_milestones=(5, 20, 25))
+    short = verify_config(config, 12)
+    assert (short.epochs, short.eval_every, short.lr_milestones) == (12, 7, (5,))
+    assert short.eval_epochs()[-1] == 12  # the last epoch is evaluated
+    tiny = verify_config(config, 4)
+    assert (tiny.epochs, tiny.eval_every, tiny.lr_milestones) == (4, 4, ())
+    longer = verify_config(config, 60)
+    assert (longer.epochs, longer.eval_every, longer.lr_milestones) == (60, 7, (5, 20, 25))
+    assert verify_config(config, 20).lr_milestones == (5, 20)
+    assert (longer.lr, longer.model, longer.batch_size) == (config.lr, config.model,
+                                                            config.batch_size)
+
+
+def test_recipe_from_params_parses_text_and_unpins_device() -> None:
+    params = {"model": "smallcnn", "epochs": "12", "eval_every": "3", "lr": "0.02",
+              "momentum": "0.8", "weight_decay": "0.0001", "batch_size": "16",
+              "lr_milestones": "4,8", "lr_gamma": "0.5", "device": "cpu", "augment": "none",
+              "crop_padding": "2", "stem": "cifar", "precision": "fp32", "data_dir": "d",
+              "hparams_from": "", "total_n": "40", "n_0": "4"}
+    config = recipe_from_params(params)
+    assert config == TrainConfig(epochs=12, eval_every=3, lr=0.02, momentum=0.8,
+                                 weight_decay=1e-4, batch_size=16, lr_milestones=(4, 8),
+                                 lr_gamma=0.5, augment="none", crop_padding=2, stem="cifar",
+                                 data_dir="d", device="auto", precision="auto")
+    assert recipe_from_params({**params, "lr_milestones": ""}).lr_milestones == ()
+    assert recipe_from_params({**params, "stem": "none"}).stem == "auto"  # smallcnn's
+    with pytest.raises(MixscaleError, match=r"param epochs='twelve' of row run x"):
+        recipe_from_params({**params, "epochs": "twelve"}, source="row run x")
+    with pytest.raises(MixscaleError, match=r"recipe of the row is not valid.*eval_every"):
+        recipe_from_params({**params, "eval_every": "50"})
+
+
+def test_verify_plan_refuses_bad_seeds_before_training() -> None:
+    plan = Plan(class_columns=["n_0"], current=np.zeros(1), caps=np.ones(1), costs=np.ones(1),
+                counts=np.ones(1), target=0.5, epochs=3, predicted=0.4, interval=None,
+                reachable=False, marginal_gain=np.zeros(1))
+    for bad in (0, MAX_SEEDS + 1, 2.0, True):
+        with pytest.raises(MixscaleError, match=rf"`seeds` must be an integer in \[1, 100\].*"
+                                                rf"seeds={bad!r}"):
+            verify_plan(None, "0", plan, dataset_name="digits", config=TrainConfig(),
+                        seeds=bad)
+    assert _MAX_SEEDS == MAX_SEEDS
+
+
+# --------------------------------------------------------------------------- the recipe
+def _row_params(store, pipeline) -> dict[str, str]:
+    row = next(r for r in tr.list_rows(store.client, pipeline.design_id)
+               if r.status == "FINISHED")
+    return store.client.get_run(row.run_id).data.params
+
+
+@pytest.mark.parametrize("form", ["alias", "version", "latest", "runs", "model-id"])
+def test_resolve_recipe_returns_what_the_rows_trained_with(store, pipeline, form: str) -> None:
+    client = store.client
+    champion = client.get_model_version_by_alias(pipeline.model_name, "champion")
+    uri = {"alias": f"models:/{pipeline.model_name}@champion",
+           "version": f"models:/{pipeline.model_name}/{champion.version}",
+           "latest": f"models:/{pipeline.model_name}/latest",
+           "runs": f"runs:/{pipeline.fit_run_id}/law",
+           "model-id": champion.source}[form]  # MLflow 3: models:/m-<logged model id>
+    dataset, config, fit_run_id = resolve_recipe(client, uri)
+    assert (dataset, fit_run_id) == ("digits", pipeline.fit_run_id)
+    params = _row_params(store, pipeline)
+    for field in TrainConfig.__dataclass_fields__:
+        value = getattr(config, field)
+        if field in ("device", "precision"):
+            assert value == "auto"  # a GPU is used when present
+        elif field == "stem" and params[field] == "none":
+            assert value == "auto"  # smallcnn has no stem
+        elif field == "lr_milestones":
+            assert ",".join(map(str, value)) == params[field]
+        elif field != "download":
+            assert str(value) == params[field], field
+    assert (config.epochs, config.eval_every, config.lr_milestones) == (12, 3, ())
+
+
+def test_a_version_not_registered_by_fit_is_refused(store, pipeline) -> None:
+    client = store.client
+    champion = client.get_model_version_by_alias(pipeline.model_name, "champion")
+    name = f"untagged-{uuid.uuid4().hex[:8]}"
+    client.create_registered_model(name)
+    version = client.create_model_version(name, champion.source).version
+    match = rf"model version {version} of '{name}' has no tag mixscale.fit_run: it was not " \
+            r"registered by `mixscale fit`"
+    with pytest.raises(MixscaleError, match=match):
+        resolve_recipe(client, f"models:/{name}/{version}")
+    result = CliRunner().invoke(cli, [
+        "plan", "--tracking-uri", store.uri, "--experiment", "verify-bad", "--model-uri",
+        f"models:/{name}/{version}", "--target", "0.5", "--verify"])
+    assert result.exit_code == 1 and "has no tag mixscale.fit_run" in result.output
+    assert "Traceback" not in result.output
+    assert _runs(store, "verify-bad") == []
+
+
+@pytest.mark.parametrize(("uri", "match"), [
+    ("runs:/{design}/law", r"is not a run of `mixscale fit` \(its mixscale.kind tag is "
+                           r"'design'\)"),
+    ("runs:/{missing}/law", r"fit run '0+' does not exist"),
+    ("models:/{model}/Production", r"'Production'.*is not a number"),
+    ("models:/{model}@no-such-alias", r"cannot find the model"),
+    ("s3://bucket/law", r"allowed forms: models:/<name>@<alias>"),
+])
+def test_resolve_recipe_names_the_missing_link(store, pipeline, uri: str, match: str) -> None:
+    uri = uri.format(design=pipeline.design_id, missing="0" * 32, model=pipeline.model_name)
+    with pytest.raises(MixscaleError, match=match):
+        resolve_recipe(store.client, uri)
+
+
+# --------------------------------------------------------------------------- CLI, end to end
+def _runs(store, experiment: str, kind: str | None = None) -> list:
+    exp = store.client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    query = f"tags.`{tr.KIND}` = '{kind}'" if kind else ""
+    return store.client.search_runs([exp.experiment_id], query)
+
+
+def _plan(store, pipeline, experiment: str, *args: str):
+    return CliRunner().invoke(cli, [
+        "plan", "--tracking-uri", store.uri, "--experiment", experiment, "--model-uri",
+        f"models:/{pipeline.model_name}@champion", "--epochs", "12", *args])
+
+
+def _final(store, run_id: str) -> float:
+    history = store.client.get_metric_history(run_id, "test_accuracy")
+    return max(history, key=lambda m: m.step).value
+
+
+def test_cli_plan_verify_trains_the_plan_per_seed(store, pipeline) -> None:
+    result = _plan(store, pipeline, "verify-e2e", "--current", _csv(4), "--target", "0.8",
+                   "--verify", "--seeds", "2")
+    assert result.exit_code == 0, result.output
+    (plan_run,) = _runs(store, "verify-e2e", "plan")
+    client, plan_id = store.client, plan_run.info.run_id
+    assert plan_run.info.status == "FINISHED"
+    # with --verify and no --caps, the caps are the images digits has per class
+    from mixscale.data import load_dataset
+
+    available = load_dataset("digits").available
+    assert plan_run.data.params["caps"] == ",".join(map(str, available))
+    saved = json.load(open(client.download_artifacts(plan_id, "plan.json", str(store.root))))
+    children = client.search_runs([plan_run.info.experiment_id],
+                                  f"tags.`{tr.PARENT}` = '{plan_id}'")
+    assert len(children) == 2
+    for child in children:
+        assert child.info.status == "FINISHED" and child.data.tags[tr.KIND] == "adhoc"
+        counts = [int(child.data.params[f"n_{k}"]) for k in range(TEN)]
+        assert counts == saved["counts"]
+        assert child.data.params["epochs"] == "12"
+    assert sorted(c.data.params["seed"] for c in children) == ["0", "1"]
+    metrics = plan_run.data.metrics
+    realised = np.mean([_final(store, c.info.run_id) for c in children])
+    assert metrics["realised_accuracy"] == pytest.approx(realised)
+    assert metrics["abs_error"] == pytest.approx(abs(metrics["predicted_accuracy"] - realised))
+    assert 0 <= metrics["realised_in_interval"] <= 1  # the champion carries an interval
+    assert "realised_accuracy_std" in metrics
+    seeds = client.get_metric_history(plan_id, "realised_accuracy_seed")
+    assert sorted(m.step for m in seeds) == [0, 1]
+    assert plan_run.data.params["verify_seeds"] == "2"
+    path = client.download_artifacts(plan_id, "verify.csv", str(store.root))
+    table = pd.read_csv(path)
+    assert list(table.columns) == ["seed", "run_id", "realised_accuracy", "predicted_accuracy"]
+    assert set(table["run_id"]) == {c.info.run_id for c in children}
+    assert "realised:" in result.output and "|error|:" in result.output
+
+
+def test_cli_plan_verify_an_unreachable_plan_trains_its_best_counts(store, pipeline) -> None:
+    result = _plan(store, pipeline, "verify-unreachable", "--current", _csv(3), "--caps",
+                   _csv(4), "--target", "0.99", "--verify", "true", "--seeds", "1")
+    assert result.exit_code == 0, result.output
+    assert "reachable:    NO" in result.output and "target out of reach" in result.output
+    (plan_run,) = _runs(store, "verify-unreachable", "plan")
+    (child,) = _runs(store, "verify-unreachable", "adhoc")
+    assert child.data.tags[tr.PARENT] == plan_run.info.run_id
+    assert plan_run.data.params["caps"] == _csv(4)
+    assert plan_run.data.metrics["realised_accuracy"] == pytest.approx(
+        _final(store, child.info.run_id))
+    assert "realised_accuracy_std" not in plan_run.data.metrics  # one seed: no spread
+
+
+@pytest.mark.parametrize(("args", "match", "code"), [
+    (["--seeds", "0"], "Invalid value for '--seeds': 0 is not in the range 1<=x<=100", 2),
+    (["--seeds", "101"], "101 is not in the range 1<=x<=100", 2),
+    (["--current", _csv(150), "--caps", _csv(500)],
+     "cannot verify: the plan asks for more images than dataset 'digits' has (n_0=150, ", 1),
+    (["--current", _csv(150), "--caps", _csv(500)],
+     "pass --caps (and --current) no larger than its per-class counts "
+     "134,136,133,137,136,136,136,134,130,135", 1),
+    (["--current", _csv(150)], "cannot verify: the plan asks for more images", 1),
+])
+def test_cli_plan_verify_bad_input_logs_nothing(store, pipeline, args: list, match: str,
+                                                code: int) -> None:
+    experiment = f"verify-bad-{uuid.uuid4().hex[:6]}"
+    result = _plan(store, pipeline, experiment, "--target", "0.5", "--verify", *args)
+    assert result.exit_code == code, result.output
+    assert match in result.output and "Traceback" not in result.output
+    assert _runs(store, experiment) == []
+
+
+def test_cli_plan_no_verify_wins(store, pipeline) -> None:
+    result = _plan(store, pipeline, "verify-off", "--current", _csv(4), "--target", "0.45",
+                   "--verify", "--no-verify")
+    assert result.exit_code == 0, result.output
+    assert "realised:" not in result.output
+    assert len(_runs(store, "verify-off", "plan")) == 1
+    assert _runs(store, "verify-off", "adhoc") == []

@@ -12,7 +12,9 @@ machine hurts all three alike):
 
 On CUDA all three use the precision and memory format mixscale picks (bf16/fp16 autocast,
 channels-last). Cases: smallcnn on the digits training split (8x8 grey) and resnet18 (CIFAR
-stem) on 32x32 random colour images, the latter also with mixscale's crop + flip. Then tracking
+stem) on 32x32 random colour images, the latter also with mixscale's crop + flip. For digits
+also the data path alone (batches produced, no network): the part of a step a loop controls,
+which bounds how far any loop can beat the DataLoader end to end. Then tracking
 overhead: one digits row of the default recipe with MLflow tracking into a temporary SQLite
 store (create the run, params, one ``log_eval`` request per evaluation, final metrics, end)
 against the same row without tracking, and the time spent inside the tracking calls.
@@ -122,6 +124,50 @@ def _limit(x: np.ndarray, y: np.ndarray, config: TrainConfig, mean, std, keys) -
 Loop = Callable[..., float]
 
 
+def _data_path(x: np.ndarray, y: np.ndarray, config: TrainConfig, mean, std,
+               repeats: int) -> None:
+    """Microseconds per image spent only in producing batches (no network), both ways.
+
+    This is the part of a step the loop controls: the rest is the network's forward and
+    backward pass, the same in every loop, which bounds the end-to-end ratio.
+    """
+    xt = prepare_images(x, mean=mean, std=std)
+    yt = torch.from_numpy(np.array(y))
+    bs, n, epochs = config.batch_size, len(x), 20
+
+    def loader() -> int:
+        dl = DataLoader(TensorDataset(xt, yt), batch_size=bs, shuffle=True,
+                        generator=torch.Generator().manual_seed(0))
+        seen = 0
+        for _ in range(epochs):
+            for xb, yb in dl:
+                seen += len(xb) + 0 * len(yb)
+        return seen
+
+    def sliced() -> int:
+        g = torch.Generator().manual_seed(0)
+        seen = 0
+        for _ in range(epochs):
+            perm = torch.randperm(n, generator=g)
+            for i in range(0, n, bs):
+                idx = perm[i:i + bs]
+                xb, yb = xt[idx], yt[idx]
+                seen += len(xb) + 0 * len(yb)
+        return seen
+
+    per_image = {}
+    for name, fn in (("DataLoader(TensorDataset)", loader), ("mixscale slicing", sliced)):
+        times = []
+        for _ in range(max(3, repeats)):
+            t0 = time.perf_counter()
+            assert fn() == n * epochs
+            times.append(time.perf_counter() - t0)
+        per_image[name] = statistics.median(times) / (n * epochs) * 1e6
+    dl, ours = per_image.values()
+    print(f"  data path only (batches, no network): DataLoader {dl:.2f} us/image, mixscale "
+          f"{ours:.2f} us/image ({dl / ours:.0f}x less); the network's step takes the rest")
+
+
 def _case(title: str, x: np.ndarray, y: np.ndarray, config: TrainConfig, mean, std,
           repeats: int, extra: dict[str, TrainConfig] | None = None) -> None:
     keys = tuple(str(c) for c in range(int(y.max()) + 1))
@@ -218,6 +264,7 @@ def main(argv: list[str] | None = None) -> None:
     _case(f"smallcnn, digits train split ({len(ds.train_labels)} x 1x8x8), batch 32, "
           f"{epochs} epochs", ds.train_images, ds.train_labels, small, ds.mean, ds.std,
           repeats)
+    _data_path(ds.train_images, ds.train_labels, small, ds.mean, ds.std, repeats)
 
     n = 128 if args.quick else 512
     rng = np.random.default_rng(0)

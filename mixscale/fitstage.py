@@ -236,6 +236,12 @@ def fit_and_log(config: FitConfig, client: MlflowClient, experiment_id: str,
             figs[f"predicted_vs_observed_{key}.png"] = plots.predicted_vs_observed(
                 table["accuracy"].to_numpy()[kept], pred[kept],
                 table["role"].to_numpy()[kept], key)
+        class_law = laws.get((CLASS_FAMILY, CLASS_PREDICTOR))
+        if class_law is not None:  # which class still gains from more images
+            largest = train.loc[train["total_n"].idxmax()]
+            figs["class_curves.png"] = plots.class_curves(
+                class_law, per_class=max(1, int(largest["total_n"]) // len(count_cols)),
+                epochs=int(train["epoch"].max()))
         if config.n_boot:
             boot_features = [c for c in table.columns if c.startswith(("n_", "accuracy_"))]
             for key, rec in shown.items():

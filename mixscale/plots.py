@@ -17,7 +17,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 __all__ = ["design_heatmap", "accuracy_vs_epoch", "accuracy_vs_size", "predicted_vs_observed",
-           "class_coefficients", "close"]
+           "class_coefficients", "class_curves", "close"]
 
 
 def design_heatmap(design: pd.DataFrame, count_columns: Sequence[str]) -> Figure:
@@ -100,6 +100,30 @@ def class_coefficients(intervals: pd.DataFrame, title: str) -> Figure:
     ax.set_ylabel("weight of one image (sums to 1)")
     ax.set_title(title)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def class_curves(law, *, per_class: int, epochs: int) -> Figure:
+    """A per-class law's curve for each class: its accuracy as its own count grows.
+
+    Every other class stays at ``per_class`` images and training lasts ``epochs``; the dot
+    marks the balanced point. Steep curves are classes that still gain from more images.
+    """
+    columns = list(law.class_columns_)
+    grid = np.unique(np.linspace(0, 2 * per_class, 41).round().astype(int))
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for c, col in enumerate(columns):
+        counts = np.full((grid.size, len(columns)), per_class)
+        counts[:, c] = grid
+        frame = pd.DataFrame(counts, columns=columns).assign(epoch=epochs)
+        acc = law.predict_classes(frame).iloc[:, c].to_numpy()
+        line, = ax.plot(grid, acc, label=col.removeprefix("n_"))
+        ax.plot([per_class], [np.interp(per_class, grid, acc)], "o", color=line.get_color())
+    ax.set_xlabel("images of the class (others fixed)")
+    ax.set_ylabel("predicted test accuracy of the class")
+    ax.set_title(f"per-class law: others at {per_class} images, {epochs} epochs")
+    ax.legend(fontsize=7, ncol=2, title="class")
     fig.tight_layout()
     return fig
 

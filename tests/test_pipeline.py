@@ -116,6 +116,11 @@ def test_fit_extrapolation_and_bootstrap_outputs(pipeline, store) -> None:
              if a.startswith("bootstrap_")}
     assert champion in shown and any(k.endswith(("m0", "m1")) for k in shown)
     assert "perclass-own-total" in shown  # the planner's law always keeps its intervals
+    assert {"class_curves.png", "params_perclass-own-total.csv"} <= artifacts
+    params = pd.read_csv(client.download_artifacts(pipeline.fit_run_id,
+                                                   "params_perclass-own-total.csv"))
+    weights = params[params["name"].str.startswith("weight_")]
+    assert len(weights) == 10 and weights["value"].sum() == pytest.approx(1.0)
     for name in (a for a in artifacts if a.startswith("bootstrap_") and a.endswith(".txt")):
         text = open(client.download_artifacts(pipeline.fit_run_id, name)).read()
         assert "no bootstrap intervals" in text and "groups" in text

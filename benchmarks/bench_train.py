@@ -16,7 +16,8 @@ stem) on 32x32 random colour images, the latter also with mixscale's crop + flip
 also the data path alone (batches produced, no network): the part of a step a loop controls,
 which bounds how far any loop can beat the DataLoader end to end. Then tracking
 overhead: one digits row of the default recipe with MLflow tracking into a temporary SQLite
-store (create the run, params, one ``log_eval`` request per evaluation, final metrics, end)
+store (create the run, params, one ``log_eval`` request per evaluation sent from a background
+thread as rows do, waiting for them, final metrics, end)
 against the same row without tracking, and the time spent inside the tracking calls.
 
 Run with ``python benchmarks/bench_train.py`` (``--quick``: small counts, one repeat, about a
@@ -226,8 +227,9 @@ def _tracking_overhead(repeats: int, epochs: int, device: str) -> None:
             run_id = timed(client.create_run, exp).info.run_id
             params = {f: getattr(config, f) for f in config.__dataclass_fields__}
             timed(tr.log_params, client, run_id, params)
-            result = train_model(*args, **kw, callback=lambda e, m, rid=run_id: timed(
-                tr.log_eval, client, rid, e, m))
+            sender = tr.EvalSender(client, run_id)  # as workers.run_row does
+            result = train_model(*args, **kw, callback=lambda e, m, s=sender: timed(s.log, e, m))
+            timed(sender.close)
             timed(tr.log_metrics, client, run_id, {"train_seconds": result.seconds})
             timed(tr.end_run, client, run_id)
             tracked.append(time.perf_counter() - t0)

@@ -325,8 +325,9 @@ def tune_cmd(**kw: Any) -> None:
 
 @cli.command("plan")
 @_tracking
-@_opt("--model-uri", str, "models:/mixscale-digits@champion",
-      "Registered law to plan with (models:/<name>@<alias>, models:/<name>/<version>, runs:/...).")
+@_opt("--model-uri", str, "models:/mixscale-digits@perclass-own-total",
+      "Registered law to plan with (models:/<name>@<alias>, models:/<name>/<version>, "
+      "runs:/...); default: the per-class law, whose returns diminish per class.")
 @_opt("--current", str, "",
       "Comma-separated images per class you have now (label order); empty = zeros.")
 @_opt("--caps", str, "",

@@ -35,7 +35,7 @@ __all__ = [
     "PARENT", "DESIGN_CSV", "FIT_TABLE_CSV", "FIT_SUMMARY_CSV",
     "RowSpec", "resolve_tracking_uri", "experiment_for", "start_stage_run", "end_run",
     "log_params", "log_metrics", "log_artifacts", "create_design_rows", "list_rows",
-    "claim_row", "log_eval", "end_row", "assemble_table", "design_class_keys",
+    "claim_row", "log_eval", "EvalSender", "end_row", "assemble_table", "design_class_keys",
     "HEARTBEAT", "RESTART_OF", "with_retries",
 ]
 
@@ -374,6 +374,46 @@ def log_eval(client: MlflowClient, run_id: str, epoch: int, metrics: Mapping[str
     beat = [RunTag(HEARTBEAT, f"{now:.3f}")]
     with_retries(lambda: client.log_batch(run_id, metrics=batch, tags=beat),
                  what=f"logging epoch {epoch} of run {run_id}")
+
+
+class EvalSender:
+    """Sends one run's :func:`log_eval` requests from a background thread, in order.
+
+    Training goes on while an evaluation travels to the tracking store (a request to a remote
+    server takes tens of milliseconds). :meth:`flush` waits for every request sent so far and
+    raises the first error (after :func:`with_retries` gave up); use it before the run ends.
+    MLflow's own ``synchronous=False`` logging is not used: ending a run shuts its queue down,
+    which costs about a second per run.
+    """
+
+    def __init__(self, client: MlflowClient, run_id: str) -> None:
+        self.client, self.run_id = client, run_id
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mixscale-eval")
+        self._sent: list = []
+
+    def log(self, epoch: int, metrics: Mapping[str, float]) -> None:
+        """Queue one evaluation (the metrics are copied now)."""
+        self._sent.append(self._pool.submit(log_eval, self.client, self.run_id, epoch,
+                                            dict(metrics)))
+
+    def flush(self) -> None:
+        """Wait until every queued evaluation is stored; raise the first failure."""
+        sent, self._sent = self._sent, []
+        for future in sent:
+            future.result()
+
+    def close(self) -> None:
+        """Flush, then stop the thread."""
+        try:
+            self.flush()
+        finally:
+            self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> EvalSender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def end_row(client: MlflowClient, run_id: str, *, error: BaseException | None = None) -> bool:

@@ -167,8 +167,10 @@ def run_row(client: MlflowClient, row: tr.RowSpec, run_id: str, *, dataset: Any,
     from mixscale.data import sample_subset, subset_hash
     from mixscale.train import train_model
 
+    sender = tr.EvalSender(client, run_id)  # evaluations travel while training goes on
+
     def _on_eval(epoch: int, metrics: dict[str, float]) -> None:
-        tr.log_eval(client, run_id, epoch, metrics)
+        sender.log(epoch, metrics)
         if on_eval is not None:
             on_eval(epoch, metrics)
 
@@ -182,9 +184,14 @@ def run_row(client: MlflowClient, row: tr.RowSpec, run_id: str, *, dataset: Any,
             config=config, class_keys=dataset.class_keys, seed=row.seed,
             mean=dataset.mean, std=dataset.std, callback=_on_eval, on_epoch=on_epoch,
         )
+        sender.close()  # every step is stored before the run ends
         final = {"train_seconds": result.seconds, "images_per_second": result.images_per_second}
         tr.with_retries(lambda: tr.log_metrics(client, run_id, final), what="logging timings")
     except BaseException as exc:
+        try:
+            sender.close()  # keep the evaluations that were made
+        except Exception:
+            pass
         try:
             tr.end_row(client, run_id, error=exc)
         except Exception:  # the server is gone: the row stays RUNNING until restarted

@@ -46,6 +46,9 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
         mp.delenv("MLFLOW_RUN_ID", raising=False)
         mp.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
         mp.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+        # MLflow puts a SQLite store's artifacts in ./mlruns of the working directory at the
+        # time an experiment is created: keep them in the store's folder, not the checkout
+        mp.chdir(root)
         mlflow.set_tracking_uri(uri)
         client = MlflowClient(uri)
         client.search_experiments()  # create the schema once, from this one process

@@ -138,3 +138,20 @@ def test_default_model_name_is_registry_safe(dataset: str, name: str) -> None:
     from mixscale.fitstage import default_model_name
 
     assert default_model_name(dataset) == name
+
+
+def test_eval_sender_stores_every_step_in_order_and_raises_at_flush(store) -> None:
+    client = store.client
+    run_id = client.create_run(store.new_experiment()).info.run_id
+    with tr.EvalSender(client, run_id) as sender:
+        for epoch in (3, 6, 9, 12):
+            sender.log(epoch, {"test_accuracy": epoch / 100, "test_accuracy_0": 0.5})
+        sender.flush()  # stored now, before the sender closes
+        history = client.get_metric_history(run_id, "test_accuracy")
+        assert [m.step for m in history] == [3, 6, 9, 12]
+        assert [m.value for m in history] == [0.03, 0.06, 0.09, 0.12]
+        assert float(client.get_run(run_id).data.tags[tr.HEARTBEAT]) > 0
+    broken = tr.EvalSender(client, "0" * 32)  # no such run: the store refuses every request
+    broken.log(1, {"test_accuracy": 0.1})
+    with pytest.raises(Exception, match="0" * 32):
+        broken.close()

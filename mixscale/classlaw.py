@@ -6,19 +6,21 @@ combination, so to a planner every image of a class is worth the same however ma
 metrics every row logs), in the spirit of Rolf et al. (2021), where a group's error falls with
 its own count and, less, with the total:
 
-    acc_c = A_c - z_c ** (-p_c),   z_c = a_c * x_c + b_c * t + g_c * u
+    acc_c = A_c - z_c ** (-p_c),   z_c = w_own_c * x_c + w_total_c * t + w_epoch_c * u
 
 with ``x_c = (n_c + 1) / (S + 1)`` (own count, ``S`` the largest class count seen in training),
 ``t = (N + 1) / (S_N + 1)`` (total count ``N``, ``S_N`` its largest value) and ``u = epoch / E``
 (``E`` the largest epoch). ``A_c`` in [0, 1] is the class's accuracy ceiling, ``p_c > 0`` how
-fast its error falls, and ``a_c, b_c, g_c >= 0`` what one more image of the class, one more
-image of any class and one more epoch are worth to it. The returns diminish in every resource;
-an image of class c raises ``z_c`` by ``a_c / (S + 1) + b_c / (S_N + 1)`` and every other class's
-``z`` by its ``b / (S_N + 1)`` only. Rolf et al. add the own-count and total-count terms
-(``d + s n_c^-p + t N^-q``); putting counts and epochs into one ``z`` lets the law capture what
-an additive form cannot: a small subset needs more epochs to learn at all. (On the digits demo
-design, measured: validation MSE 0.0058 for the additive form with an added epoch term, 0.0024
-for this one, 0.0019 for the paper's best power law.)
+fast its error falls, and ``w_own_c, w_total_c, w_epoch_c >= 0`` what one more image of the
+class, one more image of any class and one more epoch are worth to it. The coefficient of ``z_c
+** (-p_c)`` is fixed at 1, so the size of the weights is not traded against a scale factor:
+every parameter is identifiable (the reporting convention). The returns diminish in every
+resource; an image of class c raises ``z_c`` by ``w_own_c / (S + 1) + w_total_c / (S_N + 1)``
+and every other class's ``z`` by its ``w_total / (S_N + 1)`` only. Rolf et al. add the own-count
+and total-count terms (``d + s n_c^-p + t N^-q``); putting counts and epochs into one ``z`` lets
+the law capture what an additive form cannot: a small subset needs more epochs to learn at all.
+(On the digits demo design, measured: validation MSE 0.0058 for the additive form with an added
+epoch term, 0.0024 for this one, 0.0019 for the paper's best power law.)
 
 The overall accuracy is ``sum_c w_c * clip(acc_c, 0, 1)`` with ``w_c`` the test split's class
 frequencies. They are not a parameter of the fit: overall test accuracy *is* the frequency

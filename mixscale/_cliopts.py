@@ -154,6 +154,10 @@ _train = _options(
     _opt("--precision", click.Choice(PRECISIONS), _T.precision,
          "Mixed precision on CUDA (auto = bf16 where supported, else fp16); CPU is fp32."),
     _opt("--device", click.Choice(DEVICES), _T.device, "auto = cuda when available."),
+    _opt("--checkpoint-every", int, _T.checkpoint_every,
+         "Save each row's training state every N epochs (artifact checkpoint/state.pt of its "
+         "run); a killed or failed row then resumes from it in the same run. 0 = off; at most "
+         "--epochs."),
     _opt("--hparams-from", str, "",
          "A `mixscale tune` run id: its best lr, momentum, weight decay and batch size "
          "replace the recipe's (options given explicitly still win); empty = none."),
@@ -199,7 +203,8 @@ def _train_config(kw: dict[str, Any], tuned: dict[str, Any] | None = None) -> Tr
         text = values["lr_milestones"].strip()
         values["lr_milestones"] = parse_int_list("lr_milestones", text) if text else ()
     values["eval_every"] = min(values["eval_every"], values["epochs"])
-    for f in ("crop_padding", "precision", "device", "data_dir", "download"):
+    for f in ("crop_padding", "precision", "device", "checkpoint_every", "data_dir",
+              "download"):
         if f in kw:
             values[f] = kw[f]
     return TrainConfig(**values)
@@ -276,7 +281,7 @@ def _tune_base(kw: dict[str, Any], epochs: int | None = None) -> TrainConfig:
     if epochs is not None:
         config = _train_config(kw)
         return dataclasses.replace(
-            config, epochs=epochs, eval_every=1,
+            config, epochs=epochs, eval_every=1, checkpoint_every=0,  # trials never resume
             lr_milestones=tuple(m for m in config.lr_milestones if m <= epochs))
     kw = dict(kw)
     if kw.get("lr_milestones") is None:

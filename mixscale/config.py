@@ -224,6 +224,10 @@ class TrainConfig:
     # Provenance: the tune run whose best lr, momentum, weight_decay and batch_size replaced
     # the recipe's (explicit options still win); "" = none. Logged on every row run.
     hparams_from: str = ""
+    # Save the row's training state every this many epochs (an MLflow artifact of the row's
+    # run), so that a killed or failed row resumes from it in the same run; 0 = off. Not part
+    # of the recipe: it never changes what a row learns.
+    checkpoint_every: int = 0
 
     def __post_init__(self) -> None:
         _check_choice("model", self.model, MODELS)
@@ -241,6 +245,12 @@ class TrainConfig:
         for m in self.lr_milestones:
             _check_int("lr_milestones", m, low=1, high=self.epochs)
         _check_int("crop_padding", self.crop_padding, low=0, high=64)
+        every = self.checkpoint_every
+        if isinstance(every, bool) or not isinstance(every, int) or not 0 <= every <= self.epochs:
+            raise MixscaleError(
+                f"`checkpoint_every` (epochs between checkpoints; 0 = off) must be an integer "
+                f"in [0, epochs={self.epochs}], but got checkpoint_every={every!r}."
+            )
         if not isinstance(self.data_dir, str) or not self.data_dir.strip():
             raise MixscaleError(f"`data_dir` must be a non-empty path, but got "
                                 f"data_dir={self.data_dir!r}.")

@@ -8,6 +8,7 @@ nest under a parent. Talking to the server goes through :mod:`mixscale.tracking`
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -226,7 +227,8 @@ def train_rows(client: MlflowClient, design_id: str, config: TrainConfig, *,
     ----------
     run_ids : sequence of str, optional
         Train only these row runs (``train_row``); by default every pending row (SCHEDULED,
-        or FAILED/KILLED, which restart in a fresh run). FINISHED rows are never retrained.
+        or FAILED/KILLED, which restart in a fresh run, or with ``config.checkpoint_every``
+        resume from their run's checkpoint). FINISHED rows are never retrained.
     worker, workers : int
         Static partition: with ``workers >= 1`` only rows with ``row % workers == worker``,
         and RUNNING rows among them (left by a dead earlier attempt) restart. See
@@ -277,17 +279,19 @@ def train_rows(client: MlflowClient, design_id: str, config: TrainConfig, *,
                            data_dir=config.data_dir, download=config.download)
     settings = resolve_settings(config, image_shape=dataset.image_shape)
     params = wk.row_params(config, settings)
+    recipe = wk.claim_recipe(config, settings)
     progress = Progress([a.row.subset_size for a in assignments], echo=echo)
     for a in assignments:
         row = a.row
-        run_id = tr.claim_row(client, row, takeover=a.takeover)
+        run_id = tr.claim_row(client, row, takeover=a.takeover,
+                              resume=config.checkpoint_every > 0, recipe=recipe)
         t0 = time.perf_counter()
         label = f"row {row.row:>3} {row.role:<10} n={row.subset_size:<5}"
         progress.start_row(label, config.epochs)
         try:
             result = wk.run_row(client, row, run_id, dataset=dataset, config=config,
                                 params=params, on_eval=progress.on_eval,
-                                on_epoch=progress.on_epoch)
+                                on_epoch=progress.on_epoch, echo=progress.log)
         except BaseException as exc:
             progress.log(f"row {row.row} ({run_id}) FAILED: {type(exc).__name__}: {exc}")
             raise
@@ -316,6 +320,7 @@ def train_counts(client: MlflowClient, experiment_id: str, dataset_name: str,
     from mixscale import workers as wk
     from mixscale.train import resolve_settings
 
+    config = dataclasses.replace(config, checkpoint_every=0)  # an ad-hoc run never resumes
     dataset = load_dataset(dataset_name, data_dir=config.data_dir, download=config.download)
     counts_arr = np.asarray(counts, dtype=np.int64)
     if counts_arr.shape != (dataset.n_classes,):

@@ -13,6 +13,7 @@ import os
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
 
 from mixscale.errors import MixscaleError
@@ -36,7 +37,8 @@ __all__ = [
     "RowSpec", "resolve_tracking_uri", "experiment_for", "start_stage_run", "end_run",
     "log_params", "log_metrics", "log_artifacts", "create_design_rows", "list_rows",
     "claim_row", "log_eval", "EvalSender", "end_row", "assemble_table", "design_class_keys",
-    "HEARTBEAT", "RESTART_OF", "with_retries",
+    "HEARTBEAT", "RESTART_OF", "CLAIM", "CHECKPOINT", "RESUMED_FROM", "RESUME_SKIPPED",
+    "with_retries",
 ]
 
 # Tags (searchable in the MLflow UI, e.g. `tags."mixscale.kind" = 'row'`).
@@ -50,6 +52,10 @@ ERROR = "mixscale.error"  # the exception that failed a row
 SUPERSEDED_BY = "mixscale.superseded_by"  # on a failed row run: the run that restarted it
 RESTART_OF = "mixscale.restart_of"  # on a restarted row run: the run it supersedes
 HEARTBEAT = "mixscale.heartbeat"  # on a RUNNING row: unix seconds of its last claim/evaluation
+CLAIM = "mixscale.claim"  # on a row run: a token new at every claim (who trains it now)
+CHECKPOINT = "mixscale.checkpoint"  # on a row run: its stored checkpoint (mixscale.checkpoint)
+RESUMED_FROM = "mixscale.resumed_from_epoch"  # on a row run resumed from its checkpoint
+RESUME_SKIPPED = "mixscale.resume_skipped"  # on a superseded run: why its checkpoint went unused
 PARENT = "mlflow.parentRunId"
 # Artifacts.
 DESIGN_CSV = "design.csv"
@@ -309,7 +315,8 @@ def list_rows(client: MlflowClient, design_id: str) -> list[RowSpec]:
     return rows
 
 
-def claim_row(client: MlflowClient, row: RowSpec, *, takeover: bool = False) -> str:
+def claim_row(client: MlflowClient, row: RowSpec, *, takeover: bool = False,
+              resume: bool = False, recipe: Mapping[str, object] | None = None) -> str:
     """Mark a row RUNNING and return the run id to log into.
 
     A SCHEDULED row is trained in its own run. A FAILED or KILLED row is restarted in a fresh
@@ -319,6 +326,14 @@ def claim_row(client: MlflowClient, row: RowSpec, *, takeover: bool = False) -> 
     ``takeover``: the caller has decided its worker is dead (it owns the row's partition, or the
     row's heartbeat is stale), so the old run is ended KILLED and the row restarts like a failed
     one.
+
+    With ``resume`` (checkpoints are on), a row to restart whose run holds a complete checkpoint
+    (:func:`mixscale.checkpoint.resumable_epoch`) made under ``recipe`` (params the run must
+    carry, if given) is not superseded: the same run is marked RUNNING again, its error tag
+    cleared and tagged ``mixscale.resumed_from_epoch``, and its id returned; the trainer
+    continues from the checkpoint. Otherwise the superseded run is tagged
+    ``mixscale.resume_skipped`` with the reason. Every claim sets a new ``mixscale.claim``
+    token, by which a worker presumed dead learns that its run was taken over.
     """
     if row.status == "FINISHED":
         raise MixscaleError(
@@ -331,30 +346,49 @@ def claim_row(client: MlflowClient, row: RowSpec, *, takeover: bool = False) -> 
             "wait for it, or mark that run FAILED to restart the row."
         )
     run_id = row.run_id
+    tags = {CLAIM: uuid.uuid4().hex}
     if row.status in ("FAILED", "KILLED", "RUNNING"):
         old = with_retries(lambda: client.get_run(row.run_id), what="reading a row")
-        keep = {k: v for k, v in old.data.tags.items() if not k.startswith("mlflow.")}
-        for k in (ERROR, HEARTBEAT, SUPERSEDED_BY):
-            keep.pop(k, None)
-        tags = {**keep, PARENT: old.data.tags[PARENT], RESTART_OF: row.run_id}
-        new = with_retries(lambda: client.create_run(old.info.experiment_id, tags=tags,
-                                                     run_name=old.info.run_name),
-                           what="restarting a row")
-        run_id = new.info.run_id
-        row_params = {k: v for k, v in old.data.params.items()
-                      if k in _ROW_PARAMS or k.startswith("n_")}
-        with_retries(lambda: log_params(client, run_id, row_params), what="logging row params")
-        old_tags = {SUPERSEDED_BY: run_id}
-        if row.status == "RUNNING":
-            old_tags[ERROR] = f"presumed dead (no heartbeat since {row.heartbeat}); restarted"
-        with_retries(lambda: log_params(client, row.run_id, {}, tags=old_tags),
-                     what="tagging the superseded run")
-        if row.status == "RUNNING":
-            with_retries(lambda: client.set_terminated(row.run_id, "KILLED"),
-                         what="ending the superseded run")
+        epoch, why = None, ""
+        if resume:
+            from mixscale.checkpoint import resumable_epoch
+
+            epoch, why = resumable_epoch(client, old, recipe)
+        if epoch is None:
+            run_id = _supersede(client, row, old, why)
+        else:
+            tags[RESUMED_FROM] = str(epoch)
+            if ERROR in old.data.tags:
+                with_retries(lambda: client.delete_tag(run_id, ERROR), what="clearing an error")
     with_retries(lambda: client.update_run(run_id, status="RUNNING"), what="claiming a row")
-    with_retries(lambda: log_params(client, run_id, {}, tags={HEARTBEAT: f"{time.time():.3f}"}),
-                 what="heartbeat")
+    tags[HEARTBEAT] = f"{time.time():.3f}"
+    with_retries(lambda: log_params(client, run_id, {}, tags=tags), what="claiming a row")
+    return run_id
+
+
+def _supersede(client: MlflowClient, row: RowSpec, old: Run, resume_skipped: str) -> str:
+    """Restart ``row`` in a fresh run that supersedes its run ``old``; return the new id."""
+    keep = {k: v for k, v in old.data.tags.items() if not k.startswith("mlflow.")}
+    for k in (ERROR, HEARTBEAT, SUPERSEDED_BY, CLAIM, CHECKPOINT, RESUMED_FROM, RESUME_SKIPPED):
+        keep.pop(k, None)
+    tags = {**keep, PARENT: old.data.tags[PARENT], RESTART_OF: row.run_id}
+    new = with_retries(lambda: client.create_run(old.info.experiment_id, tags=tags,
+                                                 run_name=old.info.run_name),
+                       what="restarting a row")
+    run_id = new.info.run_id
+    row_params = {k: v for k, v in old.data.params.items()
+                  if k in _ROW_PARAMS or k.startswith("n_")}
+    with_retries(lambda: log_params(client, run_id, row_params), what="logging row params")
+    old_tags = {SUPERSEDED_BY: run_id}
+    if resume_skipped:
+        old_tags[RESUME_SKIPPED] = resume_skipped[:_MAX_TAG]
+    if row.status == "RUNNING":
+        old_tags[ERROR] = f"presumed dead (no heartbeat since {row.heartbeat}); restarted"
+    with_retries(lambda: log_params(client, row.run_id, {}, tags=old_tags),
+                 what="tagging the superseded run")
+    if row.status == "RUNNING":
+        with_retries(lambda: client.set_terminated(row.run_id, "KILLED"),
+                     what="ending the superseded run")
     return run_id
 
 
@@ -416,14 +450,19 @@ class EvalSender:
         self.close()
 
 
-def end_row(client: MlflowClient, run_id: str, *, error: BaseException | None = None) -> bool:
+def end_row(client: MlflowClient, run_id: str, *, error: BaseException | None = None,
+            claim: str | None = None) -> bool:
     """End a row run FINISHED, or FAILED with the error as a tag.
 
     A run that was superseded meanwhile (its worker was presumed dead and the row restarted)
-    is ended KILLED instead, so a row never gets two FINISHED runs. Returns whether the run was
-    ended as asked.
+    is ended KILLED instead, so a row never gets two FINISHED runs. With ``claim`` (the
+    ``mixscale.claim`` token the caller's claim set), a run whose token changed since was taken
+    over and resumed by another worker: it is left as it is. Returns whether the run was ended
+    as asked.
     """
     run = with_retries(lambda: client.get_run(run_id), what="reading a row")
+    if claim is not None and run.data.tags.get(CLAIM, claim) != claim:
+        return False
     if SUPERSEDED_BY in run.data.tags:
         with_retries(lambda: client.set_terminated(run_id, "KILLED"), what="ending a row")
         return False

@@ -6,7 +6,10 @@ permutation sliced into batches; augmentation works on whole batches (one ``gath
 crops, the flip folded into its index with ``torch.where``), so the hot loop has no per-sample
 Python work. Evaluation is batched under ``torch.no_grad()``. On CUDA the network runs
 channels-last under mixed precision (bf16 autocast, or fp16 with a ``GradScaler``); on CPU in
-fp32. This module never imports mlflow.
+fp32. With ``checkpoint_every`` the loop hands its whole state to a callback every few epochs,
+and a later call continues from such a state (``resume``) exactly where it stopped: on CPU the
+result is bit-for-bit that of an uninterrupted run (see :mod:`mixscale._trainstate`). This
+module never imports mlflow.
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from mixscale._trainstate import capture_state, restore_state
 from mixscale.config import TrainConfig
 from mixscale.errors import MixscaleError
 from mixscale.models import build_model, resolve_stem
@@ -29,6 +34,7 @@ __all__ = ["TrainResult", "TrainSettings", "resolve_device", "resolve_settings",
 
 MetricsCallback = Callable[[int, dict[str, float]], None]
 EpochCallback = Callable[[int], None]
+CheckpointCallback = Callable[[int, dict[str, Any]], None]
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -53,7 +59,9 @@ class TrainResult:
     """What one training run produced."""
 
     history: list[tuple[int, dict[str, float]]]  # (epoch, metrics) at each evaluation
-    seconds: float  # wall time of the whole loop, evaluations included
+    # wall time of the whole loop, evaluations included (a resumed run: the time up to its
+    # checkpoint plus this call's)
+    seconds: float
     images_per_second: float  # training images processed per second (evaluation excluded)
     settings: TrainSettings | None = None  # what the config's auto choices resolved to
 
@@ -209,8 +217,10 @@ def train_model(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     on_epoch: EpochCallback | None = None,
+    on_checkpoint: CheckpointCallback | None = None,
+    resume: dict[str, Any] | None = None,
 ) -> TrainResult:
-    """Train a fresh network on one subset and evaluate it on the test split.
+    """Train a fresh network on one subset (or continue one) and evaluate it on the test split.
 
     Parameters
     ----------
@@ -234,10 +244,26 @@ def train_model(
         Per-channel normalisation on the 0..1 scale (:attr:`ImageDataset.mean`/``std``).
     on_epoch : callable, optional
         Called as ``on_epoch(epoch)`` after every epoch (1-based), e.g. for a progress line.
+    on_checkpoint : callable, optional
+        Called as ``on_checkpoint(epoch, state)`` after every ``config.checkpoint_every``-th
+        epoch but the last (after that epoch's ``callback``, if it is evaluated). ``state``
+        holds CPU copies of everything the loop needs to go on (model, optimizer, GradScaler,
+        the batch-order, augmentation and global generators, the history so far); it can be
+        kept or saved with :func:`torch.save`.
+    resume : dict, optional
+        A ``state`` from ``on_checkpoint`` of a call with the same data, config and seed:
+        training continues after its epoch. ``callback`` and ``on_epoch`` see the later epochs
+        only; the result's history holds the earlier evaluations too. On CPU the result equals
+        that of an uninterrupted run (with the same torch thread count).
 
     Returns
     -------
     TrainResult
+
+    Raises
+    ------
+    MixscaleError
+        If ``resume`` comes from another device type or does not fit ``config.epochs``.
     """
     settings = resolve_settings(config, image_shape=train_images.shape[1:])
     device = torch.device(settings.device)
@@ -273,9 +299,16 @@ def train_model(
     bounds = list(zip(starts, starts[1:] + [n], strict=True))
 
     history: list[tuple[int, dict[str, float]]] = []
-    train_seconds = 0.0
+    first_epoch, seconds_before, train_seconds = 0, 0.0, 0.0
+    loop: dict[str, Any] = {"device": device, "model": model, "optimizer": optimizer,
+                            "scaler": scaler, "order_gen": order_gen, "aug_gen": aug_gen}
+    if resume is not None:
+        first_epoch = restore_state(resume, epochs=config.epochs, **loop)
+        history = [(e, dict(m)) for e, m in resume["history"]]
+        seconds_before, train_seconds = resume["seconds"], resume["train_seconds"]
+    every = config.checkpoint_every if on_checkpoint is not None else 0
     t_start = time.perf_counter()
-    for epoch in range(config.epochs):
+    for epoch in range(first_epoch, config.epochs):
         for group in optimizer.param_groups:
             group["lr"] = lr_at_epoch(epoch, lr=config.lr, milestones=config.lr_milestones,
                                       gamma=config.lr_gamma)
@@ -321,7 +354,11 @@ def train_model(
             history.append((epoch + 1, metrics))
             if callback is not None:
                 callback(epoch + 1, metrics)
-    seconds = time.perf_counter() - t_start
+        if every and (epoch + 1) % every == 0 and epoch + 1 < config.epochs:
+            on_checkpoint(epoch + 1, capture_state(
+                epoch + 1, history=history, train_seconds=train_seconds,
+                seconds=seconds_before + time.perf_counter() - t_start, **loop))
+    seconds = seconds_before + time.perf_counter() - t_start
     return TrainResult(history=history, seconds=seconds,
                        images_per_second=n * config.epochs / max(train_seconds, 1e-9),
                        settings=settings)

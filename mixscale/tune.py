@@ -292,7 +292,8 @@ def run_tune(setup: TuneSetup, client: MlflowClient, experiment_id: str, *,
     t0 = time.perf_counter()
     try:
         params = {f: getattr(base, f) for f in base.__dataclass_fields__
-                  if f not in (*SEARCHED, "download", "hparams_from", "eval_every")}
+                  if f not in (*SEARCHED, "download", "hparams_from", "eval_every",
+                               "checkpoint_every")}
         params.update(settings.as_params(), lr_milestones=",".join(map(str,
                                                                        base.lr_milestones)))
         params.update(space.as_params(), dataset=ds.name, row_run_id=row_run_id or "",

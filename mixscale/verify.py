@@ -105,7 +105,8 @@ def recipe_from_params(params: Mapping[str, str], *, source: str = "the row") ->
     ``cpu``/``fp32`` on a machine without GPU), and pinning that would keep the verification
     off a GPU that is present. ``augment`` and ``stem`` keep their resolved values (they
     depend on the images only), except the ``stem`` ``"none"`` logged for smallcnn, which
-    becomes ``"auto"`` (smallcnn has no stem). ``download`` is off.
+    becomes ``"auto"`` (smallcnn has no stem). ``download`` is off, and ``checkpoint_every``
+    0 (it never changes what is learnt; rows logged before it existed lack it).
 
     Raises
     ------
@@ -115,7 +116,8 @@ def recipe_from_params(params: Mapping[str, str], *, source: str = "the row") ->
     values: dict[str, Any] = {}
     for field in dataclasses.fields(TrainConfig):
         text = params.get(field.name)
-        if text is None or field.name in ("device", "precision", "download"):
+        if text is None or field.name in ("device", "precision", "download",
+                                          "checkpoint_every"):
             continue
         if field.name == "stem" and text == "none":
             continue

@@ -21,6 +21,11 @@ Dead workers. A worker killed mid-row leaves its row RUNNING. Who may restart it
 
 A restart ends the stale run KILLED and tags it superseded; if its worker was alive after all,
 its next ``end_row`` sees the tag and ends the run KILLED, never FINISHED.
+
+Checkpoints (``--checkpoint-every N``). A row to restart whose run holds a checkpoint made
+under the same recipe resumes in that same run instead (:mod:`mixscale.checkpoint`); every
+claim sets a new token on the run, so a worker presumed dead that was alive after all stops at
+its next checkpoint and never ends the run it lost.
 """
 
 from __future__ import annotations
@@ -39,7 +44,8 @@ from mixscale.config import TrainConfig
 from mixscale.errors import MixscaleError
 
 __all__ = ["Assignment", "WORKER_ENV_VARS", "EXECUTORS", "resolve_worker", "select_rows",
-           "configure_http_retries", "row_params", "run_row", "train_with_ray"]
+           "configure_http_retries", "row_params", "claim_recipe", "run_row",
+           "train_with_ray"]
 
 Echo = Callable[[str], None]
 
@@ -154,35 +160,72 @@ def row_params(config: TrainConfig, settings: Any) -> dict[str, object]:
     return params
 
 
+def claim_recipe(config: TrainConfig, settings: Any = None) -> dict[str, object] | None:
+    """The params a run must carry to be resumed (``claim_row(recipe=...)``); None = no resume.
+
+    ``settings`` (resolved on the training machine) gives every logged param. Without them (a
+    Ray driver cannot know what its tasks resolve) the params that ``auto`` choices resolve
+    (``device``, ``augment``, ``stem``, ``precision``) are left out; the task itself checks
+    them (:func:`mixscale.checkpoint.prepare_resume`).
+    """
+    if not config.checkpoint_every:
+        return None
+    if settings is not None:
+        return row_params(config, settings)
+    params = {f: getattr(config, f) for f in config.__dataclass_fields__
+              if f not in ("download", "device", "augment", "stem", "precision")}
+    params["lr_milestones"] = ",".join(map(str, config.lr_milestones))
+    return params
+
+
 def run_row(client: MlflowClient, row: tr.RowSpec, run_id: str, *, dataset: Any,
             config: TrainConfig, params: dict[str, object],
             on_eval: Callable[[int, dict[str, float]], None] | None = None,
-            on_epoch: Callable[[int], None] | None = None) -> Any:
+            on_epoch: Callable[[int], None] | None = None, echo: Echo | None = None) -> Any:
     """Train one claimed row into run ``run_id`` and end the run; return the TrainResult.
+
+    With ``config.checkpoint_every`` the training state is saved on the run every that many
+    epochs (after the evaluations so far are stored), and a run the claim resumed continues
+    from its checkpoint (``echo`` reports it) without logging stored evaluations again.
 
     On any error the run is ended FAILED with the error as a tag (best effort: if the server is
     unreachable it stays RUNNING, and the partition's rerun or ``--stale-after`` restarts it),
     and the error is raised.
     """
+    from mixscale import checkpoint as ck
     from mixscale.data import sample_subset, subset_hash
     from mixscale.train import train_model
 
     sender = tr.EvalSender(client, run_id)  # evaluations travel while training goes on
+    start = ck.Resume(state=None, claim=None, logged_epoch=0)
 
     def _on_eval(epoch: int, metrics: dict[str, float]) -> None:
-        sender.log(epoch, metrics)
+        if epoch > start.logged_epoch:  # a resumed run has the earlier ones stored
+            sender.log(epoch, metrics)
         if on_eval is not None:
             on_eval(epoch, metrics)
+
+    def _on_checkpoint(epoch: int, state: dict[str, Any]) -> None:
+        sender.flush()  # the checkpoint never claims an epoch whose evaluation is not stored
+        ck.save_checkpoint(client, run_id, state, claim=start.claim)
 
     try:
         idx = sample_subset(dataset.train_labels, row.counts, seed=row.seed)
         extra = {**params, "subset_hash": subset_hash(idx)}
-        tr.with_retries(lambda: tr.log_params(client, run_id, extra), what="logging params")
+        if config.checkpoint_every:
+            start = ck.prepare_resume(client, run_id, extra)
+        if start.state is None:
+            tr.with_retries(lambda: tr.log_params(client, run_id, extra), what="logging params")
+        elif echo is not None:
+            echo(f"row {row.row}: resuming run {run_id} from its checkpoint at epoch "
+                 f"{start.state['epoch']}/{config.epochs}")
         result = train_model(
             dataset.train_images[idx], dataset.train_labels[idx],
             dataset.test_images, dataset.test_labels,
             config=config, class_keys=dataset.class_keys, seed=row.seed,
             mean=dataset.mean, std=dataset.std, callback=_on_eval, on_epoch=on_epoch,
+            on_checkpoint=_on_checkpoint if config.checkpoint_every else None,
+            resume=start.state,
         )
         sender.close()  # every step is stored before the run ends
         final = {"train_seconds": result.seconds, "images_per_second": result.images_per_second}
@@ -193,11 +236,12 @@ def run_row(client: MlflowClient, row: tr.RowSpec, run_id: str, *, dataset: Any,
         except Exception:
             pass
         try:
-            tr.end_row(client, run_id, error=exc)
+            tr.end_row(client, run_id, error=exc, claim=start.claim)
         except Exception:  # the server is gone: the row stays RUNNING until restarted
             pass
         raise
-    tr.end_row(client, run_id)
+    if tr.end_row(client, run_id, claim=start.claim) and config.checkpoint_every:
+        ck.discard_checkpoint(client, run_id)
     return result
 
 
@@ -221,7 +265,7 @@ def _ray_row(tracking_uri: str, row: tr.RowSpec, run_id: str, dataset_name: str,
     dataset = _dataset(dataset_name, config.data_dir, config.download)
     settings = resolve_settings(config, image_shape=dataset.image_shape)
     result = run_row(client, row, run_id, dataset=dataset, config=config,
-                     params=row_params(config, settings))
+                     params=row_params(config, settings), echo=print)
     return row.row, float(result.final["test_accuracy"]), float(result.seconds)
 
 
@@ -271,12 +315,14 @@ def train_with_ray(client: MlflowClient, design_id: str, assignments: Sequence[A
                                             max_retries=0)
         dataset_name = client.get_run(design_id).data.params["dataset"]
         pending, running, first_error, done = list(assignments), {}, None, 0
+        recipe = claim_recipe(config)  # resolved settings are checked by the task
         echo(f"ray: {len(pending)} row(s), {slots} at once, {num_cpus:g} CPU"
              f"{' + 1 GPU' if use_gpu else ''} per task")
         while pending or running:
             while pending and len(running) < slots:
                 a = pending.pop(0)
-                run_id = tr.claim_row(client, a.row, takeover=a.takeover)
+                run_id = tr.claim_row(client, a.row, takeover=a.takeover,
+                                      resume=config.checkpoint_every > 0, recipe=recipe)
                 ref = task.remote(tracking_uri, a.row, run_id, dataset_name, config, int(num_cpus))
                 running[ref] = (a.row, run_id)
             ready, _ = ray.wait(list(running), num_returns=1)

@@ -240,6 +240,10 @@ def main_cmd(**kw: Any) -> None:
     click.echo(f"fit run:      {fit.fit_run_id}")
     click.echo(f"champion:     {fit.champion_uri} ({fit.champion})")
     click.echo(f"serve it:     {serve_command(fit.champion_uri, session.uri)}")
+    if "perclass-own-total" in fit.versions:
+        click.echo(f"plan with it: mixscale plan --tracking-uri {session.uri} --model-uri "
+                   f"'models:/{fit.model_name}@perclass-own-total' --target <accuracy> "
+                   "--current <images per class> [--verify]")
     click.echo(f"done in {time.perf_counter() - t0:.0f} s")
 
 

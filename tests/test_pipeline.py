@@ -18,6 +18,8 @@ def test_main_prints_where_everything_is(pipeline, store) -> None:
     assert "champion:     models:/mixscale-e2e@champion" in out
     assert (f"MLFLOW_TRACKING_URI={store.uri} mlflow models serve -m "
             "'models:/mixscale-e2e@champion' --env-manager local") in out
+    assert (f"plan with it: mixscale plan --tracking-uri {store.uri} --model-uri "
+            "'models:/mixscale-e2e@perclass-own-total'") in out
     assert "Traceback" not in out
 
 

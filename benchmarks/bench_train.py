@@ -8,7 +8,9 @@ machine hurts all three alike):
   running train loss/accuracy; its own images/s, evaluation excluded);
 - ``DataLoader``: ``torch.utils.data.DataLoader(TensorDataset(x, y), shuffle=True)`` over
   normalised CPU tensors, each batch moved to the device: the usual hand-written loop;
-- ``limit``: forward + backward + step on ready-made batches already on the device.
+- ``limit``: forward + backward + step on ready-made batches already on the device;
+- for digits also ``DataLoader, 2 worker procs`` (``num_workers=2``, persistent workers), the
+  set-up many hand-written loops use, whose inter-process batches cost more than they save here.
 
 On CUDA all three use the precision and memory format mixscale picks (bf16/fp16 autocast,
 channels-last). Cases: smallcnn on the digits training split (8x8 grey) and resnet18 (CIFAR
@@ -89,13 +91,17 @@ def _ours(x: np.ndarray, y: np.ndarray, config: TrainConfig, mean, std, keys) ->
     return result.images_per_second
 
 
-def _dataloader(x: np.ndarray, y: np.ndarray, config: TrainConfig, mean, std, keys) -> float:
+def _dataloader(x: np.ndarray, y: np.ndarray, config: TrainConfig, mean, std, keys,
+                num_workers: int = 0) -> float:
     trainer = _Trainer(config, x, len(keys))
     xt = prepare_images(x, mean=mean, std=std)
     loader = DataLoader(TensorDataset(xt, torch.from_numpy(np.array(y))),
                         batch_size=config.batch_size, shuffle=True,
                         generator=torch.Generator().manual_seed(0),
-                        pin_memory=trainer.device.type == "cuda")
+                        pin_memory=trainer.device.type == "cuda", num_workers=num_workers,
+                        persistent_workers=num_workers > 0)
+    if num_workers:  # start the worker processes before the clock starts
+        next(iter(loader))
     trainer.sync()
     t0 = time.perf_counter()
     for _ in range(config.epochs):
@@ -169,14 +175,21 @@ def _data_path(x: np.ndarray, y: np.ndarray, config: TrainConfig, mean, std,
           f"{ours:.2f} us/image ({dl / ours:.0f}x less); the network's step takes the rest")
 
 
+def _dataloader_2_workers(*args: object) -> float:
+    return _dataloader(*args, num_workers=2)
+
+
 def _case(title: str, x: np.ndarray, y: np.ndarray, config: TrainConfig, mean, std,
-          repeats: int, extra: dict[str, TrainConfig] | None = None) -> None:
+          repeats: int, extra: dict[str, TrainConfig] | None = None,
+          workers_baseline: bool = False) -> None:
     keys = tuple(str(c) for c in range(int(y.max()) + 1))
     loops: dict[str, tuple[Loop, TrainConfig]] = {
         "mixscale": (_ours, config), "DataLoader": (_dataloader, config),
         "limit (fwd+bwd)": (_limit, config),
         **{name: (_ours, cfg) for name, cfg in (extra or {}).items()},
     }
+    if workers_baseline:
+        loops["DataLoader, 2 worker procs"] = (_dataloader_2_workers, config)
     warm = TrainConfig(**{**config.__dict__, "epochs": 1, "eval_every": 1, "lr_milestones": ()})
     for fn, _ in loops.values():  # warm-up: first-call allocations, lazy init
         fn(x[:2 * config.batch_size], y[:2 * config.batch_size], warm, mean, std, keys)
@@ -265,7 +278,7 @@ def main(argv: list[str] | None = None) -> None:
     small = TrainConfig(device=device, epochs=epochs, eval_every=epochs, lr_milestones=())
     _case(f"smallcnn, digits train split ({len(ds.train_labels)} x 1x8x8), batch 32, "
           f"{epochs} epochs", ds.train_images, ds.train_labels, small, ds.mean, ds.std,
-          repeats)
+          repeats, workers_baseline=True)
     _data_path(ds.train_images, ds.train_labels, small, ds.mean, ds.std, repeats)
 
     n = 128 if args.quick else 512

@@ -15,17 +15,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _server import start_server
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 
@@ -36,33 +33,6 @@ from mixscale.laws import FAMILIES
 
 K = 10
 CAP = 5000
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start_server(root: Path) -> tuple[subprocess.Popen, str]:
-    db = f"sqlite:///{root}/bench.db"
-    MlflowClient(db).search_experiments()  # create the schema from one process first
-    port = _free_port()
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri", db,
-         "--default-artifact-root", str(root / "artifacts"), "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "4"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2):
-                return proc, url
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise SystemExit("mlflow server did not start in 120 s")
 
 
 def _synthetic_design(n_runs: int, rng: np.random.Generator) -> pd.DataFrame:
@@ -126,7 +96,7 @@ def main() -> None:
     runs = 90 if args.quick else args.runs
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
-        proc, url = _start_server(Path(tmp))
+        proc, url = start_server(Path(tmp))
         try:
             client = MlflowClient(url)
             experiment_id = client.create_experiment("bench-fit")

@@ -17,10 +17,11 @@ channels-last). Cases: smallcnn on the digits training split (8x8 grey) and resn
 stem) on 32x32 random colour images, the latter also with mixscale's crop + flip. For digits
 also the data path alone (batches produced, no network): the part of a step a loop controls,
 which bounds how far any loop can beat the DataLoader end to end. Then tracking
-overhead: one digits row of the default recipe with MLflow tracking into a temporary SQLite
-store (create the run, params, one ``log_eval`` request per evaluation sent from a background
-thread as rows do, waiting for them, final metrics, end)
-against the same row without tracking, and the time spent inside the tracking calls.
+overhead: one digits row of the default recipe without tracking, tracked as rows are (create
+the run, params, one ``log_eval`` request per evaluation sent from a background thread, waiting
+for them, final metrics, end) and tracked with every evaluation sent synchronously, into a
+temporary SQLite store and, with ``--server``, a local ``mlflow server``; with the time spent
+inside the tracking calls.
 
 Run with ``python benchmarks/bench_train.py`` (``--quick``: small counts, one repeat, about a
 minute on 2 CPU cores; ``--threads 1`` on a machine another job keeps busy).
@@ -33,9 +34,12 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
+from _server import start_server
+from mlflow import MlflowClient
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -205,7 +209,10 @@ def _case(title: str, x: np.ndarray, y: np.ndarray, config: TrainConfig, mean, s
               f"{rate / med['limit (fwd+bwd)']:8.2f}x")
 
 
-def _tracking_overhead(repeats: int, epochs: int, device: str) -> None:
+def _tracking_overhead(repeats: int, epochs: int, device: str, uri: str, store: str) -> None:
+    """One digits row without tracking, tracked as rows are (evaluations from a background
+    thread, :class:`mixscale.tracking.EvalSender`), and tracked with every evaluation sent
+    synchronously, interleaved; plus the time spent inside tracking calls."""
     from mlflow import MlflowClient
 
     from mixscale import tracking as tr
@@ -217,44 +224,51 @@ def _tracking_overhead(repeats: int, epochs: int, device: str) -> None:
     args = (ds.train_images[idx], ds.train_labels[idx], ds.test_images, ds.test_labels)
     kw = {"config": config, "class_keys": ds.class_keys, "seed": 0, "mean": ds.mean,
           "std": ds.std}
-    spent = [0.0, 0]  # seconds inside tracking calls, requests
+    client = MlflowClient(uri)
+    exp = client.create_experiment(f"bench-{time.time_ns()}")
+    walls: dict[str, list[float]] = {"without tracking": [], "background thread": [],
+                                     "synchronous": []}
+    inside = {name: 0.0 for name in walls}
 
-    def timed(fn: Callable, *a: object, **k: object) -> object:
+    def timed(name: str, fn: Callable, *a: object, **k: object) -> object:
         t = time.perf_counter()
         out = fn(*a, **k)
-        spent[0] += time.perf_counter() - t
-        spent[1] += 1
+        inside[name] += time.perf_counter() - t
         return out
 
-    with tempfile.TemporaryDirectory() as tmp:
-        client = MlflowClient(f"sqlite:///{tmp}/mlflow.db")
-        client.search_experiments()  # create the schema once, untimed
-        exp = client.create_experiment("bench", artifact_location=f"{tmp}/artifacts")
-        plain, tracked = [], []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            train_model(*args, **kw)
-            plain.append(time.perf_counter() - t0)
-
-            t0 = time.perf_counter()
-            run_id = timed(client.create_run, exp).info.run_id
-            params = {f: getattr(config, f) for f in config.__dataclass_fields__}
-            timed(tr.log_params, client, run_id, params)
+    def tracked(name: str) -> None:
+        run_id = timed(name, client.create_run, exp).info.run_id
+        params = {f: getattr(config, f) for f in config.__dataclass_fields__}
+        timed(name, tr.log_params, client, run_id, params)
+        if name == "synchronous":
+            result = train_model(*args, **kw, callback=lambda e, m: timed(
+                name, tr.log_eval, client, run_id, e, m))
+        else:
             sender = tr.EvalSender(client, run_id)  # as workers.run_row does
-            result = train_model(*args, **kw, callback=lambda e, m, s=sender: timed(s.log, e, m))
-            timed(sender.close)
-            timed(tr.log_metrics, client, run_id, {"train_seconds": result.seconds})
-            timed(tr.end_run, client, run_id)
-            tracked.append(time.perf_counter() - t0)
-    p, t = statistics.median(plain), statistics.median(tracked)
-    inside, requests = spent[0] / repeats, spent[1] / repeats
+            result = train_model(*args, **kw, callback=lambda e, m: timed(name, sender.log, e, m))
+            timed(name, sender.close)
+        timed(name, tr.log_metrics, client, run_id, {"train_seconds": result.seconds})
+        timed(name, tr.end_run, client, run_id)
+
+    for _ in range(repeats):
+        for name in walls:
+            t0 = time.perf_counter()
+            if name == "without tracking":
+                train_model(*args, **kw)
+            else:
+                tracked(name)
+            walls[name].append(time.perf_counter() - t0)
+    med = {name: statistics.median(w) for name, w in walls.items()}
+    base = med["without tracking"]
     print(f"\ntracking overhead: one digits row (480 images, {epochs} epochs, "
-          f"{len(config.eval_epochs())} evaluations of {4 + ds.n_classes} metrics), "
-          "SQLite store")
-    print(f"  without tracking {p:6.2f} s")
-    print(f"  with tracking    {t:6.2f} s   difference {t - p:+.2f} s ({(t - p) / p:+.1%})")
-    print(f"  inside tracking calls {inside:.3f} s per row = {inside / t:.1%} of the tracked "
-          f"row ({requests:.0f} calls, {inside / requests * 1000:.1f} ms each)")
+          f"{len(config.eval_epochs())} evaluations of {4 + ds.n_classes} metrics), {store}")
+    for name, wall in med.items():
+        extra = ""
+        if name != "without tracking":
+            share = inside[name] / repeats / wall
+            extra = (f"   difference {wall - base:+.2f} s ({(wall - base) / base:+.1%}), inside "
+                     f"tracking calls {inside[name] / repeats:.3f} s = {share:.1%} of the row")
+        print(f"  {name:<17} {wall:6.2f} s{extra}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -263,6 +277,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats (median)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="auto = cuda when available")
+    parser.add_argument("--server", action="store_true",
+                        help="also measure tracking overhead against a local mlflow server")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch CPU threads; 0 = torch's default")
     args = parser.parse_args(argv)
@@ -292,7 +308,19 @@ def main(argv: list[str] | None = None) -> None:
     _case(f"resnet18 (CIFAR stem), random {n} x 3x32x32, batch 64, 1 epoch", x, y, resnet,
           (0.5,) * 3, (0.25,) * 3, repeats, extra={"mixscale + crop-flip": crop})
 
-    _tracking_overhead(repeats, 9 if args.quick else 30, device)
+    epochs = 9 if args.quick else 30
+    with tempfile.TemporaryDirectory() as tmp:
+        uri = f"sqlite:///{tmp}/mlflow.db"
+        MlflowClient(uri).search_experiments()  # create the schema once, untimed
+        _tracking_overhead(repeats, epochs, device, uri, "SQLite store")
+        if args.server:
+            proc, url = start_server(Path(tmp) / "server")
+            try:
+                _tracking_overhead(repeats, epochs, device, url,
+                                   "local mlflow server (SQLite backend, 4 workers)")
+            finally:
+                proc.terminate()
+                proc.wait(timeout=30)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,45 @@
+"""A throwaway local ``mlflow server`` (SQLite backend, loopback) for the benchmarks."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from mlflow import MlflowClient
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(root: Path, workers: int = 4) -> tuple[subprocess.Popen, str]:
+    """Start ``mlflow server`` on a SQLite store in ``root``; return the process and its URL.
+
+    The schema is created first from this one process (a brand-new SQLite store opened by
+    several server workers at once breaks). The caller terminates the process.
+    """
+    db = f"sqlite:///{root}/bench.db"
+    MlflowClient(db).search_experiments()
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri", db,
+         "--default-artifact-root", str(root / "artifacts"), "--host", "127.0.0.1",
+         "--port", str(port), "--workers", str(workers)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2):
+                return proc, url
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    raise SystemExit("mlflow server did not start in 120 s")

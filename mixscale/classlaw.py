@@ -36,7 +36,6 @@ registration, serving and planning treat both alike.
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -47,6 +46,7 @@ from scipy.optimize import least_squares, nnls
 
 from mixscale._bootstrap import BootstrapResult
 from mixscale._inputs import check_options, read_features, read_target
+from mixscale._lawbase import LawBase
 from mixscale._lawjson import class_law_from_dict, class_law_to_dict
 from mixscale._metrics import mse, r2
 from mixscale.errors import FitError, MixscaleError
@@ -82,7 +82,7 @@ def _jacobian(theta: np.ndarray, x: np.ndarray, t: np.ndarray, u: np.ndarray) ->
     return np.column_stack([np.ones_like(z), zp * np.log(z), dz * x, dz * t, dz * u])
 
 
-class ClassLaw:
+class ClassLaw(LawBase):
     """Per-class accuracy laws with diminishing returns, combined by test-class frequency.
 
     Parameters
@@ -337,31 +337,14 @@ class ClassLaw:
                                predictions=None, prediction_intervals=None, level=level,
                                n_boot=n_boot, n_failed=n_failed, raw_samples=raw)
 
-    def keep_bootstrap(self, result: BootstrapResult) -> ClassLaw:
-        """Keep a bootstrap's replicates so the law gives prediction intervals."""
-        self._check_fitted()
-        raw = np.asarray(result.raw_samples, dtype=float)
-        if raw.ndim != 2 or raw.shape[1:] != self.raw_params_.shape or len(raw) < 2:
-            raise MixscaleError(f"a bootstrap of this law needs >= 2 replicates of "
-                                f"{self.raw_params_.size} parameters, but got shape {raw.shape}.")
-        self.bootstrap_raw_ = raw
-        return self
+    def _no_replicates(self) -> str:
+        return ("this per-class law carries no bootstrap replicates, so it has no prediction "
+                "intervals (fit keeps them when --n-boot > 0).")
 
-    def predict_interval(self, X: pd.DataFrame, level: float = 0.9
-                         ) -> tuple[np.ndarray, np.ndarray]:
-        """Percentile interval of the overall prediction over the kept bootstrap replicates."""
-        self._check_fitted()
-        if not 0.0 < level < 1.0:
-            raise MixscaleError(f"`level` must be in (0, 1), but got level={level!r}.")
-        if self.bootstrap_raw_ is None:
-            raise MixscaleError("this per-class law carries no bootstrap replicates, so it has "
-                                "no prediction intervals (fit keeps them when --n-boot > 0).")
+    def _replicate_predictions(self, X: pd.DataFrame, raw: np.ndarray) -> np.ndarray:
         counts, epoch, _ = read_features(X, class_columns=self.class_columns_)
-        preds = np.array([np.clip(self._class_matrix(counts, epoch, raw), 0.0, 1.0)
-                          @ self.class_weights_ for raw in self.bootstrap_raw_])
-        tail = 100.0 * (1.0 - level) / 2.0
-        lower, upper = np.percentile(preds, [tail, 100.0 - tail], axis=0)
-        return lower, upper
+        return np.array([np.clip(self._class_matrix(counts, epoch, theta), 0.0, 1.0)
+                         @ self.class_weights_ for theta in raw])
 
     # ---------------------------------------------------------- serialisation
     def to_dict(self) -> dict[str, Any]:
@@ -373,15 +356,6 @@ class ClassLaw:
     def from_dict(cls, d: dict[str, Any]) -> ClassLaw:
         """Rebuild a fitted law from :meth:`to_dict` output, checking it."""
         return class_law_from_dict(cls, d)
-
-    def to_json(self) -> str:
-        """:meth:`to_dict` as a JSON string."""
-        return json.dumps(self.to_dict(), indent=1)
-
-    @classmethod
-    def from_json(cls, text: str) -> ClassLaw:
-        """Rebuild a fitted law from :meth:`to_json` output."""
-        return cls.from_dict(json.loads(text))
 
 
 def _class_targets(X: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:

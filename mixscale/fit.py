@@ -17,7 +17,6 @@ runs directly in this parameterisation, so standard errors and bootstrap interva
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal
 
 import numpy as np
@@ -26,6 +25,7 @@ import pandas as pd
 from mixscale import _lsq
 from mixscale._bootstrap import BootstrapResult, bootstrap_law
 from mixscale._inputs import check_options, read_features, read_target
+from mixscale._lawbase import LawBase
 from mixscale._lawjson import CONVENTION, law_from_dict, law_to_dict
 from mixscale._metrics import mse, r2
 from mixscale._summary import fit_all, n_raw_params, parameter_table
@@ -47,7 +47,7 @@ class NotFittedError(MixscaleError, AttributeError):
     """A :class:`ScalingLaw` was used before ``fit`` (as scikit-learn's ``NotFittedError``)."""
 
 
-class ScalingLaw:
+class ScalingLaw(LawBase):
     """Per-class dataset-size scaling law ``accuracy = f(z)``, scikit-learn style.
 
     Parameters
@@ -346,54 +346,15 @@ class ScalingLaw:
             level=level,
         )
 
-    def keep_bootstrap(self, result: BootstrapResult) -> ScalingLaw:
-        """Keep a bootstrap's replicate parameters so the law can give prediction intervals."""
-        self._check_fitted()
-        raw = np.asarray(result.raw_samples, dtype=float)
-        if raw.ndim != 2 or raw.shape[1:] != self.raw_params_.shape or len(raw) < 2:
-            raise MixscaleError(
-                f"a bootstrap of this law needs >= 2 replicates of {self.raw_params_.size} "
-                f"parameters, but got shape {raw.shape}."
-            )
-        self.bootstrap_raw_ = raw
-        return self
-
-    def predict_interval(self, X: pd.DataFrame, level: float = 0.9
-                         ) -> tuple[np.ndarray, np.ndarray]:
-        """Percentile interval of the prediction over the kept bootstrap replicates.
-
-        Parameters
-        ----------
-        X : pandas.DataFrame
-            ``n_<class>`` columns and ``epoch``, as for :meth:`predict`.
-        level : float
-            Coverage in (0, 1), e.g. 0.9 for the 5 % and 95 % percentiles.
-
-        Returns
-        -------
-        lower, upper : numpy.ndarray
-
-        Raises
-        ------
-        MixscaleError
-            If ``level`` is outside (0, 1) or no bootstrap was kept (:meth:`keep_bootstrap`).
-        """
-        self._check_fitted()
-        if not 0.0 < level < 1.0:
-            raise MixscaleError(f"`level` must be in (0, 1), but got level={level!r}.")
-        raw = getattr(self, "bootstrap_raw_", None)
-        if raw is None:
-            raise MixscaleError(
-                f"this {self.family!r}/{self.predictor!r} law carries no bootstrap replicates, "
+    def _no_replicates(self) -> str:
+        return (f"this {self.family!r}/{self.predictor!r} law carries no bootstrap replicates, "
                 "so it has no prediction intervals (fit keeps them for the champion and the "
-                "best per-class law when --n-boot > 0)."
-            )
+                "best per-class law when --n-boot > 0).")
+
+    def _replicate_predictions(self, X: pd.DataFrame, raw: np.ndarray) -> np.ndarray:
         counts, epoch, _ = read_features(X, class_columns=self.class_columns_)
         problem = self._problem(counts, epoch)
-        preds = np.array([problem.predict(theta) for theta in raw])
-        tail = 100.0 * (1.0 - level) / 2.0
-        lower, upper = np.percentile(preds, [tail, 100.0 - tail], axis=0)
-        return lower, upper
+        return np.array([problem.predict(theta) for theta in raw])
 
     # ---------------------------------------------------------- serialisation
     def to_dict(self) -> dict[str, Any]:
@@ -405,12 +366,3 @@ class ScalingLaw:
     def from_dict(cls, d: dict[str, Any]) -> ScalingLaw:
         """Rebuild a fitted law from :meth:`to_dict` output."""
         return law_from_dict(cls, d)
-
-    def to_json(self) -> str:
-        """:meth:`to_dict` as a JSON string (floats round-trip exactly)."""
-        return json.dumps(self.to_dict(), indent=1)
-
-    @classmethod
-    def from_json(cls, text: str) -> ScalingLaw:
-        """Rebuild a fitted law from :meth:`to_json` output."""
-        return cls.from_dict(json.loads(text))

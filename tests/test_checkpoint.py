@@ -345,7 +345,11 @@ def test_killed_train_resumes_from_checkpoint_in_the_same_run(tmp_path, digits) 
     assert client.get_run(victim.run_id).info.status == "RUNNING"  # left behind by the kill
     before = [m.step for m in client.get_metric_history(victim.run_id, "test_accuracy")]
     epoch = ck.checkpoint_info(client.get_run(victim.run_id)).epoch
-    assert max(before) > epoch  # the rerun recomputes stored evaluations: none may repeat
+    # Usually an evaluation after the checkpoint is stored (caught that way), so the rerun
+    # recomputes stored evaluations and none may repeat; a busy machine may let one more
+    # checkpoint land before the kill (test_failed_row_resumes_in_its_own_run covers that
+    # path deterministically).
+    assert max(before) >= epoch
 
     rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]

@@ -98,14 +98,24 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
 
 
 def experiment_for(client: MlflowClient, name: str, *, run_id: str | None = None) -> str:
-    """The experiment id to log into: the given run's, else experiment ``name`` (created)."""
+    """The experiment id to log into: the given run's, else experiment ``name`` (created, or
+    found when another process created it at the same moment)."""
     if run_id:
         return client.get_run(run_id).info.experiment_id
     env_id = os.environ.get("MLFLOW_EXPERIMENT_ID")
     if env_id and not name:
         return env_id
     exp = client.get_experiment_by_name(name)
-    return exp.experiment_id if exp else client.create_experiment(name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name)
+    except MlflowException:
+        # Workers started together race to create it: the loser finds the winner's.
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
 
 
 def start_stage_run(client: MlflowClient, experiment_id: str, *, kind: str, name: str,

@@ -155,3 +155,19 @@ def test_eval_sender_stores_every_step_in_order_and_raises_at_flush(store) -> No
     broken.log(1, {"test_accuracy": 0.1})
     with pytest.raises(Exception, match="0" * 32):
         broken.close()
+
+
+def test_experiment_created_by_another_process_meanwhile_is_found(store, monkeypatch) -> None:
+    client = store.client
+    name = f"race-{store.new_experiment()}"
+    winner = client.create_experiment(name)  # another worker created it ...
+    real = client.get_experiment_by_name
+    calls = []
+
+    def stale_lookup(n: str):  # ... just after this worker looked and found nothing
+        calls.append(n)
+        return None if len(calls) == 1 else real(n)
+
+    monkeypatch.setattr(client, "get_experiment_by_name", stale_lookup)
+    assert tr.experiment_for(client, name) == winner
+    assert calls == [name, name]

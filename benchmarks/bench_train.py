@@ -33,7 +33,7 @@ import argparse
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +84,16 @@ class _Trainer:
         self.scaler.step(self.opt)
         self.scaler.update()
 
+    def images_per_second(self, batches: Iterable, *, epochs: int, n: int) -> float:
+        """Step through ``batches`` (re-iterated each epoch) ``epochs`` times; images/s."""
+        self.sync()
+        t0 = time.perf_counter()
+        for _ in range(epochs):
+            for xb, yb in batches:
+                self.step(xb, yb)
+        self.sync()
+        return n * epochs / (time.perf_counter() - t0)
+
     def sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -106,13 +116,7 @@ def _dataloader(x: np.ndarray, y: np.ndarray, config: TrainConfig, mean, std, ke
                         persistent_workers=num_workers > 0)
     if num_workers:  # start the worker processes before the clock starts
         next(iter(loader))
-    trainer.sync()
-    t0 = time.perf_counter()
-    for _ in range(config.epochs):
-        for xb, yb in loader:
-            trainer.step(xb, yb)
-    trainer.sync()
-    return len(x) * config.epochs / (time.perf_counter() - t0)
+    return trainer.images_per_second(loader, epochs=config.epochs, n=len(x))
 
 
 def _limit(x: np.ndarray, y: np.ndarray, config: TrainConfig, mean, std, keys) -> float:
@@ -123,13 +127,7 @@ def _limit(x: np.ndarray, y: np.ndarray, config: TrainConfig, mean, std, keys) -
     batches = [(xt[i:i + config.batch_size].clone(memory_format=trainer.fmt),
                 yt[i:i + config.batch_size].clone())
                for i in range(0, len(x), config.batch_size)]
-    trainer.sync()
-    t0 = time.perf_counter()
-    for _ in range(config.epochs):
-        for xb, yb in batches:
-            trainer.step(xb, yb)
-    trainer.sync()
-    return len(x) * config.epochs / (time.perf_counter() - t0)
+    return trainer.images_per_second(batches, epochs=config.epochs, n=len(x))
 
 
 Loop = Callable[..., float]

@@ -15,7 +15,6 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -420,46 +419,6 @@ def log_eval(client: MlflowClient, run_id: str, epoch: int, metrics: Mapping[str
                  what=f"logging epoch {epoch} of run {run_id}")
 
 
-class EvalSender:
-    """Sends one run's :func:`log_eval` requests from a background thread, in order.
-
-    Training goes on while an evaluation travels to the tracking store (a request to a remote
-    server takes tens of milliseconds). :meth:`flush` waits for every request sent so far and
-    raises the first error (after :func:`with_retries` gave up); use it before the run ends.
-    MLflow's own ``synchronous=False`` logging is not used: ending a run shuts its queue down,
-    which costs about a second per run.
-    """
-
-    def __init__(self, client: MlflowClient, run_id: str) -> None:
-        self.client, self.run_id = client, run_id
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mixscale-eval")
-        self._sent: list = []
-
-    def log(self, epoch: int, metrics: Mapping[str, float]) -> None:
-        """Queue one evaluation (the metrics are copied now)."""
-        self._sent.append(self._pool.submit(log_eval, self.client, self.run_id, epoch,
-                                            dict(metrics)))
-
-    def flush(self) -> None:
-        """Wait until every queued evaluation is stored; raise the first failure."""
-        sent, self._sent = self._sent, []
-        for future in sent:
-            future.result()
-
-    def close(self) -> None:
-        """Flush, then stop the thread."""
-        try:
-            self.flush()
-        finally:
-            self._pool.shutdown(wait=True)
-
-    def __enter__(self) -> EvalSender:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
 def end_row(client: MlflowClient, run_id: str, *, error: BaseException | None = None,
             claim: str | None = None) -> bool:
     """End a row run FINISHED, or FAILED with the error as a tag.
@@ -484,63 +443,7 @@ def end_row(client: MlflowClient, run_id: str, *, error: BaseException | None = 
     return True
 
 
-def assemble_table(client: MlflowClient, design_ids: Iterable[str], *,
-                   metric: str = "test_accuracy", max_workers: int = 16,
-                   class_metrics: bool = False) -> pd.DataFrame:
-    """The fit table (the paper's Table 6) from the FINISHED rows of one or more designs.
-
-    The rows come from one paged search per design; their metric histories (one request per
-    run and metric: MLflow has no public bulk call) are fetched by ``max_workers`` threads.
-
-    With ``class_metrics`` the table also has ``accuracy_<class>``, each row's
-    ``<metric>_<class>`` at the same epoch (NaN where a run did not log it), for
-    :class:`mixscale.classlaw.ClassLaw`; that costs one more request per run and class.
-
-    Returns
-    -------
-    DataFrame
-        Columns ``accuracy, n_<class>..., epoch, total_n, subset_size, role, run_id, design_id``
-        [, ``accuracy_<class>...``], one row per (run, logged epoch), sorted by run and epoch.
-    """
-    design_ids = list(design_ids)
-    keys = None
-    frames = []
-    for design_id in design_ids:
-        design_keys = design_class_keys(client, design_id)
-        if keys is not None and design_keys != keys:
-            raise MixscaleError(
-                f"designs have different classes: {keys} vs {design_keys} ({design_id}); "
-                "fit designs of one dataset together."
-            )
-        keys = design_keys
-        rows = [r for r in list_rows(client, design_id) if r.status == "FINISHED"]
-        names = [metric, *([f"{metric}_{k}" for k in keys] if class_metrics else [])]
-        jobs = [(r.run_id, name) for r in rows for name in names]
-        with ThreadPoolExecutor(max_workers=max(1, max_workers)) as pool:
-            fetched = list(pool.map(lambda job: client.get_metric_history(*job), jobs))
-        per_run = [fetched[i:i + len(names)] for i in range(0, len(fetched), len(names))]
-        for row, (history, *by_class) in zip(rows, per_run, strict=True):
-            if not history:
-                continue
-            frame = pd.DataFrame({"accuracy": [m.value for m in history],
-                                  "epoch": [m.step for m in history]})
-            for key, class_history in zip(keys if class_metrics else [], by_class, strict=True):
-                values = {m.step: m.value for m in class_history}
-                frame[f"accuracy_{key}"] = frame["epoch"].map(values).astype(float)
-            for key, n in zip(keys, row.counts, strict=True):
-                frame[f"n_{key}"] = int(n)
-            frame["total_n"] = int(row.counts.sum())
-            frame["subset_size"] = row.subset_size
-            frame["role"] = row.role
-            frame["run_id"] = row.run_id
-            frame["design_id"] = design_id
-            frames.append(frame)
-    if not frames:
-        raise MixscaleError(
-            f"design(s) {', '.join(design_ids)} have no FINISHED rows with a {metric!r} "
-            "history; train them first (`mixscale train --design-id ...`)."
-        )
-    table = pd.concat(frames, ignore_index=True)
-    cols = ["accuracy", *[f"n_{k}" for k in keys], "epoch", "total_n", "subset_size", "role",
-            "run_id", "design_id", *([f"accuracy_{k}" for k in keys] if class_metrics else [])]
-    return table[cols].sort_values(["run_id", "epoch"], kind="stable").reset_index(drop=True)
+# Two jobs of this module live in private modules of their own (re-exported here): sending a
+# row's evaluations from a background thread, and assembling the fit table.
+from mixscale._evalsender import EvalSender  # noqa: E402
+from mixscale._fittable import assemble_table  # noqa: E402

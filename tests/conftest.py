@@ -98,3 +98,16 @@ def postgres():
             cluster.stop()
         finally:
             shutil.rmtree(cluster.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch intra-op thread for a module: tiny networks gain nothing from more on a shared
+    2-core machine, and float sums run in one fixed order, so a reference run in this process
+    equals rows trained in subprocesses (started with OMP_NUM_THREADS=1) bit for bit."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -41,14 +41,7 @@ CONFIG = TrainConfig(epochs=6, eval_every=1, lr_milestones=(3,), batch_size=8, d
                      checkpoint_every=2)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread here and in every subprocess: float sums in one fixed order, so a
-    reference run in this process equals the rows trained elsewhere bit for bit."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -18,14 +18,7 @@ from mixscale.train import (
     train_model,
 )
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny networks gain nothing from intra-op threads and lose a lot on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

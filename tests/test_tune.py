@@ -30,15 +30,7 @@ PRUNING = ["--epochs", "2", "--lr-range", "1e-6,1e-5", "--batch-sizes", "32",
            "--pruner-startup-trials", "2", "--pruner-warmup-epochs", "1", "--seed", "3"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine it trains these tiny nets faster."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _invoke(args: list[str]):

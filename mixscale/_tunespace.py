@@ -16,6 +16,8 @@ from mixscale.errors import MixscaleError
 if TYPE_CHECKING:  # annotations only: optuna is imported by mixscale.tune alone
     import optuna
 
+SEARCHED = ("lr", "momentum", "weight_decay", "batch_size")  # what a study searches
+
 SAMPLERS: tuple[str, ...] = ("tpe", "random")
 PRUNERS: tuple[str, ...] = ("median", "hyperband", "none")
 

@@ -46,6 +46,16 @@ def _law_key(family: str, predictor: str) -> str:
     return f"{family}-{predictor}"
 
 
+def _extrapolation_split(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """(training rows of all but the largest subset size, every row of the largest size), or
+    None when fewer than 2 training runs remain to fit on."""
+    largest = table["subset_size"].max()
+    small = table[(table["role"] == "train") & (table["subset_size"] < largest)]
+    if small["run_id"].nunique() < 2:
+        return None
+    return small, table[table["subset_size"] == largest]
+
+
 def extrapolation_summary(table: pd.DataFrame, features: list[str], config: FitConfig
                           ) -> pd.DataFrame:
     """Fit every law on the training rows of all but the largest subset size; score on it.
@@ -58,11 +68,10 @@ def extrapolation_summary(table: pd.DataFrame, features: list[str], config: FitC
     DataFrame
         ``family, predictor, extrap_mse, extrap_r2`` (empty when there is only one size).
     """
-    largest = table["subset_size"].max()
-    small = table[(table["role"] == "train") & (table["subset_size"] < largest)]
-    big = table[table["subset_size"] == largest]
-    if small["run_id"].nunique() < 2:
+    split = _extrapolation_split(table)
+    if split is None:
         return pd.DataFrame(columns=["family", "predictor", "extrap_mse", "extrap_r2"])
+    small, big = split
     _, summary = fit_all(small[features], small["accuracy"].to_numpy(), big[features],
                          big["accuracy"].to_numpy(), families=config.families,
                          predictors=config.predictors, min_epoch=config.min_epoch,
@@ -100,10 +109,9 @@ def class_law_summary(table: pd.DataFrame, features: list[str], config: FitConfi
         score = law.score(val[features], val["accuracy"].to_numpy())
         row.update(val_mse=score["mse"], val_r2=score["r2"])
     if config.extrapolate:
-        largest = table["subset_size"].max()
-        small = train[train["subset_size"] < largest]
-        big = table[table["subset_size"] == largest]
-        if small["run_id"].nunique() >= 2:
+        split = _extrapolation_split(table)
+        if split is not None:
+            small, big = split
             try:
                 part = ClassLaw(**options).fit(small[features], small["accuracy"].to_numpy())
                 score = part.score(big[features], big["accuracy"].to_numpy())

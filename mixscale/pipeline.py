@@ -281,10 +281,15 @@ def train_rows(client: MlflowClient, design_id: str, config: TrainConfig, *,
     params = wk.row_params(config, settings)
     recipe = wk.claim_recipe(config, settings)
     progress = Progress([a.row.subset_size for a in assignments], echo=echo)
+    trained = 0
     for a in assignments:
         row = a.row
-        run_id = tr.claim_row(client, row, takeover=a.takeover,
-                              resume=config.checkpoint_every > 0, recipe=recipe)
+        try:
+            run_id = tr.claim_row(client, row, takeover=a.takeover,
+                                  resume=config.checkpoint_every > 0, recipe=recipe)
+        except tr.RowTaken as exc:  # another worker got there first (our list is older)
+            progress.skip_row(f"skipped: {exc}")
+            continue
         t0 = time.perf_counter()
         label = f"row {row.row:>3} {row.role:<10} n={row.subset_size:<5}"
         progress.start_row(label, config.epochs)
@@ -297,7 +302,8 @@ def train_rows(client: MlflowClient, design_id: str, config: TrainConfig, *,
             raise
         progress.finish_row(f"{label} test_accuracy={result.final['test_accuracy']:.3f} "
                             f"({time.perf_counter() - t0:.1f} s)")
-    return len(assignments)
+        trained += 1
+    return trained
 
 
 def train_counts(client: MlflowClient, experiment_id: str, dataset_name: str,

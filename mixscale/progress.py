@@ -142,6 +142,13 @@ class Progress:
                  f"{format_duration(self.clock() - self.start)}, ETA "
                  f"{format_duration(self.eta())}")
 
+    def skip_row(self, message: str) -> None:
+        """The next row is not trained here (another worker took it): drop it from the work."""
+        if self.done < self.total:
+            del self.weights[self.done]
+        self.epoch = 0
+        self.log(message)
+
     def log(self, line: str) -> None:
         """Print a permanent line (clearing the status line first on a terminal)."""
         self.clear()

@@ -13,7 +13,6 @@ import os
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, Run, RunTag
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
 from mixscale.errors import MixscaleError
@@ -35,7 +34,8 @@ __all__ = [
     "PARENT", "DESIGN_CSV", "FIT_TABLE_CSV", "FIT_SUMMARY_CSV",
     "RowSpec", "resolve_tracking_uri", "experiment_for", "start_stage_run", "end_run",
     "log_params", "log_metrics", "log_artifacts", "create_design_rows", "list_rows",
-    "claim_row", "log_eval", "EvalSender", "end_row", "assemble_table", "design_class_keys",
+    "claim_row", "RowTaken", "CLAIMED", "log_eval", "EvalSender", "end_row", "assemble_table",
+    "design_class_keys",
     "HEARTBEAT", "RESTART_OF", "CLAIM", "CHECKPOINT", "RESUMED_FROM", "RESUME_SKIPPED",
     "with_retries",
 ]
@@ -77,6 +77,7 @@ class RowSpec:
     counts: np.ndarray  # images per class, in the design's class order
     status: str  # MLflow run status: SCHEDULED, RUNNING, FINISHED, FAILED, KILLED
     heartbeat: float | None = None  # unix seconds of the last sign of life (tag, else start)
+    claim: str | None = None  # the run's mixscale.claim token when listed (None: never claimed)
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
@@ -320,88 +321,9 @@ def list_rows(client: MlflowClient, design_id: str) -> list[RowSpec]:
             role=r.data.params["role"], subset_size=int(r.data.params["subset_size"]),
             seed=int(r.data.params["seed"]), status=r.info.status,
             counts=np.array([int(r.data.params[f"n_{k}"]) for k in keys], dtype=np.int64),
-            heartbeat=float(beat) if beat else (r.info.start_time or 0) / 1000 or None))
+            heartbeat=float(beat) if beat else (r.info.start_time or 0) / 1000 or None,
+            claim=r.data.tags.get(CLAIM)))
     return rows
-
-
-def claim_row(client: MlflowClient, row: RowSpec, *, takeover: bool = False,
-              resume: bool = False, recipe: Mapping[str, object] | None = None) -> str:
-    """Mark a row RUNNING and return the run id to log into.
-
-    A SCHEDULED row is trained in its own run. A FAILED or KILLED row is restarted in a fresh
-    child run with the same params (created with the tag ``mixscale.restart_of`` naming the old
-    run, which is then tagged ``mixscale.superseded_by``), so its partial metric history never
-    mixes with the new one. A FINISHED row is refused. A RUNNING row is refused unless
-    ``takeover``: the caller has decided its worker is dead (it owns the row's partition, or the
-    row's heartbeat is stale), so the old run is ended KILLED and the row restarts like a failed
-    one.
-
-    With ``resume`` (checkpoints are on), a row to restart whose run holds a complete checkpoint
-    (:func:`mixscale.checkpoint.resumable_epoch`) made under ``recipe`` (params the run must
-    carry, if given) is not superseded: the same run is marked RUNNING again, its error tag
-    cleared and tagged ``mixscale.resumed_from_epoch``, and its id returned; the trainer
-    continues from the checkpoint. Otherwise the superseded run is tagged
-    ``mixscale.resume_skipped`` with the reason. Every claim sets a new ``mixscale.claim``
-    token, by which a worker presumed dead learns that its run was taken over.
-    """
-    if row.status == "FINISHED":
-        raise MixscaleError(
-            f"row {row.row} (run {row.run_id}) is already FINISHED; "
-            "a finished row is never trained twice."
-        )
-    if row.status == "RUNNING" and not takeover:
-        raise MixscaleError(
-            f"row {row.row} (run {row.run_id}) is RUNNING, probably in another process; "
-            "wait for it, or mark that run FAILED to restart the row."
-        )
-    run_id = row.run_id
-    tags = {CLAIM: uuid.uuid4().hex}
-    if row.status in ("FAILED", "KILLED", "RUNNING"):
-        old = with_retries(lambda: client.get_run(row.run_id), what="reading a row")
-        epoch, why = None, ""
-        if resume:
-            from mixscale.checkpoint import resumable_epoch
-
-            epoch, why = resumable_epoch(client, old, recipe)
-        if epoch is None:
-            run_id = _supersede(client, row, old, why)
-        else:
-            tags[RESUMED_FROM] = str(epoch)
-            if ERROR in old.data.tags:
-                with_retries(lambda: client.delete_tag(run_id, ERROR), what="clearing an error")
-    with_retries(lambda: client.update_run(run_id, status="RUNNING"), what="claiming a row")
-    tags[HEARTBEAT] = f"{time.time():.3f}"
-    with_retries(lambda: log_params(client, run_id, {}, tags=tags), what="claiming a row")
-    return run_id
-
-
-def _supersede(client: MlflowClient, row: RowSpec, old: Run, resume_skipped: str) -> str:
-    """Restart ``row`` in a fresh run that supersedes its run ``old``; return the new id."""
-    keep = {k: v for k, v in old.data.tags.items() if not k.startswith("mlflow.")}
-    for k in (ERROR, HEARTBEAT, SUPERSEDED_BY, CLAIM, CHECKPOINT, RESUMED_FROM, RESUME_SKIPPED):
-        keep.pop(k, None)
-    tags = {**keep, PARENT: old.data.tags[PARENT], RESTART_OF: row.run_id}
-    new = with_retries(lambda: client.create_run(old.info.experiment_id, tags=tags,
-                                                 run_name=old.info.run_name),
-                       what="restarting a row")
-    run_id = new.info.run_id
-    row_params = {k: v for k, v in old.data.params.items()
-                  if k in _ROW_PARAMS or k.startswith("n_")}
-    with_retries(lambda: log_params(client, run_id, row_params), what="logging row params")
-    old_tags = {SUPERSEDED_BY: run_id}
-    if resume_skipped:
-        old_tags[RESUME_SKIPPED] = resume_skipped[:_MAX_TAG]
-    if row.status == "RUNNING":
-        old_tags[ERROR] = f"presumed dead (no heartbeat since {row.heartbeat}); restarted"
-    with_retries(lambda: log_params(client, row.run_id, {}, tags=old_tags),
-                 what="tagging the superseded run")
-    if row.status == "RUNNING":
-        with_retries(lambda: client.set_terminated(row.run_id, "KILLED"),
-                     what="ending the superseded run")
-    return run_id
-
-
-_ROW_PARAMS = {"total_n", "subset_size", "row", "role", "seed"}
 
 
 def log_eval(client: MlflowClient, run_id: str, epoch: int, metrics: Mapping[str, float]
@@ -419,31 +341,9 @@ def log_eval(client: MlflowClient, run_id: str, epoch: int, metrics: Mapping[str
                  what=f"logging epoch {epoch} of run {run_id}")
 
 
-def end_row(client: MlflowClient, run_id: str, *, error: BaseException | None = None,
-            claim: str | None = None) -> bool:
-    """End a row run FINISHED, or FAILED with the error as a tag.
-
-    A run that was superseded meanwhile (its worker was presumed dead and the row restarted)
-    is ended KILLED instead, so a row never gets two FINISHED runs. With ``claim`` (the
-    ``mixscale.claim`` token the caller's claim set), a run whose token changed since was taken
-    over and resumed by another worker: it is left as it is. Returns whether the run was ended
-    as asked.
-    """
-    run = with_retries(lambda: client.get_run(run_id), what="reading a row")
-    if claim is not None and run.data.tags.get(CLAIM, claim) != claim:
-        return False
-    if SUPERSEDED_BY in run.data.tags:
-        with_retries(lambda: client.set_terminated(run_id, "KILLED"), what="ending a row")
-        return False
-    if error is not None:
-        message = f"{type(error).__name__}: {error}"[:_MAX_TAG]
-        with_retries(lambda: client.set_tag(run_id, ERROR, message), what="tagging a row")
-    with_retries(lambda: client.set_terminated(run_id, "FAILED" if error else "FINISHED"),
-                 what="ending a row")
-    return True
-
-
-# Two jobs of this module live in private modules of their own (re-exported here): sending a
-# row's evaluations from a background thread, and assembling the fit table.
+# Three jobs of this module live in private modules of their own (re-exported here): claiming
+# and ending rows, sending a row's evaluations from a background thread, and assembling the fit
+# table.
+from mixscale._claim import CLAIMED, RowTaken, claim_row, end_row  # noqa: E402
 from mixscale._evalsender import EvalSender  # noqa: E402
 from mixscale._fittable import assemble_table  # noqa: E402

@@ -1,6 +1,10 @@
 """Training a design's rows on several machines: which rows a worker owns, and how it runs them.
 
-Two ways to spread rows, both with the existing engines and no coordination of our own:
+Three ways to spread rows, with the existing engines and no coordination service of our own:
+
+* **Pulling** (the same ``train --design-id`` on several machines): every worker walks the rows
+  and claims each just before training it. A claim reads the row afresh and is atomic
+  (:func:`mixscale.tracking.claim_row`), so a row taken by another worker is skipped.
 
 * **Static partitions** (``train --worker I --workers N``): worker ``I`` owns exactly the rows
   with ``row % N == I``. Kubernetes Indexed Jobs (``JOB_COMPLETION_INDEX``) and Slurm job arrays
@@ -321,10 +325,16 @@ def train_with_ray(client: MlflowClient, design_id: str, assignments: Sequence[A
         while pending or running:
             while pending and len(running) < slots:
                 a = pending.pop(0)
-                run_id = tr.claim_row(client, a.row, takeover=a.takeover,
-                                      resume=config.checkpoint_every > 0, recipe=recipe)
+                try:
+                    run_id = tr.claim_row(client, a.row, takeover=a.takeover,
+                                          resume=config.checkpoint_every > 0, recipe=recipe)
+                except tr.RowTaken as exc:  # another worker or driver got there first
+                    echo(f"skipped: {exc}")
+                    continue
                 ref = task.remote(tracking_uri, a.row, run_id, dataset_name, config, int(num_cpus))
                 running[ref] = (a.row, run_id)
+            if not running:  # every row left was taken by others
+                break
             ready, _ = ray.wait(list(running), num_returns=1)
             row, run_id = running.pop(ready[0])
             try:

@@ -52,6 +52,20 @@ def test_eta_weighs_rows_by_size_and_counts_the_current_rows_epochs() -> None:
     assert progress.eta() == pytest.approx(25.0 * 150 / 250)
 
 
+def test_a_row_taken_by_another_worker_leaves_the_count_and_the_eta() -> None:
+    clock, lines = Clock(), []
+    progress = Progress([100, 300, 100], tty=False, clock=clock, echo=lines.append)
+    progress.start_row("row 0", epochs=10)
+    clock.now += 10
+    progress.finish_row("row 0 done")
+    progress.skip_row("skipped: row 1 is RUNNING")  # its 300 images are not our work
+    assert progress.total == 2 and lines[-1] == "skipped: row 1 is RUNNING"
+    assert progress.eta() == pytest.approx(10.0)  # 100 of 200 in 10 s
+    progress.start_row("row 2", epochs=10)
+    progress.finish_row("row 2 done")
+    assert lines[-1].startswith("[2/2] row 2 done")
+
+
 def test_plain_mode_prints_one_line_per_row_and_throttled_evaluations() -> None:
     clock, lines = Clock(), []
     progress = Progress([1, 1], tty=False, clock=clock, echo=lines.append, log_every=60)

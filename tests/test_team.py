@@ -10,6 +10,7 @@ busy cores.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -285,6 +286,30 @@ def test_three_workers_one_killed_mid_row(server, client, tmp_path,
     _check_complete(client, design_id)
     stale = client.get_run(victim.run_id)
     assert stale.info.status == "KILLED" and tr.SUPERSEDED_BY in stale.data.tags
+    _assert_same_table(tr.assemble_table(client, [design_id]), single_worker_table)
+
+
+@pytest.mark.slow
+def test_unpartitioned_workers_pull_rows_without_training_one_twice(
+        server, client, tmp_path, single_worker_table) -> None:
+    """Three plain `mixscale train --design-id` started together: claims are atomic, so the
+    workers share the rows between them, and none is trained twice or restarted."""
+    design_id = _design(client)
+    logs = [tmp_path / f"puller{i}.log" for i in range(3)]
+    procs = [_worker(server, design_id, log=log) for log in logs]
+    for proc, log in zip(procs, logs, strict=True):
+        assert _wait(proc, log) == 0, log.read_text()[-3000:]
+    _check_complete(client, design_id)
+    exp = client.get_run(design_id).info.experiment_id
+    runs = client.search_runs([exp], f"tags.`{tr.DESIGN}` = '{design_id}' and "
+                                     f"tags.`{tr.KIND}` = 'row'", max_results=1000)
+    assert len(runs) == N_ROWS  # no row was restarted in a second run
+    assert all(len([k for k in r.data.params if k.startswith(tr.CLAIMED)]) == 1 for r in runs)
+    texts = [log.read_text() for log in logs]
+    trained = [len(re.findall(r"^\[\d+/\d+\] row ", t, re.M)) for t in texts]
+    skipped = [t.count("skipped: row ") for t in texts]
+    assert sum(trained) == N_ROWS, (trained, texts)
+    assert sum(skipped) == 2 * N_ROWS, (skipped, texts)  # each row: one trainer, two skips
     _assert_same_table(tr.assemble_table(client, [design_id]), single_worker_table)
 
 

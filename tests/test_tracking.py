@@ -171,3 +171,81 @@ def test_experiment_created_by_another_process_meanwhile_is_found(store, monkeyp
     monkeypatch.setattr(client, "get_experiment_by_name", stale_lookup)
     assert tr.experiment_for(client, name) == winner
     assert calls == [name, name]
+
+
+# ------------------------------------------------------------ claims are atomic across workers
+
+def test_claim_lost_to_a_write_at_the_same_moment_leaves_the_row_alone(design) -> None:
+    """Another worker wrote the claim link first but has not marked the run RUNNING yet."""
+    client, result = design
+    row = tr.list_rows(client, result.design_id)[0]
+    client.log_param(row.run_id, f"{tr.CLAIMED}.first", "someone-else")
+    with pytest.raises(tr.RowTaken, match="claimed by another worker at the same moment"):
+        tr.claim_row(client, row)
+    run = client.get_run(row.run_id)
+    assert run.info.status == "SCHEDULED" and tr.CLAIM not in run.data.tags
+
+
+def test_claim_reads_the_row_afresh(design) -> None:
+    """A worker's list of rows is older than another worker's claim or takeover."""
+    client, result = design
+    listed = tr.list_rows(client, result.design_id)
+    first = tr.claim_row(client, listed[0])  # another worker, after our list was made
+    with pytest.raises(tr.RowTaken, match="is RUNNING, probably in another process"):
+        tr.claim_row(client, listed[0])
+    running = tr.list_rows(client, result.design_id)[0]
+    assert running.claim == client.get_run(first).data.tags[tr.CLAIM]
+    # Two workers judge the row dead from the same listing; the first takes it over ...
+    new_id = tr.claim_row(client, running, takeover=True)
+    # ... the second finds it restarted, not a second fresh run.
+    with pytest.raises(tr.RowTaken, match=f"restarted meanwhile as run {new_id}"):
+        tr.claim_row(client, running, takeover=True)
+    # A takeover judged on a claim that has changed since (resumed elsewhere) is refused too.
+    again = tr.list_rows(client, result.design_id)[0]
+    client.set_tag(new_id, tr.CLAIM, "resumed-by-another-worker")
+    with pytest.raises(tr.RowTaken, match="claimed by another worker since it was listed"):
+        tr.claim_row(client, again, takeover=True)
+    params = client.get_run(first).data.params
+    assert {k for k in params if k.startswith(tr.CLAIMED)} == {
+        f"{tr.CLAIMED}.first", f"{tr.CLAIMED}.{running.claim}"}  # the chain of its two claims
+
+
+@pytest.mark.parametrize("status", ["SCHEDULED", "FAILED"])
+def test_racing_claims_have_exactly_one_winner(design, store, monkeypatch, status) -> None:
+    """Eight workers (threads, each with its own client) claim one row at the same moment."""
+    import threading
+
+    from mlflow import MlflowClient
+
+    monkeypatch.setenv("MIXSCALE_TRACKING_BACKOFF", "0.05")
+    client, result = design
+    row = tr.list_rows(client, result.design_id)[1]
+    if status == "FAILED":
+        tr.end_row(client, tr.claim_row(client, row), error=RuntimeError("boom"))
+        row = tr.list_rows(client, result.design_id)[1]
+    assert row.status == status
+    barrier = threading.Barrier(8)
+    won, lost, errors = [], [], []
+
+    def worker() -> None:
+        own = MlflowClient(store.uri)
+        barrier.wait()
+        try:
+            won.append(tr.claim_row(own, row))
+        except tr.RowTaken as exc:
+            lost.append(str(exc))
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == [] and len(won) == 1 and len(lost) == 7, (won, lost, errors)
+    current = tr.list_rows(client, result.design_id)[1]
+    assert current.run_id == won[0] and current.status == "RUNNING"
+    exp = client.get_run(result.design_id).info.experiment_id
+    runs = client.search_runs([exp], f"tags.`{tr.DESIGN}` = '{result.design_id}' and "
+                                     f"params.row = '1'")
+    assert len(runs) == (1 if status == "SCHEDULED" else 2)  # one restart at most

@@ -1,0 +1,166 @@
+"""Claiming and ending design rows (private; re-exported by :mod:`mixscale.tracking`).
+
+A claim is atomic, so any number of workers may pull rows from one design at once. MLflow keeps
+no lock, but it refuses to change a param: a run's params are keyed by (run, key) in the
+database and a second, different value for a key is rejected. Each claim therefore first
+writes the param ``mixscale.claimed.<T>`` = its new token on the row's current run, where
+``<T>`` is the run's ``mixscale.claim`` tag as the claimer read it (``first`` when the run was
+never claimed). Workers that read the same state write the same key; exactly one value is
+stored, and the others learn they lost (:class:`RowTaken`). The params of a run so form the
+chain of its claims, one link per claim.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+
+from mlflow import MlflowClient
+from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
+
+from mixscale import tracking as tr
+from mixscale.errors import MixscaleError
+
+__all__ = ["RowTaken", "CLAIMED", "claim_row", "end_row"]
+
+CLAIMED = "mixscale.claimed"  # param prefix: mixscale.claimed.<previous token> = next token
+
+
+class RowTaken(MixscaleError):
+    """The row cannot be claimed: it is FINISHED, RUNNING, or another worker claimed it first."""
+
+
+def claim_row(client: MlflowClient, row: tr.RowSpec, *, takeover: bool = False,
+              resume: bool = False, recipe: Mapping[str, object] | None = None) -> str:
+    """Mark a row RUNNING and return the run id to log into.
+
+    The row's run is read afresh, so a list of rows made a while ago never leads to a row
+    trained twice. A SCHEDULED row is trained in its own run. A FAILED or KILLED row is
+    restarted in a fresh child run with the same params (created with the tag
+    ``mixscale.restart_of`` naming the old run, which is then tagged
+    ``mixscale.superseded_by``), so its partial metric history never mixes with the new one. A
+    FINISHED row is refused. A RUNNING row is refused unless ``takeover``: the caller has
+    decided its worker is dead (it owns the row's partition, or the row's heartbeat is stale)
+    from ``row`` as listed, so the old run is ended KILLED and the row restarts like a failed
+    one, provided nobody claimed it since it was listed.
+
+    With ``resume`` (checkpoints are on), a row to restart whose run holds a complete checkpoint
+    (:func:`mixscale.checkpoint.resumable_epoch`) made under ``recipe`` (params the run must
+    carry, if given) is not superseded: the same run is marked RUNNING again, its error tag
+    cleared and tagged ``mixscale.resumed_from_epoch``, and its id returned; the trainer
+    continues from the checkpoint. Otherwise the superseded run is tagged
+    ``mixscale.resume_skipped`` with the reason. Every claim sets a new ``mixscale.claim``
+    token, by which a worker presumed dead learns that its run was taken over.
+
+    Raises
+    ------
+    RowTaken
+        If the row is FINISHED, RUNNING (without a valid ``takeover``), was restarted
+        meanwhile, or another worker claimed it at the same moment.
+    """
+    old = tr.with_retries(lambda: client.get_run(row.run_id), what="reading a row")
+    status, seen = old.info.status, old.data.tags.get(tr.CLAIM)
+    where = f"row {row.row} (run {row.run_id})"
+    if tr.SUPERSEDED_BY in old.data.tags:
+        raise RowTaken(f"{where} was restarted meanwhile as run "
+                       f"{old.data.tags[tr.SUPERSEDED_BY]}; that run is the row's now.")
+    if status == "FINISHED":
+        raise RowTaken(f"{where} is already FINISHED; a finished row is never trained twice.")
+    if status == "RUNNING" and not takeover:
+        raise RowTaken(f"{where} is RUNNING, probably in another process; wait for it, or mark "
+                       "that run FAILED to restart the row.")
+    if status == "RUNNING" and (row.status != "RUNNING" or seen != row.claim):
+        raise RowTaken(f"{where} was claimed by another worker since it was listed; left to it.")
+    token = uuid.uuid4().hex
+    _take(client, where, row.run_id, f"{CLAIMED}.{seen or 'first'}", token)
+    run_id = row.run_id
+    tags = {tr.CLAIM: token}
+    if status in ("FAILED", "KILLED", "RUNNING"):
+        epoch, why = None, ""
+        if resume:
+            from mixscale.checkpoint import resumable_epoch
+
+            epoch, why = resumable_epoch(client, old, recipe)
+        if epoch is None:
+            run_id = _supersede(client, row, old, why)
+        else:
+            tags[tr.RESUMED_FROM] = str(epoch)
+            if tr.ERROR in old.data.tags:
+                tr.with_retries(lambda: client.delete_tag(run_id, tr.ERROR),
+                                what="clearing an error")
+    tr.with_retries(lambda: client.update_run(run_id, status="RUNNING"), what="claiming a row")
+    tags[tr.HEARTBEAT] = f"{time.time():.3f}"
+    tr.with_retries(lambda: tr.log_params(client, run_id, {}, tags=tags), what="claiming a row")
+    return run_id
+
+
+def _take(client: MlflowClient, where: str, run_id: str, key: str, token: str) -> None:
+    """Write the claim param ``key`` = ``token``, or raise RowTaken if another value won."""
+    try:
+        tr.with_retries(lambda: client.log_param(run_id, key, token), what="claiming a row")
+        return
+    except MlflowException as exc:
+        error = exc
+    held = tr.with_retries(lambda: client.get_run(run_id), what="reading a row"
+                           ).data.params.get(key)
+    if held == token:  # ours landed; only its answer was lost
+        return
+    if held is not None:
+        raise RowTaken(f"{where} was claimed by another worker at the same moment; left to it.")
+    raise error
+
+
+def _supersede(client: MlflowClient, row: tr.RowSpec, old: Run, resume_skipped: str) -> str:
+    """Restart ``row`` in a fresh run that supersedes its run ``old``; return the new id."""
+    keep = {k: v for k, v in old.data.tags.items() if not k.startswith("mlflow.")}
+    for k in (tr.ERROR, tr.HEARTBEAT, tr.SUPERSEDED_BY, tr.CLAIM, tr.CHECKPOINT, tr.RESUMED_FROM,
+              tr.RESUME_SKIPPED):
+        keep.pop(k, None)
+    tags = {**keep, tr.PARENT: old.data.tags[tr.PARENT], tr.RESTART_OF: row.run_id}
+    new = tr.with_retries(lambda: client.create_run(old.info.experiment_id, tags=tags,
+                                                    run_name=old.info.run_name),
+                          what="restarting a row")
+    run_id = new.info.run_id
+    row_params = {k: v for k, v in old.data.params.items()
+                  if k in _ROW_PARAMS or k.startswith("n_")}
+    tr.with_retries(lambda: tr.log_params(client, run_id, row_params), what="logging row params")
+    old_tags = {tr.SUPERSEDED_BY: run_id}
+    if resume_skipped:
+        old_tags[tr.RESUME_SKIPPED] = resume_skipped[:tr._MAX_TAG]
+    if old.info.status == "RUNNING":
+        old_tags[tr.ERROR] = f"presumed dead (no heartbeat since {row.heartbeat}); restarted"
+    tr.with_retries(lambda: tr.log_params(client, row.run_id, {}, tags=old_tags),
+                    what="tagging the superseded run")
+    if old.info.status == "RUNNING":
+        tr.with_retries(lambda: client.set_terminated(row.run_id, "KILLED"),
+                        what="ending the superseded run")
+    return run_id
+
+
+_ROW_PARAMS = {"total_n", "subset_size", "row", "role", "seed"}
+
+
+def end_row(client: MlflowClient, run_id: str, *, error: BaseException | None = None,
+            claim: str | None = None) -> bool:
+    """End a row run FINISHED, or FAILED with the error as a tag.
+
+    A run that was superseded meanwhile (its worker was presumed dead and the row restarted)
+    is ended KILLED instead, so a row never gets two FINISHED runs. With ``claim`` (the
+    ``mixscale.claim`` token the caller's claim set), a run whose token changed since was taken
+    over and resumed by another worker: it is left as it is. Returns whether the run was ended
+    as asked.
+    """
+    run = tr.with_retries(lambda: client.get_run(run_id), what="reading a row")
+    if claim is not None and run.data.tags.get(tr.CLAIM, claim) != claim:
+        return False
+    if tr.SUPERSEDED_BY in run.data.tags:
+        tr.with_retries(lambda: client.set_terminated(run_id, "KILLED"), what="ending a row")
+        return False
+    if error is not None:
+        message = f"{type(error).__name__}: {error}"[:tr._MAX_TAG]
+        tr.with_retries(lambda: client.set_tag(run_id, tr.ERROR, message), what="tagging a row")
+    tr.with_retries(lambda: client.set_terminated(run_id, "FAILED" if error else "FINISHED"),
+                    what="ending a row")
+    return True

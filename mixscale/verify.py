@@ -3,7 +3,8 @@
 A registered law remembers where it came from: its model version carries the tag
 ``mixscale.fit_run``, the fit run names its designs (tag ``mixscale.design``) and every FINISHED
 row of a design carries the training recipe as params (:func:`mixscale.workers.row_params`).
-:func:`resolve_recipe` follows that chain back to the dataset and a :class:`TrainConfig`;
+:func:`resolve_recipe` follows that chain back to the dataset and a :class:`TrainConfig`
+(refusing a law whose rows were trained with different recipes);
 :func:`verify_plan` trains the plan's counts with it for a few seeds, each an ad-hoc run nested
 under the plan run, and compares the realised test accuracy with the law's prediction.
 """
@@ -33,6 +34,7 @@ __all__ = ["FIT_RUN_TAG", "MAX_SEEDS", "Verification", "VerifySetup", "check_cou
 FIT_RUN_TAG = "mixscale.fit_run"  # on every model version `mixscale fit` registers
 MAX_SEEDS = 100  # most verification seeds one plan may ask for
 _URI_FORMS = "models:/<name>@<alias>, models:/<name>/<version>, runs:/<fit run id>/<path>"
+_NOT_RECIPE = ("data_dir",)  # TrainConfig fields rows may disagree on: where images are read
 
 
 def _run(client: MlflowClient, run_id: str, what: str) -> Any:
@@ -138,18 +140,43 @@ def recipe_from_params(params: Mapping[str, str], *, source: str = "the row") ->
         raise MixscaleError(f"the recipe of {source} is not valid: {exc}") from None
 
 
+def _finished_rows(client: MlflowClient, design_id: str, experiment_id: str) -> list[Any]:
+    """The FINISHED current row runs of a design (params included), in row order.
+
+    One paged search fetches the params of every FINISHED row; :func:`tracking.list_rows`
+    says which of them are current (a superseded run is left out).
+    """
+    current = [r.run_id for r in tr.list_rows(client, design_id) if r.status == "FINISHED"]
+    query = (f"tags.`{tr.DESIGN}` = '{design_id}' and tags.`{tr.KIND}` = 'row' "
+             "and attributes.status = 'FINISHED'")
+    found = tr.with_retries(lambda: tr._search_all(client, experiment_id, query),
+                            what="searching the design's finished rows")
+    by_id = {r.info.run_id: r for r in found}
+    return [by_id[run_id] for run_id in current if run_id in by_id]
+
+
+def _recipe_differences(a: TrainConfig, b: TrainConfig) -> list[str]:
+    return [f"{f.name}={getattr(a, f.name)!r} vs {getattr(b, f.name)!r}"
+            for f in dataclasses.fields(TrainConfig)
+            if f.name not in _NOT_RECIPE and getattr(a, f.name) != getattr(b, f.name)]
+
+
 def resolve_recipe(client: MlflowClient, model_uri: str) -> tuple[str, TrainConfig, str]:
     """The dataset and training recipe a registered law was fitted on.
 
-    Follows ``model_uri`` -> fit run (:func:`fit_run_of`) -> its first design (tag
-    ``mixscale.design``) -> a FINISHED row of it, whose params give the recipe
+    Follows ``model_uri`` -> fit run (:func:`fit_run_of`) -> its designs (tag
+    ``mixscale.design``) -> every FINISHED current row of each, whose params give its recipe
     (:func:`recipe_from_params`: ``device`` and ``precision`` are ``"auto"``, so a GPU is used
-    when present whatever the rows trained on).
+    when present whatever the rows trained on). The rows must agree on the recipe, field by
+    field (``data_dir``, where the images were read from, may differ: the first row's is
+    used), and the designs on the dataset; otherwise no single recipe is "the one the law was
+    fitted on" and the law cannot be verified. The params of a design's rows come from one
+    paged search per design.
 
     Returns
     -------
     dataset_name : str
-        The design run's ``dataset`` param.
+        The design runs' ``dataset`` param.
     config : TrainConfig
         The recipe the rows were trained with.
     fit_run_id : str
@@ -158,7 +185,8 @@ def resolve_recipe(client: MlflowClient, model_uri: str) -> tuple[str, TrainConf
     ------
     MixscaleError
         Naming the missing link: no fit run (or a run not of `fit`), no ``mixscale.design``
-        tag, no FINISHED row.
+        tag, no FINISHED row; or naming the disagreement: two designs of different datasets,
+        two rows trained with different recipes (the field, both values and both row runs).
     """
     fit_run_id = fit_run_of(client, model_uri)
     fit = _run(client, fit_run_id, "fit run")
@@ -169,17 +197,41 @@ def resolve_recipe(client: MlflowClient, model_uri: str) -> tuple[str, TrainConf
     if not designs:
         raise MixscaleError(f"run {fit_run_id} has no tag {tr.DESIGN}: it is not a run of "
                             "`mixscale fit`, so the law's design and recipe are unknown.")
-    design = _run(client, designs[0], "design run")
-    rows = [r for r in tr.list_rows(client, designs[0]) if r.status == "FINISHED"]
-    if not rows:
-        raise MixscaleError(f"design {designs[0]} has no FINISHED row to read the training "
-                            "recipe from.")
-    row = _run(client, rows[0].run_id, "row run")
-    dataset = design.data.params.get("dataset") or row.data.tags.get(tr.DATASET)
-    if not dataset:
-        raise MixscaleError(f"design run {designs[0]} has no param `dataset`.")
-    config = recipe_from_params(row.data.params, source=f"row run {rows[0].run_id}")
-    return dataset, config, fit_run_id
+    dataset: tuple[str, str] | None = None  # (name, design run id)
+    first: tuple[TrainConfig, str] | None = None  # (recipe, row run id)
+    for design_id in designs:
+        design = _run(client, design_id, "design run")
+        rows = _finished_rows(client, design_id, design.info.experiment_id)
+        name = design.data.params.get("dataset") or (
+            rows[0].data.tags.get(tr.DATASET) if rows else None)
+        if not name:
+            if rows:
+                raise MixscaleError(f"design run {design_id} has no param `dataset`.")
+            continue
+        if dataset is not None and name != dataset[0]:
+            raise MixscaleError(
+                f"the law's designs are of different datasets: {dataset[0]!r} (design "
+                f"{dataset[1]}) vs {name!r} (design {design_id}); a verification trains one "
+                "dataset, so fit on designs of one dataset.")
+        dataset = dataset or (name, design_id)
+        for row in rows:
+            source = f"row run {row.info.run_id}"
+            config = recipe_from_params(row.data.params, source=source)
+            if first is None:
+                first = (config, row.info.run_id)
+                continue
+            differs = _recipe_differences(first[0], config)
+            if differs:
+                raise MixscaleError(
+                    f"the law mixes training recipes: row run {first[1]} and row run "
+                    f"{row.info.run_id} differ in {'; '.join(differs)}; a verification cannot "
+                    "train \"the recipe the law was fitted on\". Fit on rows trained with one "
+                    "recipe (one design, or designs trained with the same options).")
+    if first is None or dataset is None:
+        raise MixscaleError(f"design{'s' if len(designs) > 1 else ''} {', '.join(designs)} "
+                            f"{'have' if len(designs) > 1 else 'has'} no FINISHED row to read "
+                            "the training recipe from.")
+    return dataset[0], first[0], fit_run_id
 
 
 def verify_config(config: TrainConfig, epochs: int) -> TrainConfig:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 
@@ -139,6 +140,103 @@ def test_resolve_recipe_names_the_missing_link(store, pipeline, uri: str, match:
     uri = uri.format(design=pipeline.design_id, missing="0" * 32, model=pipeline.model_name)
     with pytest.raises(MixscaleError, match=match):
         resolve_recipe(store.client, uri)
+
+
+# --------------------------------------------------------------------------- one recipe
+def _recipe_params(config: TrainConfig) -> dict[str, str]:
+    """``config`` as a row logs it (all text; ``download`` left out)."""
+    params = {f: str(getattr(config, f)) for f in TrainConfig.__dataclass_fields__
+              if f != "download"}
+    return {**params, "lr_milestones": ",".join(map(str, config.lr_milestones))}
+
+
+def _design(store, experiment_id: str, recipes: list[TrainConfig], *,
+            dataset: str = "digits") -> tuple[str, list[str]]:
+    """A design run of two classes with one FINISHED row per recipe; its id and row run ids."""
+    client = store.client
+    design_id = client.create_run(experiment_id, tags={tr.KIND: "design"}).info.run_id
+    tr.log_params(client, design_id, {"class_keys": "a,b", "dataset": dataset})
+    table = pd.DataFrame({"row": range(len(recipes)), "role": "train", "subset_size": 8,
+                          "seed": range(len(recipes)), "n_a": 4, "n_b": 4})
+    row_ids = tr.create_design_rows(client, design_id, table, count_columns=["n_a", "n_b"],
+                                    dataset=dataset)
+    for run_id, config in zip(row_ids, recipes, strict=True):
+        tr.log_params(client, run_id, _recipe_params(config))
+        client.set_terminated(run_id, "FINISHED")
+    return design_id, row_ids
+
+
+def _fit(store, experiment_id: str, design_ids: list[str]) -> str:
+    tags = {tr.KIND: "fit", tr.DESIGN: ",".join(design_ids)}
+    return store.client.create_run(experiment_id, tags=tags).info.run_id
+
+
+RECIPE = TrainConfig(epochs=12, eval_every=3, lr_milestones=(6,))
+
+
+def test_resolve_recipe_accepts_rows_and_designs_that_agree(store) -> None:
+    experiment_id = store.new_experiment()
+    longer = dataclasses.replace(RECIPE, epochs=30)
+    first, rows = _design(store, experiment_id, [RECIPE, RECIPE, RECIPE, longer])
+    other = dataclasses.replace(RECIPE, data_dir="elsewhere")  # where images are read: not recipe
+    second, _ = _design(store, experiment_id, [RECIPE, other])
+    client = store.client
+    # rows that are not current or not FINISHED do not count, whatever their recipe
+    stale = client.create_run(experiment_id, tags={
+        tr.KIND: "row", tr.DESIGN: first, tr.SUPERSEDED_BY: rows[0]}).info.run_id
+    tr.log_params(client, stale, {"row": 0, "role": "train", "subset_size": 8, "seed": 0,
+                                  "n_a": 4, "n_b": 4, **_recipe_params(
+                                      dataclasses.replace(RECIPE, lr=0.5))})
+    client.set_terminated(stale, "FINISHED")
+    client.set_terminated(rows[-1], "FAILED")
+    fit_id = _fit(store, experiment_id, [first, second])
+    dataset, config, fit_run_id = resolve_recipe(client, f"runs:/{fit_id}/law")
+    assert (dataset, fit_run_id) == ("digits", fit_id)
+    assert config == RECIPE  # the first row's, data_dir included
+    third_id = _fit(store, experiment_id, [first, _design(store, experiment_id, [])[0]])
+    assert resolve_recipe(client, f"runs:/{third_id}/law")[1] == RECIPE  # an empty design
+
+
+@pytest.mark.parametrize(("field", "value", "shown"), [
+    ("lr", 0.02, "lr=0.05 vs 0.02"),
+    ("lr_milestones", (4, 8), "lr_milestones=(6,) vs (4, 8)"),
+    ("model", "resnet18", "model='smallcnn' vs 'resnet18'"),
+])
+@pytest.mark.parametrize("across", [False, True])
+def test_resolve_recipe_refuses_a_law_that_mixes_recipes(store, field: str, value, shown: str,
+                                                         across: bool) -> None:
+    experiment_id = store.new_experiment()
+    other = dataclasses.replace(RECIPE, **{field: value})
+    if across:  # the second design trained with another recipe
+        first, (a, _) = _design(store, experiment_id, [RECIPE, RECIPE])
+        second, (b,) = _design(store, experiment_id, [other])
+        designs = [first, second]
+    else:  # one design whose rows disagree
+        first, (a, _, b) = _design(store, experiment_id, [RECIPE, RECIPE, other])
+        designs = [first]
+    fit_id = _fit(store, experiment_id, designs)
+    with pytest.raises(MixscaleError) as info:
+        resolve_recipe(store.client, f"runs:/{fit_id}/law")
+    message = str(info.value)
+    assert f"the law mixes training recipes: row run {a} and row run {b} differ in {shown};" \
+        in message
+    assert '"the recipe the law was fitted on"' in message
+    assert "Fit on rows trained with one recipe" in message
+
+
+def test_resolve_recipe_refuses_designs_of_different_datasets(store) -> None:
+    experiment_id = store.new_experiment()
+    first, _ = _design(store, experiment_id, [RECIPE])
+    second, _ = _design(store, experiment_id, [RECIPE], dataset="cifar10")
+    fit_id = _fit(store, experiment_id, [first, second])
+    match = (rf"the law's designs are of different datasets: 'digits' \(design {first}\) vs "
+             rf"'cifar10' \(design {second}\); a verification trains one dataset")
+    with pytest.raises(MixscaleError, match=match):
+        resolve_recipe(store.client, f"runs:/{fit_id}/law")
+    empty = _fit(store, experiment_id, [_design(store, experiment_id, [])[0]])
+    with pytest.raises(MixscaleError, match=r"design \w+ has no FINISHED row to read the "
+                                            r"training recipe from"):
+        resolve_recipe(store.client, f"runs:/{empty}/law")
 
 
 # --------------------------------------------------------------------------- CLI, end to end

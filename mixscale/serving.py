@@ -21,12 +21,38 @@ from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
-__all__ = ["LawModel", "law_signature", "log_law", "set_alias", "CHAMPION"]
+from mixscale.errors import MixscaleError
+
+__all__ = ["LawModel", "law_signature", "log_law", "served_class_column", "set_alias",
+           "CHAMPION"]
 
 CHAMPION = "champion"  # alias of the law with the best validation MSE
 LAW_ARTIFACT = "law"  # artifact key of the law's JSON inside the logged model
 _PACKAGE_DIR = Path(__file__).resolve().parent
 _MODEL_CODE = _PACKAGE_DIR / "_law_model.py"
+_INTERVAL_KEYS = ("lower", "upper")  # accuracy_lower/accuracy_upper are the interval outputs
+
+
+def served_class_column(class_column: str) -> str:
+    """The served output of one class's accuracy: ``n_<class>`` -> ``accuracy_<class>``.
+
+    A class whose key is ``lower`` or ``upper`` becomes ``accuracy_class_lower`` or
+    ``accuracy_class_upper`` instead, so that it does not collide with the interval outputs
+    ``accuracy_lower``/``accuracy_upper``. (The fit table keeps ``accuracy_<class>``:
+    :func:`mixscale.classlaw.class_accuracy_column`.)
+
+    Parameters
+    ----------
+    class_column : str
+        A count column, ``n_<class>``.
+
+    Returns
+    -------
+    str
+        The output column name.
+    """
+    key = class_column.removeprefix("n_")
+    return f"accuracy_class_{key}" if key in _INTERVAL_KEYS else f"accuracy_{key}"
 
 
 class LawModel(mlflow.pyfunc.PythonModel):
@@ -45,8 +71,13 @@ class LawModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context: object, model_input: pd.DataFrame,
                 params: dict | None = None) -> pd.DataFrame:
-        """Predicted accuracy for each row of ``n_<class>`` counts and ``epoch`` (and, for a
-        per-class law, ``accuracy_<class>`` for every class)."""
+        """Predicted accuracy for each row of ``n_<class>`` counts and ``epoch``.
+
+        A per-class law also returns each class's accuracy, named by
+        :func:`served_class_column` (``accuracy_<class>``; ``accuracy_class_lower`` and
+        ``accuracy_class_upper`` for classes ``lower`` and ``upper``), and the param
+        ``interval`` adds ``accuracy_lower``/``accuracy_upper``.
+        """
         frame = pd.DataFrame(model_input)
         required = [*self.law.class_columns_, "epoch"]
         missing = [c for c in required if c not in frame.columns]
@@ -69,7 +100,8 @@ class LawModel(mlflow.pyfunc.PythonModel):
         out = pd.DataFrame({"accuracy": accuracy})
         if hasattr(self.law, "predict_classes"):  # a per-class law also says it per class
             per_class = self.law.predict_classes(frame[required])
-            out[list(per_class.columns)] = per_class.to_numpy()
+            names = [served_class_column(c) for c in self.law.class_columns_]
+            out[names] = per_class.to_numpy()
         level = float((params or {}).get("interval") or 0.0)
         if level:
             if not 0.0 < level < 1.0:
@@ -91,14 +123,23 @@ def law_signature(class_columns: Sequence[str], *, per_class: bool = False
     Counts and epochs are integers; ``long`` accepts Python/NumPy ints and JSON integers. The
     param ``interval`` (e.g. 0.9; default 0 = none) adds ``accuracy_lower``/``accuracy_upper``,
     the bootstrap prediction interval, for laws that kept bootstrap replicates. A per-class law
-    (``per_class=True``) also returns ``accuracy_<class>`` for every class.
+    (``per_class=True``) also returns each class's accuracy, named by
+    :func:`served_class_column` (``accuracy_<class>``, or ``accuracy_class_<class>`` for the
+    classes ``lower`` and ``upper``).
+
+    Raises
+    ------
+    MixscaleError
+        If two outputs would have one name (e.g. classes ``upper`` and ``class_upper``).
     """
     inputs = Schema([ColSpec("long", c) for c in [*class_columns, "epoch"]])
-    extra = ([ColSpec("double", "accuracy_" + c.removeprefix("n_"), required=False)
-              for c in class_columns] if per_class else [])
-    outputs = Schema([ColSpec("double", "accuracy"),
-                      ColSpec("double", "accuracy_lower", required=False),
-                      ColSpec("double", "accuracy_upper", required=False), *extra])
+    names = ["accuracy", "accuracy_lower", "accuracy_upper",
+             *(map(served_class_column, class_columns) if per_class else [])]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise MixscaleError(f"the served outputs {repeated} would each appear more than once "
+                            f"for classes {list(class_columns)}; rename those classes.")
+    outputs = Schema([ColSpec("double", n, required=n == "accuracy") for n in names])
     params = ParamSchema([ParamSpec("interval", "double", 0.0)])
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)
 

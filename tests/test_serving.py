@@ -214,3 +214,61 @@ def test_http_interval_param(server) -> None:
     preds = json.loads(body)["predictions"]
     for p in preds:
         assert 0.0 <= p["accuracy_lower"] <= p["accuracy_upper"] <= 1.0
+
+
+# --- per-class outputs beside the interval outputs -----------------------------------------
+def _class_law_with_interval_names():
+    """A small fitted ClassLaw (tests/test_classlaw.py's) whose classes are a, upper, lower."""
+    from mixscale.classlaw import ClassLaw
+    from tests.test_classlaw import _table
+
+    names = {"b": "upper", "c": "lower"}
+    X = _table(n_runs=20, noise=0.01, seed=3).rename(columns={
+        f"{prefix}_{old}": f"{prefix}_{new}" for old, new in names.items()
+        for prefix in ("n", "accuracy")})
+    law = ClassLaw(min_epoch=0, n_starts=3).fit(X, X["accuracy"], groups=X["run"])
+    law.keep_bootstrap(law.bootstrap(X, X["accuracy"], n_boot=12, seed=1))
+    return law, X[[*law.class_columns_, "epoch"]]
+
+
+def test_served_class_column_keeps_classes_off_the_interval_names() -> None:
+    from mixscale.serving import served_class_column
+
+    assert served_class_column("n_cat") == "accuracy_cat"
+    assert served_class_column("n_0") == "accuracy_0"
+    assert served_class_column("n_upper") == "accuracy_class_upper"
+    assert served_class_column("n_lower") == "accuracy_class_lower"
+    assert served_class_column("n_uppercase") == "accuracy_uppercase"
+
+
+def test_classes_named_upper_and_lower_do_not_collide_with_the_interval() -> None:
+    from mixscale.serving import LawModel, law_signature
+
+    law, X = _class_law_with_interval_names()
+    assert law.class_columns_ == ["n_a", "n_upper", "n_lower"]
+    model = LawModel()
+    model.law = law
+    out = model.predict(None, X, params={"interval": 0.9})
+    per_class = ["accuracy_a", "accuracy_class_upper", "accuracy_class_lower"]
+    assert list(out.columns) == ["accuracy", *per_class, "accuracy_lower", "accuracy_upper"]
+    expected = law.predict_classes(X).to_numpy()
+    np.testing.assert_allclose(out[per_class].to_numpy(), np.clip(expected, 0, 1), atol=1e-12)
+    lower, upper = law.predict_interval(X, 0.9)
+    np.testing.assert_allclose(out["accuracy_lower"], np.clip(lower, 0, 1), atol=1e-12)
+    np.testing.assert_allclose(out["accuracy_upper"], np.clip(upper, 0, 1), atol=1e-12)
+    assert not np.allclose(out["accuracy_upper"], out["accuracy_class_upper"])
+    assert list(model.predict(None, X).columns) == ["accuracy", *per_class]
+    names = law_signature(law.class_columns_, per_class=True).outputs.input_names()
+    assert names == ["accuracy", "accuracy_lower", "accuracy_upper", *per_class]
+    assert len(set(names)) == len(names)
+
+
+def test_law_signature_refuses_repeated_output_names() -> None:
+    from mixscale.errors import MixscaleError
+    from mixscale.serving import law_signature
+
+    with pytest.raises(MixscaleError, match=r"\['accuracy_class_upper'\] would each appear "
+                                            r"more than once.*'n_upper', 'n_class_upper'"):
+        law_signature(["n_upper", "n_class_upper"], per_class=True)
+    assert law_signature(["n_upper", "n_class_upper"]).outputs.input_names() == [
+        "accuracy", "accuracy_lower", "accuracy_upper"]  # no per-class outputs: no clash

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from _server import start_server
+from _server import start_server, stop_server
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 
@@ -113,8 +113,7 @@ def main() -> None:
                 timings[workers] = time.perf_counter() - t0
             pd.testing.assert_frame_equal(tables[1], tables[args.workers])
         finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+            stop_server(proc)
     table = tables[1]
     print(f"assembled table: {len(table)} rows x {table.shape[1]} columns (identical both ways)")
     print(f"  one request at a time : {timings[1]:7.2f} s")

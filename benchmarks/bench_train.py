@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _server import start_server
+from _server import start_server, stop_server
 from mlflow import MlflowClient
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -317,8 +317,7 @@ def main(argv: list[str] | None = None) -> None:
                 _tracking_overhead(repeats, epochs, device, url,
                                    "local mlflow server (SQLite backend, 4 workers)")
             finally:
-                proc.terminate()
-                proc.wait(timeout=30)
+                stop_server(proc)
 
 
 if __name__ == "__main__":

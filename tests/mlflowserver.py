@@ -24,8 +24,10 @@ __all__ = ["MlflowServer"]
 class MlflowServer:
     """`mlflow server --backend-store-uri <backend> --artifacts-destination <artifacts>`."""
 
-    def __init__(self, backend: str, artifacts: Path, log: Path, *, workers: int = 2) -> None:
+    def __init__(self, backend: str, artifacts: Path, log: Path, *, workers: int = 2,
+                 gunicorn: bool = False) -> None:
         self.backend, self.artifacts, self.log, self.workers = backend, artifacts, log, workers
+        self.gunicorn = gunicorn  # serve with gunicorn (--gunicorn-opts), not MLflow's uvicorn
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
@@ -33,7 +35,8 @@ class MlflowServer:
     def start(self, deadline_s: float = 180.0) -> None:
         cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.backend,
                "--artifacts-destination", str(self.artifacts), "--host", "127.0.0.1",
-               "--port", str(self.port), "--workers", str(self.workers)]
+               "--port", str(self.port), "--workers", str(self.workers),
+               *(["--gunicorn-opts", "--log-level warning"] if self.gunicorn else [])]
         with open(self.log, "a") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                          start_new_session=True)

@@ -1,7 +1,8 @@
 """Team set-up: workers against a real `mlflow server` on PostgreSQL, partitions, faults, Ray.
 
-The server fixture starts `mlflow server` on the throwaway PostgreSQL cluster (its own database,
-a local artifact folder, a free loopback port) and polls /health with a bounded deadline.
+The server fixture starts `mlflow server` (served by gunicorn) on the throwaway PostgreSQL
+cluster (its own database, a local artifact folder, a free loopback port) and polls /health with
+a bounded deadline.
 Workers are subprocesses of the `mixscale` console script. Designs are tiny (digits, sizes 40
 and 80, 4 + 2 rows per size, 3 epochs evaluated every epoch) so the file runs in minutes on two
 busy cores.
@@ -168,8 +169,9 @@ def test_list_rows_ignores_a_half_made_restart(store) -> None:
 @pytest.fixture(scope="module")
 def server(postgres, tmp_path_factory):
     root = tmp_path_factory.mktemp("team")
+    # Served by gunicorn, as the README recommends (test_checkpoint's server keeps uvicorn).
     srv = MlflowServer(postgres.create_database(f"mlflow_{uuid.uuid4().hex[:8]}"),
-                       root / "artifacts", root / "server.log")
+                       root / "artifacts", root / "server.log", gunicorn=True)
     srv.start()
     try:
         yield srv

@@ -189,8 +189,10 @@ def run_row(client: MlflowClient, row: tr.RowSpec, run_id: str, *, dataset: Any,
     """Train one claimed row into run ``run_id`` and end the run; return the TrainResult.
 
     With ``config.checkpoint_every`` the training state is saved on the run every that many
-    epochs (after the evaluations so far are stored), and a run the claim resumed continues
-    from its checkpoint (``echo`` reports it) without logging stored evaluations again.
+    epochs, in the background behind the evaluations so far (training waits only if the
+    previous checkpoint is still being stored), and a run the claim resumed continues from its
+    checkpoint (``echo`` reports it) without logging stored evaluations again. A worker whose
+    row was taken over learns it when its next checkpoint is due, or at the end.
 
     On any error the run is ended FAILED with the error as a tag (best effort: if the server is
     unreachable it stays RUNNING, and the partition's rerun or ``--stale-after`` restarts it),
@@ -210,8 +212,9 @@ def run_row(client: MlflowClient, row: tr.RowSpec, run_id: str, *, dataset: Any,
             on_eval(epoch, metrics)
 
     def _on_checkpoint(epoch: int, state: dict[str, Any]) -> None:
-        sender.flush()  # the checkpoint never claims an epoch whose evaluation is not stored
-        ck.save_checkpoint(client, run_id, state, claim=start.claim)
+        # Stored from the sender's thread while training goes on (the state is a CPU copy),
+        # after the evaluations before it: a checkpoint never claims an unstored evaluation.
+        sender.call(lambda: ck.save_checkpoint(client, run_id, state, claim=start.claim))
 
     try:
         idx = sample_subset(dataset.train_labels, row.counts, seed=row.seed)

@@ -157,6 +157,50 @@ def test_eval_sender_stores_every_step_in_order_and_raises_at_flush(store) -> No
         broken.close()
 
 
+def test_eval_sender_calls_run_behind_the_evaluations_one_at_a_time(store) -> None:
+    import threading
+
+    client = store.client
+    run_id = client.create_run(store.new_experiment()).info.run_id
+    seen, release = [], threading.Event()
+
+    def first_call() -> None:  # e.g. a checkpoint upload: sees every evaluation before it
+        seen.append([m.step for m in client.get_metric_history(run_id, "test_accuracy")])
+        release.wait(timeout=60)
+
+    with tr.EvalSender(client, run_id) as sender:
+        sender.log(1, {"test_accuracy": 0.1})
+        sender.log(2, {"test_accuracy": 0.2})
+        sender.call(first_call)
+        second = threading.Thread(target=sender.call, args=(lambda: seen.append("second"),))
+        second.start()
+        second.join(timeout=0.5)
+        assert second.is_alive()  # waits while the first call is in flight
+        release.set()
+        second.join(timeout=60)
+        sender.flush()
+    assert seen == [[1, 2], "second"]
+
+
+def test_eval_sender_drops_the_rest_after_a_failure_and_stops_the_caller(store) -> None:
+    client = store.client
+    run_id = client.create_run(store.new_experiment()).info.run_id
+    sender = tr.EvalSender(client, run_id)
+    sender.log(1, {"test_accuracy": 0.1})
+    sender.call(lambda: (_ for _ in ()).throw(MixscaleError("run taken over")))
+    try:
+        sender.log(2, {"test_accuracy": 0.2})  # queued before the failure is known: dropped
+    except MixscaleError:
+        pass  # or refused at once, when the failure was known already
+    with pytest.raises(MixscaleError, match="run taken over"):
+        sender.flush()
+    with pytest.raises(MixscaleError, match="run taken over"):  # training stops here
+        sender.log(3, {"test_accuracy": 0.3})
+    with pytest.raises(MixscaleError, match="run taken over"):
+        sender.close()
+    assert [m.step for m in client.get_metric_history(run_id, "test_accuracy")] == [1]
+
+
 def test_experiment_created_by_another_process_meanwhile_is_found(store, monkeypatch) -> None:
     client = store.client
     name = f"race-{store.new_experiment()}"

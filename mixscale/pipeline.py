@@ -303,6 +303,9 @@ def train_rows(client: MlflowClient, design_id: str, config: TrainConfig, *,
         progress.finish_row(f"{label} test_accuracy={result.final['test_accuracy']:.3f} "
                             f"({time.perf_counter() - t0:.1f} s)")
         trained += 1
+    if trained < len(assignments):
+        echo(f"{len(assignments) - trained} row(s) were taken by other workers: fit once every "
+             "row of the design is FINISHED.")
     return trained
 
 

@@ -312,6 +312,8 @@ def test_unpartitioned_workers_pull_rows_without_training_one_twice(
     skipped = [t.count("skipped: row ") for t in texts]
     assert sum(trained) == N_ROWS, (trained, texts)
     assert sum(skipped) == 2 * N_ROWS, (skipped, texts)  # each row: one trainer, two skips
+    for t, n in zip(texts, skipped, strict=True):
+        assert (f"{n} row(s) were taken by other workers" in t) == (n > 0), t[-500:]
     _assert_same_table(tr.assemble_table(client, [design_id]), single_worker_table)
 
 

@@ -291,6 +291,36 @@ def test_three_workers_one_killed_mid_row(server, client, tmp_path,
     _assert_same_table(tr.assemble_table(client, [design_id]), single_worker_table)
 
 
+def test_racing_claims_through_the_server_have_exactly_one_winner(server, client) -> None:
+    """Eight workers' clients claim one row through the server (PostgreSQL) at once."""
+    import threading
+
+    design_id = _design(client)
+    row = tr.list_rows(client, design_id)[0]
+    barrier, won, lost, errors = threading.Barrier(8), [], [], []
+
+    def worker() -> None:
+        own = MlflowClient(server.url)
+        barrier.wait()
+        try:
+            won.append(tr.claim_row(own, row))
+        except tr.RowTaken as exc:
+            lost.append(str(exc))
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == [] and len(won) == 1 and len(lost) == 7, (won, lost, errors)
+    run = client.get_run(won[0])
+    assert run.info.status == "RUNNING"
+    assert [k for k in run.data.params if k.startswith(tr.CLAIMED)] == [f"{tr.CLAIMED}.first"]
+    assert run.data.params[f"{tr.CLAIMED}.first"] == run.data.tags[tr.CLAIM]
+
+
 @pytest.mark.slow
 def test_unpartitioned_workers_pull_rows_without_training_one_twice(
         server, client, tmp_path, single_worker_table) -> None:

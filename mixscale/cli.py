@@ -50,7 +50,7 @@ from mixscale.config import (
 from mixscale.errors import MixscaleError
 
 __all__ = ["cli", "main", "design_cmd", "train_row_cmd", "train_cmd", "fit_cmd", "main_cmd",
-           "tune_cmd", "plan_cmd"]
+           "tune_cmd", "plan_cmd", "status_cmd"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -164,6 +164,28 @@ def train_cmd(**kw: Any) -> None:
                    executor=kw["executor"], ray_address=address, ray_cpus=kw["ray_cpus"],
                    tracking_uri=session.uri, echo=click.echo)
     click.echo(f"trained {n} row(s); next: mixscale fit --design-id {kw['design_id']}")
+
+
+@cli.command("status")
+@click.option("--tracking-uri", default=None, metavar="URI",
+              help="Tracking store; default $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in "
+                   "the working directory.")
+@click.option("--design-id", required=True, help="The design's parent run id.")
+@_opt("--stale-after", click.FloatRange(0), 0.0,
+      "Mark RUNNING rows whose heartbeat is older than this many seconds; 0 = off.")
+@_friendly
+def status_cmd(**kw: Any) -> None:
+    """Where a design stands: rows by status, heartbeats, errors (logs nothing)."""
+    from mlflow import MlflowClient
+
+    from mixscale import tracking as tr
+    from mixscale.status import design_status, status_lines
+
+    uri = tr.resolve_tracking_uri(kw["tracking_uri"])
+    click.echo(f"tracking URI: {uri}")
+    frame = design_status(MlflowClient(uri), kw["design_id"])
+    for line in status_lines(kw["design_id"], frame, stale_after=kw["stale_after"]):
+        click.echo(line)
 
 
 @cli.command("fit")

@@ -26,12 +26,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import optuna
 from mlflow import MlflowClient
 
 from mixscale import tracking as tr
 from mixscale._tuned import best_params_from_run, tuned_values
+from mixscale._tunedata import TrialData, load_trial_data, validation_split
 from mixscale._tunespace import (
     PRUNERS,
     SAMPLERS,
@@ -53,8 +53,6 @@ __all__ = ["SEARCHED", "SAMPLERS", "PRUNERS", "TRIAL_STATE", "STUDY", "SearchSpa
 
 TRIAL_STATE = "mixscale.trial_state"  # COMPLETE | PRUNED | FAIL, on each trial run
 STUDY = "mixscale.study"  # the study name, on the parent and on each trial run
-VAL_SEED = 0  # the validation split is fixed: every trial of every study scores on it
-TRAIN_SEED = 0  # network initialisation and batch order on the full training set
 _RECIPE_ATTR = "mixscale.recipe"  # user attr of the enqueued trial that tries the recipe
 _FINGERPRINT_ATTR = "mixscale.fingerprint"  # what a study's objective is (refused on change)
 
@@ -112,74 +110,6 @@ def prepare_tune(config: TuneConfig, space: SearchSpace, base: TrainConfig, *,
     url = config.storage or default_storage(tracking_uri)
     return TuneSetup(config=config, space=space, base=base, storage=_open_storage(url),
                      storage_url=url)
-
-
-def validation_split(labels: np.ndarray, *, fraction: float, seed: int,
-                     exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified, seeded split of a training pool into (rest, validation) indices.
-
-    Each class contributes ``round(fraction * its images)`` validation images, drawn from
-    the images not in ``exclude`` (a row's training subset, which must not be scored on); the
-    rest are the remaining non-excluded images. Both index arrays are sorted.
-    """
-    rng = np.random.default_rng(seed)
-    excluded = np.zeros(len(labels), dtype=bool)
-    if exclude is not None:
-        excluded[np.asarray(exclude, dtype=np.int64)] = True
-    rest, val = [], []
-    for c in np.unique(labels):
-        members = np.flatnonzero(labels == c)
-        pool = rng.permutation(members[~excluded[members]])
-        n_val = min(round(fraction * len(members)), len(pool))
-        val.append(pool[:n_val])
-        rest.append(pool[n_val:])
-    return (np.sort(np.concatenate(rest)).astype(np.int64),
-            np.sort(np.concatenate(val)).astype(np.int64))
-
-
-@dataclass(frozen=True)
-class _Data:
-    dataset: Any  # ImageDataset
-    train_idx: np.ndarray  # into dataset.train_*: what each trial trains on
-    val_idx: np.ndarray  # into dataset.train_*: what each trial is scored on
-    seed: int  # training seed (the row's, or TRAIN_SEED)
-    scope: str  # "full" or the row's run id
-
-
-def _load_data(client: MlflowClient, *, dataset: str | None, row_run_id: str | None,
-               base: TrainConfig, fraction: float) -> _Data:
-    from mixscale.data import load_dataset, sample_subset
-
-    if not row_run_id:
-        ds = load_dataset(dataset or "digits", data_dir=base.data_dir, download=base.download)
-        train_idx, val_idx = validation_split(ds.train_labels, fraction=fraction,
-                                              seed=VAL_SEED)
-        return _Data(ds, train_idx, val_idx, TRAIN_SEED, "full")
-    try:
-        run = client.get_run(row_run_id)
-    except Exception:
-        raise MixscaleError(f"no run with id {row_run_id!r} in this tracking store; pass a "
-                            "design row's run id, or no --run-id for the full training set."
-                            ) from None
-    design_id = run.data.tags.get(tr.DESIGN)
-    if run.data.tags.get(tr.KIND) != "row" or not design_id:
-        raise MixscaleError(f"run {row_run_id!r} is not a design row (tag {tr.KIND}="
-                            f"{run.data.tags.get(tr.KIND)!r}); pass a row's run id.")
-    design_dataset = client.get_run(design_id).data.params["dataset"]
-    if dataset and dataset != design_dataset:
-        raise MixscaleError(f"--dataset {dataset!r} differs from the dataset of row "
-                            f"{row_run_id!r}'s design ({design_dataset!r}); leave it out.")
-    keys = tr.design_class_keys(client, design_id)
-    counts = np.array([int(run.data.params[f"n_{k}"]) for k in keys], dtype=np.int64)
-    seed = int(run.data.params["seed"])
-    ds = load_dataset(design_dataset, data_dir=base.data_dir, download=base.download)
-    subset = sample_subset(ds.train_labels, counts, seed=seed)  # exactly the row's images
-    _, val_idx = validation_split(ds.train_labels, fraction=fraction, seed=VAL_SEED,
-                                  exclude=subset)
-    if len(val_idx) == 0:
-        raise MixscaleError(f"row {row_run_id!r} uses every training image, so no validation "
-                            "images are left; tune on the full training set instead.")
-    return _Data(ds, subset, val_idx, seed, row_run_id)
 
 
 @dataclass(frozen=True)
@@ -267,7 +197,7 @@ def run_tune(setup: TuneSetup, client: MlflowClient, experiment_id: str, *,
     from mixscale.train import resolve_settings
 
     cfg, space, base = setup.config, setup.space, setup.base
-    data = _load_data(client, dataset=dataset, row_run_id=row_run_id, base=base,
+    data = load_trial_data(client, dataset=dataset, row_run_id=row_run_id, base=base,
                       fraction=cfg.val_fraction)
     ds = data.dataset
     settings = resolve_settings(base, image_shape=ds.image_shape)
@@ -322,7 +252,7 @@ def run_tune(setup: TuneSetup, client: MlflowClient, experiment_id: str, *,
 
 
 def _objective(client: MlflowClient, parent: str, experiment_id: str, setup: TuneSetup,
-               data: _Data, name: str, echo: Echo) -> Callable[[optuna.Trial], float]:
+               data: TrialData, name: str, echo: Echo) -> Callable[[optuna.Trial], float]:
     from mixscale.train import train_model
 
     ds = data.dataset

@@ -33,6 +33,7 @@ from mixscale.cli import cli
 from mixscale.config import DesignSpec, TrainConfig
 from mixscale.errors import MixscaleError
 from mixscale.pipeline import prepare_design, run_design, train_rows
+from tests.claimrace import race_claims
 from tests.mlflowserver import MlflowServer
 
 MIXSCALE = str(Path(sys.executable).parent / "mixscale")
@@ -293,27 +294,9 @@ def test_three_workers_one_killed_mid_row(server, client, tmp_path,
 
 def test_racing_claims_through_the_server_have_exactly_one_winner(server, client) -> None:
     """Eight workers' clients claim one row through the server (PostgreSQL) at once."""
-    import threading
-
     design_id = _design(client)
     row = tr.list_rows(client, design_id)[0]
-    barrier, won, lost, errors = threading.Barrier(8), [], [], []
-
-    def worker() -> None:
-        own = MlflowClient(server.url)
-        barrier.wait()
-        try:
-            won.append(tr.claim_row(own, row))
-        except tr.RowTaken as exc:
-            lost.append(str(exc))
-        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
-            errors.append(repr(exc))
-
-    threads = [threading.Thread(target=worker) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
+    won, lost, errors = race_claims(server.url, row)
     assert errors == [] and len(won) == 1 and len(lost) == 7, (won, lost, errors)
     run = client.get_run(won[0])
     assert run.info.status == "RUNNING"

@@ -10,6 +10,7 @@ from mixscale import tracking as tr
 from mixscale.config import DesignSpec
 from mixscale.errors import MixscaleError
 from mixscale.pipeline import prepare_design, run_design
+from tests.claimrace import race_claims
 
 
 @pytest.fixture()
@@ -257,10 +258,6 @@ def test_claim_reads_the_row_afresh(design) -> None:
 @pytest.mark.parametrize("status", ["SCHEDULED", "FAILED"])
 def test_racing_claims_have_exactly_one_winner(design, store, monkeypatch, status) -> None:
     """Eight workers (threads, each with its own client) claim one row at the same moment."""
-    import threading
-
-    from mlflow import MlflowClient
-
     monkeypatch.setenv("MIXSCALE_TRACKING_BACKOFF", "0.05")
     client, result = design
     row = tr.list_rows(client, result.design_id)[1]
@@ -268,24 +265,7 @@ def test_racing_claims_have_exactly_one_winner(design, store, monkeypatch, statu
         tr.end_row(client, tr.claim_row(client, row), error=RuntimeError("boom"))
         row = tr.list_rows(client, result.design_id)[1]
     assert row.status == status
-    barrier = threading.Barrier(8)
-    won, lost, errors = [], [], []
-
-    def worker() -> None:
-        own = MlflowClient(store.uri)
-        barrier.wait()
-        try:
-            won.append(tr.claim_row(own, row))
-        except tr.RowTaken as exc:
-            lost.append(str(exc))
-        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
-            errors.append(repr(exc))
-
-    threads = [threading.Thread(target=worker) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
+    won, lost, errors = race_claims(store.uri, row)
     assert errors == [] and len(won) == 1 and len(lost) == 7, (won, lost, errors)
     current = tr.list_rows(client, result.design_id)[1]
     assert current.run_id == won[0] and current.status == "RUNNING"

@@ -22,7 +22,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
 
 from mixscale.errors import MixscaleError
@@ -34,6 +34,7 @@ __all__ = [
     "PARENT", "DESIGN_CSV", "FIT_TABLE_CSV", "FIT_SUMMARY_CSV",
     "RowSpec", "resolve_tracking_uri", "experiment_for", "start_stage_run", "end_run",
     "log_params", "log_metrics", "log_artifacts", "create_design_rows", "list_rows",
+    "current_row_runs",
     "claim_row", "RowTaken", "CLAIMED", "log_eval", "EvalSender", "end_row", "assemble_table",
     "design_class_keys",
     "HEARTBEAT", "RESTART_OF", "CLAIM", "CHECKPOINT", "RESUMED_FROM", "RESUME_SKIPPED",
@@ -292,20 +293,20 @@ def with_retries(call: Callable[[], T], *, what: str = "tracking call",
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def list_rows(client: MlflowClient, design_id: str) -> list[RowSpec]:
-    """The current run of every row of a design (any status), by row index.
+def current_row_runs(client: MlflowClient, design_id: str) -> list[Run]:
+    """The current run of every row of a design (any status, params and tags included), in
+    row order.
 
     Runs superseded by a restart (tagged ``mixscale.superseded_by``, or named by another run's
     ``mixscale.restart_of``) are left out, so each row appears exactly once. Should a crash
     have left two current runs for a row, the FINISHED one wins, else the latest started.
     """
-    keys = design_class_keys(client, design_id)
     experiment_id = client.get_run(design_id).info.experiment_id
     runs = with_retries(lambda: _search_all(
         client, experiment_id, f"tags.`{DESIGN}` = '{design_id}' and tags.`{KIND}` = 'row'"),
         what="searching the design's rows")
     replaced = {r.data.tags[RESTART_OF] for r in runs if RESTART_OF in r.data.tags}
-    current: dict[int, object] = {}
+    current: dict[int, tuple[tuple, Run]] = {}
     for r in runs:
         if SUPERSEDED_BY in r.data.tags or r.info.run_id in replaced:
             continue
@@ -313,8 +314,14 @@ def list_rows(client: MlflowClient, design_id: str) -> list[RowSpec]:
         rank = (r.info.status == "FINISHED", r.info.start_time or 0, r.info.run_id)
         if row not in current or rank > current[row][0]:
             current[row] = (rank, r)
+    return [current[k][1] for k in sorted(current)]
+
+
+def list_rows(client: MlflowClient, design_id: str) -> list[RowSpec]:
+    """The current row of a design (:func:`current_row_runs`) as RowSpecs, by row index."""
+    keys = design_class_keys(client, design_id)
     rows = []
-    for _, r in (current[k] for k in sorted(current)):
+    for r in current_row_runs(client, design_id):
         beat = r.data.tags.get(HEARTBEAT)
         rows.append(RowSpec(
             run_id=r.info.run_id, design_id=design_id, row=int(r.data.params["row"]),

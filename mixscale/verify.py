@@ -140,21 +140,6 @@ def recipe_from_params(params: Mapping[str, str], *, source: str = "the row") ->
         raise MixscaleError(f"the recipe of {source} is not valid: {exc}") from None
 
 
-def _finished_rows(client: MlflowClient, design_id: str, experiment_id: str) -> list[Any]:
-    """The FINISHED current row runs of a design (params included), in row order.
-
-    One paged search fetches the params of every FINISHED row; :func:`tracking.list_rows`
-    says which of them are current (a superseded run is left out).
-    """
-    current = [r.run_id for r in tr.list_rows(client, design_id) if r.status == "FINISHED"]
-    query = (f"tags.`{tr.DESIGN}` = '{design_id}' and tags.`{tr.KIND}` = 'row' "
-             "and attributes.status = 'FINISHED'")
-    found = tr.with_retries(lambda: tr._search_all(client, experiment_id, query),
-                            what="searching the design's finished rows")
-    by_id = {r.info.run_id: r for r in found}
-    return [by_id[run_id] for run_id in current if run_id in by_id]
-
-
 def _recipe_differences(a: TrainConfig, b: TrainConfig) -> list[str]:
     return [f"{f.name}={getattr(a, f.name)!r} vs {getattr(b, f.name)!r}"
             for f in dataclasses.fields(TrainConfig)
@@ -201,7 +186,8 @@ def resolve_recipe(client: MlflowClient, model_uri: str) -> tuple[str, TrainConf
     first: tuple[TrainConfig, str] | None = None  # (recipe, row run id)
     for design_id in designs:
         design = _run(client, design_id, "design run")
-        rows = _finished_rows(client, design_id, design.info.experiment_id)
+        rows = [r for r in tr.current_row_runs(client, design_id)
+                if r.info.status == "FINISHED"]
         name = design.data.params.get("dataset") or (
             rows[0].data.tags.get(tr.DATASET) if rows else None)
         if not name:

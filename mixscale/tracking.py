@@ -10,6 +10,7 @@ id, never the fluent "active run", so stages compose in one process and inside `
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tempfile
 import time
@@ -32,17 +33,19 @@ T = TypeVar("T")
 __all__ = [
     "KIND", "DESIGN", "ROLE", "SUBSET_SIZE", "DATASET", "ROW", "ERROR", "SUPERSEDED_BY",
     "PARENT", "DESIGN_CSV", "FIT_TABLE_CSV", "FIT_SUMMARY_CSV",
-    "RowSpec", "resolve_tracking_uri", "experiment_for", "start_stage_run", "end_run",
+    "RowSpec", "resolve_tracking_uri", "check_tracking_uri", "tracking_schemes",
+    "PROBE_TIMEOUT", "experiment_for", "start_stage_run", "end_run",
     "log_params", "log_metrics", "log_artifacts", "create_design_rows", "list_rows",
     "current_row_runs",
-    "claim_row", "RowTaken", "CLAIMED", "log_eval", "EvalSender", "end_row", "assemble_table",
-    "design_class_keys",
+    "claim_row", "RowTaken", "CLAIMED", "LEDGER", "LINK", "create_ledger", "claim_link",
+    "claim_links", "log_eval", "EvalSender", "end_row", "assemble_table",
+    "design_class_keys", "design_run", "DESIGN_PARAMS", "ROW_PARAMS",
     "HEARTBEAT", "RESTART_OF", "CLAIM", "CHECKPOINT", "RESUMED_FROM", "RESUME_SKIPPED",
     "with_retries",
 ]
 
 # Tags (searchable in the MLflow UI, e.g. `tags."mixscale.kind" = 'row'`).
-KIND = "mixscale.kind"  # pipeline | design | row | fit | launcher
+KIND = "mixscale.kind"  # pipeline | design | row | ledger | fit | launcher
 DESIGN = "mixscale.design"  # design run id, on the design run and on each of its rows
 ROLE = "mixscale.role"  # train | validation
 SUBSET_SIZE = "mixscale.subset_size"
@@ -82,20 +85,134 @@ class RowSpec:
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
-    """Pick the tracking URI, make a relative SQLite path absolute, and activate it.
+    """Pick the tracking URI, make a relative SQLite path absolute, check it, and activate it.
 
     Order: ``uri``, then ``MLFLOW_TRACKING_URI``, then ``sqlite:///mlflow.db`` in the working
     directory (MLflow's own default). The result is also exported as ``MLFLOW_TRACKING_URI`` so
     child processes use the same store.
+
+    Raises
+    ------
+    MixscaleError
+        From :func:`check_tracking_uri`: an unknown scheme, a SQLite file in a missing folder,
+        or a tracking server that does not answer. Nothing is created or logged then.
     """
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         path = uri[len("sqlite:///"):]
-        if path and path != ":memory:":
+        if path and not path.startswith(":memory:"):
             uri = "sqlite:///" + str(Path(path).resolve())
+    check_tracking_uri(uri)
     mlflow.set_tracking_uri(uri)
     os.environ["MLFLOW_TRACKING_URI"] = uri
     return uri
+
+
+PROBE_TIMEOUT = 5.0  # seconds to connect, and again to answer, on first contact with a server
+_SERVER_UP = {200, 401, 403}  # /health statuses of a running server (with auth: 401, 403)
+# Schemes named when MLflow's registry cannot be read (it is private API; MLflow 3.x has it).
+_FALLBACK_SCHEMES = ("file", "http", "https", "mssql", "mysql", "postgresql", "sqlite")
+
+
+def tracking_schemes() -> list[str]:
+    """The URI schemes MLflow can open as a tracking store (``""``, a plain path, aside).
+
+    Read from MLflow's own store registry, so schemes that plugins register count too; the
+    Unity Catalog schemes it registers only to refuse them (``uc``, ``databricks-uc``) are left
+    out.
+    """
+    try:
+        from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+
+        schemes = set(_tracking_store_registry._registry)
+    except (ImportError, AttributeError):  # pragma: no cover - a future MLflow
+        schemes = set(_FALLBACK_SCHEMES)
+    return sorted(s for s in schemes if s and s not in ("uc", "databricks-uc"))
+
+
+def check_tracking_uri(uri: str) -> None:
+    """Refuse a tracking URI that cannot work, in one line, before anything touches it.
+
+    - The scheme must be one MLflow registers (:func:`tracking_schemes`; ``postgresql+driver``
+      counts as ``postgresql``), or none (a local folder).
+    - A SQLite file may be new, but its folder must exist: MLflow would silently create the
+      folders and a new, empty store (a typo in the path would go unseen).
+    - An ``http(s)`` server must answer one probe of ``<uri>/health`` within
+      :data:`PROBE_TIMEOUT` seconds as an MLflow server does (200, or 401/403 behind auth).
+      The probe has none of MLflow's retries, which hold an unreachable server for minutes;
+      a server that answered once gets them, and the backoff of :func:`with_retries` for
+      every row-lifecycle call, should it go away later.
+
+    Raises
+    ------
+    MixscaleError
+        Naming the URI and what is allowed.
+    """
+    from mlflow.utils.uri import get_uri_scheme
+
+    raw = uri.split(":", 1)[0] if "://" in uri else ""
+    try:
+        scheme = get_uri_scheme(uri)
+    except MlflowException:  # e.g. sqlitex://: MLflow's own "invalid database engine"
+        scheme = raw
+    allowed = tracking_schemes()
+    if scheme not in allowed and scheme != "":
+        raise MixscaleError(
+            f"tracking URI {uri!r} has the unknown scheme {raw or scheme!r}; allowed: "
+            f"{', '.join(allowed)} (a database may name its driver, e.g. postgresql+psycopg2),"
+            " or a local folder path."
+        )
+    if scheme == "sqlite":
+        _check_sqlite_path(uri)
+    elif scheme in ("http", "https"):
+        _probe_server(uri)
+
+
+def _check_sqlite_path(uri: str) -> None:
+    if ":///" not in uri:
+        return  # sqlite:// is an in-memory database
+    path = uri.split(":///", 1)[1].split("?", 1)[0]
+    if not path or path.startswith(":memory:"):
+        return
+    file = Path(path)
+    if file.is_dir():
+        raise MixscaleError(f"tracking URI {uri!r} names the folder {file}, not a SQLite file; "
+                            f"name a file in it, e.g. sqlite:///{file / 'mlflow.db'}.")
+    if not file.parent.is_dir():
+        raise MixscaleError(
+            f"tracking URI {uri!r}: the folder {file.parent} does not exist; create it first "
+            "(a missing file in an existing folder is fine: it becomes a new store), or fix "
+            "the path."
+        )
+
+
+def _probe_server(uri: str) -> None:
+    import requests
+
+    insecure = os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() in ("1", "true")
+    verify: bool | str = os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or not insecure
+    health = uri.rstrip("/") + "/health"
+    try:
+        status = requests.get(health, timeout=PROBE_TIMEOUT, verify=verify).status_code
+    except requests.exceptions.RequestException as exc:
+        if isinstance(exc, requests.exceptions.Timeout):
+            reason = f"no answer within {PROBE_TIMEOUT:g} s"
+        else:
+            found = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", str(exc))
+            reason = found.group(1).strip() if found else type(exc).__name__
+        raise MixscaleError(
+            f"the tracking server {uri} cannot be reached ({reason}); start it (mlflow "
+            "server ...), check the host and port, or pass another --tracking-uri "
+            "($MLFLOW_TRACKING_URI)."
+        ) from None
+    if status not in _SERVER_UP:
+        raise MixscaleError(
+            f"{uri} answered HTTP {status} to {health}, where an MLflow tracking server "
+            f"answers {' or '.join(map(str, sorted(_SERVER_UP)))}: is it an MLflow server "
+            "(mlflow server ...), and is the URI its root?"
+        )
+
+
 
 
 def experiment_for(client: MlflowClient, name: str, *, run_id: str | None = None) -> str:
@@ -188,15 +305,18 @@ def create_design_rows(client: MlflowClient, design_id: str, table: pd.DataFrame
 
     ``table`` has columns ``row, role, subset_size, seed`` and the count columns. Each child run
     gets params ``n_<class>`` for every class, ``total_n``, ``subset_size``, ``row``, ``role``
-    and ``seed``, and a name like ``s0060-r03-train``.
+    and ``seed``, and a name like ``s0060-r03-train``. The design's claim ledger is made first
+    (:func:`create_ledger`); each row names it in its tag ``mixscale.ledger``.
     """
     experiment_id = client.get_run(design_id).info.experiment_id
+    ledger = create_ledger(client, design_id, experiment_id)
     count_columns = list(count_columns)
     run_ids = []
     for rec in table.to_dict("records"):
         counts = {c: int(rec[c]) for c in count_columns}
         tags = {PARENT: design_id, KIND: "row", DESIGN: design_id, ROLE: rec["role"],
-                SUBSET_SIZE: str(rec["subset_size"]), ROW: str(rec["row"]), DATASET: dataset}
+                SUBSET_SIZE: str(rec["subset_size"]), ROW: str(rec["row"]), DATASET: dataset,
+                LEDGER: ledger}
         name = f"s{rec['subset_size']:04d}-r{rec['row']:02d}-{rec['role']}"
         run = client.create_run(experiment_id, tags=tags, run_name=name)
         params = {**counts, "total_n": sum(counts.values()), "subset_size": rec["subset_size"],
@@ -218,18 +338,57 @@ def _search_all(client: MlflowClient, experiment_id: str, filter_string: str) ->
             return runs
 
 
-def design_class_keys(client: MlflowClient, design_id: str) -> list[str]:
-    """The design's class keys in label order (the ``class_keys`` param of the design run)."""
+DESIGN_PARAMS = ("class_keys", "dataset")  # what the stages read from a design run
+ROW_PARAMS = ("row", "role", "subset_size", "seed")  # and from each row run, beside n_<class>
+
+
+def design_run(client: MlflowClient, design_id: str) -> Run:
+    """The run ``design_id``, checked to be a design that ``mixscale design`` made.
+
+    Raises
+    ------
+    MixscaleError
+        If no such run exists, its ``mixscale.kind`` tag is not ``design``, or it lacks a
+        param of :data:`DESIGN_PARAMS` (a run made by hand or by another tool).
+    """
     try:
         run = client.get_run(design_id)
     except MlflowException:
         raise MixscaleError(f"no run with id {design_id!r} in this tracking store.") from None
-    if run.data.tags.get(KIND) != "design":
+    kind = run.data.tags.get(KIND)
+    if kind != "design":
         raise MixscaleError(
-            f"run {design_id!r} is not a design (its {KIND} tag is "
-            f"{run.data.tags.get(KIND)!r}); pass the id of a `design` run."
+            f"run {design_id!r} is not a mixscale design run: its {KIND} tag is {kind!r}, "
+            f"expected 'design'; pass the id that `mixscale design` printed."
         )
-    return run.data.params["class_keys"].split(",")
+    missing = [p for p in DESIGN_PARAMS if p not in run.data.params]
+    if missing:
+        raise MixscaleError(
+            f"run {design_id!r} is tagged {KIND}=design but lacks the param(s) "
+            f"{', '.join(missing)} that `mixscale design` logs (expected "
+            f"{', '.join(DESIGN_PARAMS)}); it was not made by mixscale: pass the id that "
+            "`mixscale design` printed."
+        )
+    return run
+
+
+def design_class_keys(client: MlflowClient, design_id: str) -> list[str]:
+    """The design's class keys in label order (the ``class_keys`` param of the design run)."""
+    return design_run(client, design_id).data.params["class_keys"].split(",")
+
+
+def _row_params(run: Run, design_id: str, keys: Iterable[str] = ()) -> Mapping[str, str]:
+    """A row run's params, checked to hold what every stage reads from a row."""
+    params = run.data.params
+    missing = [p for p in (*ROW_PARAMS, *(f"n_{k}" for k in keys)) if p not in params]
+    if missing:
+        raise MixscaleError(
+            f"run {run.info.run_id!r} is tagged as a row of design {design_id!r} but lacks the "
+            f"param(s) {', '.join(missing)} that `mixscale design` logs on every row (expected "
+            f"{', '.join(ROW_PARAMS)} and n_<class> for each class); it was not made by "
+            "mixscale: delete it or fix its tags."
+        )
+    return params
 
 
 def _transient(exc: BaseException) -> bool:
@@ -300,8 +459,16 @@ def current_row_runs(client: MlflowClient, design_id: str) -> list[Run]:
     Runs superseded by a restart (tagged ``mixscale.superseded_by``, or named by another run's
     ``mixscale.restart_of``) are left out, so each row appears exactly once. Should a crash
     have left two current runs for a row, the FINISHED one wins, else the latest started.
+
+    Raises
+    ------
+    MixscaleError
+        If ``design_id`` is not a mixscale design run (:func:`design_run`), or a current row
+        run lacks a param of :data:`ROW_PARAMS` or an ``n_<class>``.
     """
-    experiment_id = client.get_run(design_id).info.experiment_id
+    design = design_run(client, design_id)
+    keys = design.data.params["class_keys"].split(",")
+    experiment_id = design.info.experiment_id
     runs = with_retries(lambda: _search_all(
         client, experiment_id, f"tags.`{DESIGN}` = '{design_id}' and tags.`{KIND}` = 'row'"),
         what="searching the design's rows")
@@ -310,7 +477,7 @@ def current_row_runs(client: MlflowClient, design_id: str) -> list[Run]:
     for r in runs:
         if SUPERSEDED_BY in r.data.tags or r.info.run_id in replaced:
             continue
-        row = int(r.data.params["row"])
+        row = int(_row_params(r, design_id, keys)["row"])
         rank = (r.info.status == "FINISHED", r.info.start_time or 0, r.info.run_id)
         if row not in current or rank > current[row][0]:
             current[row] = (rank, r)
@@ -323,11 +490,12 @@ def list_rows(client: MlflowClient, design_id: str) -> list[RowSpec]:
     rows = []
     for r in current_row_runs(client, design_id):
         beat = r.data.tags.get(HEARTBEAT)
+        params = r.data.params  # checked by current_row_runs
         rows.append(RowSpec(
-            run_id=r.info.run_id, design_id=design_id, row=int(r.data.params["row"]),
-            role=r.data.params["role"], subset_size=int(r.data.params["subset_size"]),
-            seed=int(r.data.params["seed"]), status=r.info.status,
-            counts=np.array([int(r.data.params[f"n_{k}"]) for k in keys], dtype=np.int64),
+            run_id=r.info.run_id, design_id=design_id, row=int(params["row"]),
+            role=params["role"], subset_size=int(params["subset_size"]),
+            seed=int(params["seed"]), status=r.info.status,
+            counts=np.array([int(params[f"n_{k}"]) for k in keys], dtype=np.int64),
             heartbeat=float(beat) if beat else (r.info.start_time or 0) / 1000 or None,
             claim=r.data.tags.get(CLAIM)))
     return rows
@@ -351,6 +519,16 @@ def log_eval(client: MlflowClient, run_id: str, epoch: int, metrics: Mapping[str
 # Three jobs of this module live in private modules of their own (re-exported here): claiming
 # and ending rows, sending a row's evaluations from a background thread, and assembling the fit
 # table.
-from mixscale._claim import CLAIMED, RowTaken, claim_row, end_row  # noqa: E402
+from mixscale._claim import (  # noqa: E402
+    CLAIMED,
+    LEDGER,
+    LINK,
+    RowTaken,
+    claim_link,
+    claim_links,
+    claim_row,
+    create_ledger,
+    end_row,
+)
 from mixscale._evalsender import EvalSender  # noqa: E402
 from mixscale._fittable import assemble_table  # noqa: E402

@@ -103,7 +103,8 @@ def test_assemble_refuses_unknown_and_untrained(design, store) -> None:
     with pytest.raises(MixscaleError, match="no run with id 'deadbeef'"):
         tr.assemble_table(client, ["deadbeef"])
     row = tr.list_rows(client, result.design_id)[0]
-    with pytest.raises(MixscaleError, match="is not a design"):
+    with pytest.raises(MixscaleError, match="is not a mixscale design run: its mixscale.kind "
+                                            "tag is 'row', expected 'design'"):
         tr.assemble_table(client, [row.run_id])
 
 
@@ -112,6 +113,9 @@ def test_resolve_tracking_uri_makes_sqlite_absolute(tmp_path, monkeypatch) -> No
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     try:
         assert tr.resolve_tracking_uri() == f"sqlite:///{tmp_path}/mlflow.db"
+        with pytest.raises(MixscaleError, match=f"the folder {tmp_path}/sub does not exist"):
+            tr.resolve_tracking_uri("sqlite:///sub/x.db")
+        (tmp_path / "sub").mkdir()
         assert tr.resolve_tracking_uri("sqlite:///sub/x.db") == f"sqlite:///{tmp_path}/sub/x.db"
     finally:
         monkeypatch.undo()
@@ -224,7 +228,7 @@ def test_claim_lost_to_a_write_at_the_same_moment_leaves_the_row_alone(design) -
     """Another worker wrote the claim link first but has not marked the run RUNNING yet."""
     client, result = design
     row = tr.list_rows(client, result.design_id)[0]
-    client.log_param(row.run_id, f"{tr.CLAIMED}.first", "someone-else")
+    client.log_param(*tr.claim_link(client.get_run(row.run_id)), "someone-else")
     with pytest.raises(tr.RowTaken, match="claimed by another worker at the same moment"):
         tr.claim_row(client, row)
     run = client.get_run(row.run_id)
@@ -250,9 +254,8 @@ def test_claim_reads_the_row_afresh(design) -> None:
     client.set_tag(new_id, tr.CLAIM, "resumed-by-another-worker")
     with pytest.raises(tr.RowTaken, match="claimed by another worker since it was listed"):
         tr.claim_row(client, again, takeover=True)
-    params = client.get_run(first).data.params
-    assert {k for k in params if k.startswith(tr.CLAIMED)} == {
-        f"{tr.CLAIMED}.first", f"{tr.CLAIMED}.{running.claim}"}  # the chain of its two claims
+    links = tr.claim_links(client, client.get_run(first))
+    assert set(links) == {"first", running.claim}  # the chain of its two claims
 
 
 @pytest.mark.parametrize("status", ["SCHEDULED", "FAILED"])

@@ -3,11 +3,19 @@
 A claim is atomic, so any number of workers may pull rows from one design at once. MLflow keeps
 no lock, but it refuses to change a param: a run's params are keyed by (run, key) in the
 database and a second, different value for a key is rejected. Each claim therefore first
-writes the param ``mixscale.claimed.<T>`` = its new token on the row's current run, where
-``<T>`` is the run's ``mixscale.claim`` tag as the claimer read it (``first`` when the run was
-never claimed). Workers that read the same state write the same key; exactly one value is
-stored, and the others learn they lost (:class:`RowTaken`). The params of a run so form the
-chain of its claims, one link per claim.
+writes one param, a *link*, = its new token: ``claim.<R>.<T>`` on the design's **ledger**, where
+``<R>`` is the row's run id and ``<T>`` the run's ``mixscale.claim`` tag as the claimer read it
+(``first`` when the run was never claimed). Workers that read the same state write the same
+key; exactly one value is stored, and the others learn they lost (:class:`RowTaken`).
+
+The ledger is a child run of the design (``mixscale.kind=ledger``, named ``claim-ledger``),
+made once with the design's rows (:func:`create_ledger`); every row run names it in its tag
+``mixscale.ledger``. It is no row: every search for rows asks for ``mixscale.kind=row``. So a
+row's params hold only what the row trained on, and the ledger's params are the chains of
+every row's claims, one link per claim. Rows of designs made before the ledger existed have no
+``mixscale.ledger`` tag: their links stay where they always were, the param
+``mixscale.claimed.<T>`` on the row's own run (:func:`claim_link` decides, from the row run
+alone, so every worker of one design writes the same key in the same place).
 """
 
 from __future__ import annotations
@@ -23,13 +31,54 @@ from mlflow.exceptions import MlflowException
 from mixscale import tracking as tr
 from mixscale.errors import MixscaleError
 
-__all__ = ["RowTaken", "CLAIMED", "claim_row", "end_row"]
+__all__ = ["RowTaken", "CLAIMED", "LEDGER", "LINK", "create_ledger", "claim_link",
+           "claim_links", "claim_row", "end_row"]
 
-CLAIMED = "mixscale.claimed"  # param prefix: mixscale.claimed.<previous token> = next token
+LEDGER = "mixscale.ledger"  # tag on a row run: the run id of its design's claim ledger
+LINK = "claim"  # ledger param prefix: claim.<row run id>.<previous token> = next token
+CLAIMED = "mixscale.claimed"  # designs without a ledger: the same link as a param of the row
 
 
 class RowTaken(MixscaleError):
     """The row cannot be claimed: it is FINISHED, RUNNING, or another worker claimed it first."""
+
+
+def create_ledger(client: MlflowClient, design_id: str, experiment_id: str) -> str:
+    """Create the claim ledger of a design and return its run id (once, before its rows).
+
+    A child run of the design tagged ``mixscale.kind=ledger`` and ``mixscale.design``, ended
+    FINISHED at once (MLflow takes params on a finished run; only deleted runs refuse them).
+    """
+    tags = {tr.PARENT: design_id, tr.KIND: "ledger", tr.DESIGN: design_id}
+    run_id = client.create_run(experiment_id, tags=tags, run_name="claim-ledger").info.run_id
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+def claim_link(run: Run) -> tuple[str, str]:
+    """Where the next claim of row run ``run`` writes its link: (run id, param key).
+
+    On the design's ledger when the run names one (tag ``mixscale.ledger``), else (designs made
+    before the ledger) on the row's own run.
+    """
+    holder, prefix = _chain(run)
+    return holder, prefix + (run.data.tags.get(tr.CLAIM) or "first")
+
+
+def claim_links(client: MlflowClient, run: Run) -> dict[str, str]:
+    """The chain of claims of row run ``run``: each previous token (``first``) -> the next."""
+    holder, prefix = _chain(run)
+    params = run.data.params if holder == run.info.run_id else tr.with_retries(
+        lambda: client.get_run(holder), what="reading a claim ledger").data.params
+    return {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
+
+
+def _chain(run: Run) -> tuple[str, str]:
+    """The run that holds the links of row run ``run``, and their key prefix."""
+    ledger = run.data.tags.get(LEDGER)
+    if ledger:
+        return ledger, f"{LINK}.{run.info.run_id}."
+    return run.info.run_id, f"{CLAIMED}."
 
 
 def claim_row(client: MlflowClient, row: tr.RowSpec, *, takeover: bool = False,
@@ -74,7 +123,7 @@ def claim_row(client: MlflowClient, row: tr.RowSpec, *, takeover: bool = False,
     if status == "RUNNING" and (row.status != "RUNNING" or seen != row.claim):
         raise RowTaken(f"{where} was claimed by another worker since it was listed; left to it.")
     token = uuid.uuid4().hex
-    _take(client, where, row.run_id, f"{CLAIMED}.{seen or 'first'}", token)
+    _take(client, where, *claim_link(old), token)
     run_id = row.run_id
     tags = {tr.CLAIM: token}
     if status in ("FAILED", "KILLED", "RUNNING"):
@@ -97,7 +146,8 @@ def claim_row(client: MlflowClient, row: tr.RowSpec, *, takeover: bool = False,
 
 
 def _take(client: MlflowClient, where: str, run_id: str, key: str, token: str) -> None:
-    """Write the claim param ``key`` = ``token``, or raise RowTaken if another value won."""
+    """Write the claim link ``key`` = ``token`` on run ``run_id`` (the ledger, or the row of a
+    design made before it), or raise RowTaken if another value won."""
     try:
         tr.with_retries(lambda: client.log_param(run_id, key, token), what="claiming a row")
         return

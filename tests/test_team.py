@@ -300,8 +300,9 @@ def test_racing_claims_through_the_server_have_exactly_one_winner(server, client
     assert errors == [] and len(won) == 1 and len(lost) == 7, (won, lost, errors)
     run = client.get_run(won[0])
     assert run.info.status == "RUNNING"
-    assert [k for k in run.data.params if k.startswith(tr.CLAIMED)] == [f"{tr.CLAIMED}.first"]
-    assert run.data.params[f"{tr.CLAIMED}.first"] == run.data.tags[tr.CLAIM]
+    assert list(tr.claim_links(client, run)) == ["first"]  # on the design's ledger
+    assert tr.claim_links(client, run)["first"] == run.data.tags[tr.CLAIM]
+    assert not [k for k in run.data.params if "claim" in k]  # not on the row
 
 
 @pytest.mark.slow
@@ -319,7 +320,7 @@ def test_unpartitioned_workers_pull_rows_without_training_one_twice(
     runs = client.search_runs([exp], f"tags.`{tr.DESIGN}` = '{design_id}' and "
                                      f"tags.`{tr.KIND}` = 'row'", max_results=1000)
     assert len(runs) == N_ROWS  # no row was restarted in a second run
-    assert all(len([k for k in r.data.params if k.startswith(tr.CLAIMED)]) == 1 for r in runs)
+    assert all(len(tr.claim_links(client, r)) == 1 for r in runs)
     texts = [log.read_text() for log in logs]
     trained = [len(re.findall(r"^\[\d+/\d+\] row ", t, re.M)) for t in texts]
     skipped = [t.count("skipped: row ") for t in texts]

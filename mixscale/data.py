@@ -76,6 +76,7 @@ class ImageDataset:
     test_labels: np.ndarray  # (M,) int64
     mean: tuple[float, ...] | None = field(default=None)  # per channel, 0..1 scale
     std: tuple[float, ...] | None = field(default=None)  # per channel, 0..1 scale
+    skipped: tuple[str, ...] = ()  # unreadable images left out (imagefolder, relative paths)
 
     def __post_init__(self) -> None:
         _check_unique_keys(self.class_names)
@@ -186,12 +187,13 @@ def _stratified_split(labels: np.ndarray, test_fraction: float, seed: int
 
 
 def _frozen(name: str, class_names: tuple[str, ...], x_train: np.ndarray, y_train: np.ndarray,
-            x_test: np.ndarray, y_test: np.ndarray) -> ImageDataset:
+            x_test: np.ndarray, y_test: np.ndarray, *, skipped: tuple[str, ...] = ()
+            ) -> ImageDataset:
     arrays = [np.ascontiguousarray(x_train), np.asarray(y_train, dtype=np.int64),
               np.ascontiguousarray(x_test), np.asarray(y_test, dtype=np.int64)]
     for a in arrays:
         a.setflags(write=False)
-    return ImageDataset(name, class_names, *arrays)
+    return ImageDataset(name, class_names, *arrays, skipped=skipped)
 
 
 def _load_digits() -> ImageDataset:
@@ -235,23 +237,40 @@ def _load_torchvision(name: str, data_dir: Path, download: bool) -> ImageDataset
     return _frozen(name, classes, *arrays)
 
 
-def _read_images(paths: list[Path], mode: str) -> np.ndarray:
+def _decode(paths: list[Path]) -> tuple[list, list[tuple[Path, str]]]:
+    """Every image fully decoded (PIL images, None where bad) and the bad ones with why."""
     from PIL import Image
 
-    first_size, arrays = None, []
+    images: list = []
+    bad: list[tuple[Path, str]] = []
     for path in paths:
-        with Image.open(path) as img:
-            if first_size is None:
-                first_size = (img.size, path)
-            elif img.size != first_size[0]:
-                raise MixscaleError(
-                    f"imagefolder images must all have one size, but {first_size[1]} is "
-                    f"{first_size[0][0]}x{first_size[0][1]} and {path} is "
-                    f"{img.size[0]}x{img.size[1]}; resize them to one size first."
-                )
-            arrays.append(np.asarray(img.convert(mode), dtype=np.uint8))
-    stacked = np.stack(arrays)
+        try:
+            with Image.open(path) as img:
+                img.load()  # a truncated file opens fine and fails only here
+                images.append(img)
+        except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+            images.append(None)
+            bad.append((path, str(exc).replace(f" {str(path)!r}", "") or type(exc).__name__))
+    return images, bad
+
+
+def _stack(images: list, paths: list[Path]) -> np.ndarray:
+    """One ``(N, C, H, W)`` uint8 array: grey when every image is grey, else RGB."""
+    mode = "L" if all(img.mode in _GREY for img in images) else "RGB"
+    first = images[0].size
+    for img, path in zip(images, paths, strict=True):
+        if img.size != first:
+            raise MixscaleError(
+                f"imagefolder images must all have one size, but {paths[0]} is "
+                f"{first[0]}x{first[1]} and {path} is {img.size[0]}x{img.size[1]}; resize "
+                "them to one size first."
+            )
+    stacked = np.stack([np.asarray(img.convert(mode), dtype=np.uint8) for img in images])
     return stacked[:, None] if mode == "L" else stacked.transpose(0, 3, 1, 2)
+
+
+_GREY = ("L", "1", "I;16", "I", "F")  # PIL modes read as one grey channel
+_BAD_SHOWN = 5  # unreadable images named in the error (the count covers them all)
 
 
 def _scan_classes(root: Path) -> tuple[list[str], list[Path], np.ndarray]:
@@ -266,17 +285,32 @@ def _scan_classes(root: Path) -> tuple[list[str], list[Path], np.ndarray]:
     return classes, [Path(p) for p, _ in samples], np.array([c for _, c in samples], np.int64)
 
 
-def _image_modes(paths: list[Path]) -> str:
-    from PIL import Image
+def _read_folder(root: Path, paths: list[Path], skip_bad: bool
+                 ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """The readable images of ``paths`` stacked, their indices in ``paths``, and the skipped
+    paths (relative to ``root``).
 
-    for path in paths:
-        with Image.open(path) as img:
-            if img.mode not in ("L", "1", "I;16", "I", "F"):
-                return "RGB"
-    return "L"
+    Unreadable images (empty, truncated, not an image) are refused, all counted and the first
+    few named, unless ``skip_bad``: then they are left out.
+    """
+    images, bad = _decode(paths)
+    if bad and not skip_bad:
+        shown = "; ".join(f"{p.relative_to(root)} ({why})" for p, why in bad[:_BAD_SHOWN])
+        more = f"; and {len(bad) - _BAD_SHOWN} more" if len(bad) > _BAD_SHOWN else ""
+        raise MixscaleError(
+            f"imagefolder {root}: {len(bad)} of {len(paths)} image(s) cannot be read: "
+            f"{shown}{more}. Fix or remove them, or pass --skip-bad-images to leave them out "
+            "(the design run lists them)."
+        )
+    keep = np.array([i for i, img in enumerate(images) if img is not None], dtype=np.int64)
+    if not keep.size:
+        raise MixscaleError(f"imagefolder {root}: none of its {len(paths)} image(s) can be "
+                            "read.")
+    skipped = tuple(str(p.relative_to(root)) for p, _ in bad)
+    return _stack([images[i] for i in keep], [paths[i] for i in keep]), keep, skipped
 
 
-def _load_imagefolder(name: str) -> ImageDataset:
+def _load_imagefolder(name: str, skip_bad: bool = False) -> ImageDataset:
     root = Path(name[len(IMAGEFOLDER):]).expanduser()
     if not root.is_dir():
         raise MixscaleError(f"dataset {name!r}: {root.resolve()} is not a directory; pass "
@@ -289,27 +323,32 @@ def _load_imagefolder(name: str) -> ImageDataset:
                 f"imagefolder {root}: train/ and test/ must hold the same class folders, but "
                 f"train/ has {classes} and test/ has {test_classes}."
             )
-        mode = _image_modes(train_paths + test_paths)
-        x_train, x_test = _read_images(train_paths, mode), _read_images(test_paths, mode)
+        images, keep, skipped = _read_folder(root, train_paths + test_paths, skip_bad)
+        labels = np.concatenate([y_train, y_test])[keep]
+        is_train = keep < len(train_paths)
+        x_train, y_train = images[is_train], labels[is_train]
+        x_test, y_test = images[~is_train], labels[~is_train]
     else:
         classes, paths, labels = _scan_classes(root)
+        images, keep, skipped = _read_folder(root, paths, skip_bad)
+        labels = labels[keep]
         train, test = _stratified_split(labels, TEST_FRACTION, SPLIT_SEED)
-        images = _read_images(paths, _image_modes(paths))
         x_train, y_train, x_test, y_test = images[train], labels[train], images[test], labels[test]
-    return _frozen(name, tuple(classes), x_train, y_train, x_test, y_test)
+    return _frozen(name, tuple(classes), x_train, y_train, x_test, y_test, skipped=skipped)
 
 
 @lru_cache(maxsize=4)
-def _load_cached(name: str, data_dir: str, download: bool) -> ImageDataset:
+def _load_cached(name: str, data_dir: str, download: bool, skip_bad: bool = False
+                 ) -> ImageDataset:
     if name == "digits":
         return _load_digits()
     if name in _TORCHVISION:
         return _load_torchvision(name, Path(data_dir), download)
-    return _load_imagefolder(name)
+    return _load_imagefolder(name, skip_bad)
 
 
 def load_dataset(name: str, *, data_dir: str | Path = DEFAULT_DATA_DIR,
-                 download: bool = False) -> ImageDataset:
+                 download: bool = False, skip_bad_images: bool = False) -> ImageDataset:
     """Load a dataset by name with its fixed train/test split.
 
     Parameters
@@ -324,6 +363,10 @@ def load_dataset(name: str, *, data_dir: str | Path = DEFAULT_DATA_DIR,
         ``<data_dir>/cifar-10-batches-py/`` or ``<data_dir>/MNIST/raw/``).
     download : bool, default False
         Download a missing torchvision dataset into ``data_dir`` (needs internet).
+    skip_bad_images : bool, default False
+        ``imagefolder``: leave out images that cannot be read (empty, truncated, not an image)
+        instead of refusing the folder; :attr:`ImageDataset.skipped` lists them. The same
+        images are left out wherever the folder is read, so the splits agree.
 
     Returns
     -------
@@ -336,7 +379,8 @@ def load_dataset(name: str, *, data_dir: str | Path = DEFAULT_DATA_DIR,
         For an unknown dataset name, a torchvision dataset missing from ``data_dir`` (the
         message says where its files are expected and to pass ``--download``), a failed
         download, or an image folder that cannot be read (no classes, mixed image sizes,
-        class names that clash once sanitised).
+        class names that clash once sanitised, or images that cannot be read: their count and
+        the first few paths).
     """
     if name not in DATASETS or name == "imagefolder:<path>":
         raise MixscaleError(
@@ -344,7 +388,7 @@ def load_dataset(name: str, *, data_dir: str | Path = DEFAULT_DATA_DIR,
         )
     if name.startswith(IMAGEFOLDER):
         folder = Path(name[len(IMAGEFOLDER):].strip()).expanduser().resolve()
-        return _load_cached(IMAGEFOLDER + str(folder), "", False)
+        return _load_cached(IMAGEFOLDER + str(folder), "", False, bool(skip_bad_images))
     if name in _TORCHVISION:
         return _load_cached(name, str(Path(data_dir).expanduser().resolve()), bool(download))
     return _load_cached(name, "", False)

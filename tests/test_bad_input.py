@@ -200,3 +200,18 @@ def test_rows_without_the_row_params_are_refused_by_name(store) -> None:
     _refused(result, f"run {row!r} is tagged as a row of design {design_id!r} but lacks the "
                      "param(s) subset_size, seed, n_b that `mixscale design` logs")
     assert _all_runs(client) == before
+
+
+# --- unreadable images ----------------------------------------------------------------------
+
+def test_unreadable_images_are_listed_in_one_line(fresh_dir) -> None:
+    from tests.test_data import _bad_folder
+
+    folder = fresh_dir / "images"
+    bad = _bad_folder(folder, n_bad=2)
+    result = CliRunner().invoke(cli, ["design", "--dataset", f"imagefolder:{folder}",
+                                      "--subset-sizes", "4", "--rows-per-size", "1"])
+    _refused(result, f"imagefolder {folder}: 2 of 14 image(s) cannot be read: {bad[0]} "
+                     f"(cannot identify image file); {bad[1]} (image file is truncated). Fix "
+                     "or remove them, or pass --skip-bad-images")
+    assert sorted(p.name for p in fresh_dir.iterdir()) == ["images"]  # no store was made

@@ -253,3 +253,54 @@ def test_imagefolder_refuses_mixed_sizes_and_clashing_names(tmp_path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(MixscaleError, match="one sub-folder of images per class"):
         load_dataset(f"imagefolder:{tmp_path / 'empty'}")
+
+
+def _bad_folder(root: Path, *, n_bad: int) -> list[str]:
+    """Two classes of 6 good images, then ``n_bad`` unreadable ones: alternately an empty
+    file, a truncated PNG and a text file with a .png name. Returns the bad paths."""
+    for cls in ("a", "b"):
+        for i in range(6):
+            _png(root / cls / f"{i}.png", 20 * i, mode="L")
+    noise = np.random.default_rng(0).integers(0, 256, (12, 10), dtype=np.uint8)
+    Image.fromarray(noise).save(root / "noise.png")
+    whole = (root / "noise.png").read_bytes()
+    (root / "noise.png").unlink()
+    bad = []
+    for i in range(n_bad):
+        path = root / ("a", "b")[i % 2] / f"bad{i}.png"
+        path.write_bytes([b"", whole[: len(whole) // 2], b"not an image"][i % 3])
+        bad.append(str(path.relative_to(root)))
+    return sorted(bad, key=lambda p: (p.split("/")[0], p))
+
+
+def test_imagefolder_lists_unreadable_images_and_can_skip_them(tmp_path) -> None:
+    bad = _bad_folder(tmp_path, n_bad=7)
+    with pytest.raises(MixscaleError) as info:
+        load_dataset(f"imagefolder:{tmp_path}")
+    message = str(info.value)
+    assert message.startswith(f"imagefolder {tmp_path}: 7 of 19 image(s) cannot be read: ")
+    shown = [p for p in bad if f"{p} (" in message]
+    assert len(shown) == 5 and message.count("; ") == 5  # the first five, then "and 2 more"
+    assert "; and 2 more. Fix or remove them, or pass --skip-bad-images" in message
+    assert "a/bad0.png (cannot identify image file)" in message  # empty
+    assert "b/bad1.png (image file is truncated)" in message
+    ds = load_dataset(f"imagefolder:{tmp_path}", skip_bad_images=True)
+    assert sorted(ds.skipped) == sorted(bad)
+    assert len(ds.train_labels) + len(ds.test_labels) == 12  # every good image, no bad one
+    assert load_dataset(f"imagefolder:{tmp_path}", skip_bad_images=True) is ds  # cached
+    assert load_dataset("digits").skipped == ()
+
+
+def test_imagefolder_skips_bad_images_in_train_and_test_folders(tmp_path) -> None:
+    for split in ("train", "test"):
+        _bad_folder(tmp_path / split, n_bad=2)
+    ds = load_dataset(f"imagefolder:{tmp_path}", skip_bad_images=True)
+    assert sorted(ds.skipped) == ["test/a/bad0.png", "test/b/bad1.png", "train/a/bad0.png",
+                                  "train/b/bad1.png"]
+    np.testing.assert_array_equal(ds.available, [6, 6])
+    np.testing.assert_array_equal(np.bincount(ds.test_labels), [6, 6])
+    # image i of class a has the grey value 20 * i in both splits
+    np.testing.assert_array_equal(ds.train_images[ds.train_labels == 0][:, 0, 0, 0],
+                                  20 * np.arange(6))
+    np.testing.assert_array_equal(ds.test_images[ds.test_labels == 0][:, 0, 0, 0],
+                                  20 * np.arange(6))

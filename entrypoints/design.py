@@ -1,6 +1,6 @@
 """MLproject entry point `design`: a thin wrapper around `mixscale design`."""
 
-from mixscale.cli import design_cmd
+from mixscale.cli import design_cmd, entry_point
 
 if __name__ == "__main__":
-    design_cmd(prog_name="design")
+    entry_point(design_cmd, "design")

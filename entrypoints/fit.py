@@ -1,6 +1,6 @@
 """MLproject entry point `fit`: a thin wrapper around `mixscale fit`."""
 
-from mixscale.cli import fit_cmd
+from mixscale.cli import entry_point, fit_cmd
 
 if __name__ == "__main__":
-    fit_cmd(prog_name="fit")
+    entry_point(fit_cmd, "fit")

@@ -1,6 +1,6 @@
 """MLproject entry point `main`: a thin wrapper around `mixscale main`."""
 
-from mixscale.cli import main_cmd
+from mixscale.cli import entry_point, main_cmd
 
 if __name__ == "__main__":
-    main_cmd(prog_name="main")
+    entry_point(main_cmd, "main")

@@ -1,7 +1,7 @@
 """MLproject entry point `plan`: a thin wrapper around `mixscale plan` (``--verify true``
 also trains the planned counts ``--seeds`` times and logs the realised accuracy)."""
 
-from mixscale.cli import plan_cmd
+from mixscale.cli import entry_point, plan_cmd
 
 if __name__ == "__main__":
-    plan_cmd(prog_name="plan")
+    entry_point(plan_cmd, "plan")

@@ -1,6 +1,6 @@
 """MLproject entry point `tune`: a thin wrapper around `mixscale tune`."""
 
-from mixscale.cli import tune_cmd
+from mixscale.cli import entry_point, tune_cmd
 
 if __name__ == "__main__":
-    tune_cmd(prog_name="tune")
+    entry_point(tune_cmd, "tune")

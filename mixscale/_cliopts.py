@@ -26,8 +26,10 @@ from mixscale.config import (
     DesignSpec,
     FitConfig,
     TrainConfig,
+    milestones_within,
     parse_int_list,
     parse_name_list,
+    split_list,
 )
 from mixscale.errors import MixscaleError
 
@@ -93,6 +95,10 @@ _design = _options(
          "Design optimiser (paper = the paper's Algorithm 1)."),
     _opt("--seed", click.IntRange(0, 2**31 - 2), _D.seed,
          "Seeds the design; row i trains with seed*10000 + i."),
+    click.option("--skip-bad-images", type=click.BOOL, default=False, is_flag=False,
+                 flag_value=True, show_default=True,
+                 help="imagefolder: leave out images that cannot be read (listed in the design "
+                      "run's skipped_images.txt) instead of refusing the folder."),
     _data,
 )
 class _OrRecipe(click.ParamType):
@@ -142,7 +148,7 @@ _train = _options(
     _recipe_opt("--batch-size", click.IntRange(1, 65_536)),
     _recipe_opt("--lr-milestones", click.STRING,
                 "Comma-separated epochs where the learning rate is multiplied by --lr-gamma; "
-                "empty for none."),
+                "empty for none. Recipe milestones past --epochs are dropped."),
     _recipe_opt("--lr-gamma", click.FloatRange(0, 1, min_open=True)),
     _recipe_opt("--augment", click.Choice(AUGMENTS),
                 "Batch augmentation; auto = crop-flip for colour images, none for grey."),
@@ -191,18 +197,36 @@ def _design_spec(kw: dict[str, Any]) -> DesignSpec:
         rows_per_size=kw["rows_per_size"], val_rows_per_size=kw["val_rows_per_size"],
         min_per_class=kw["min_per_class"], min_share=kw["min_share"],
         max_per_class=kw["max_per_class"] or None,
-        iterations=kw["iterations"], method=kw["method"], seed=kw["seed"])
+        iterations=kw["iterations"], method=kw["method"], seed=kw["seed"],
+        skip_bad_images=bool(kw.get("skip_bad_images", False)))
 
 
 def _train_config(kw: dict[str, Any], tuned: dict[str, Any] | None = None) -> TrainConfig:
-    """The recipe, then ``tuned`` (a tune run's best values), then the explicit options."""
+    """The recipe, then ``tuned`` (a tune run's best values), then the explicit options.
+
+    The recipe's milestones past the epochs are dropped (``--epochs 10`` trains the default
+    recipe without its decay at epoch 20); an explicit ``--lr-milestones`` past ``--epochs``
+    is refused, naming the option.
+    """
     values = TrainConfig.recipe_values(kw.get("recipe") or "default")
     values.update(tuned or {})
-    values.update({f: kw[f] for f in _RECIPE_FIELDS if kw.get(f) is not None})
-    if isinstance(values["lr_milestones"], str):
-        text = values["lr_milestones"].strip()
-        values["lr_milestones"] = parse_int_list("lr_milestones", text) if text else ()
-    values["eval_every"] = min(values["eval_every"], values["epochs"])
+    explicit = {f: kw[f] for f in _RECIPE_FIELDS if kw.get(f) is not None}
+    values.update(explicit)
+    epochs = values["epochs"]
+    if "lr_milestones" in explicit:
+        text = explicit["lr_milestones"]
+        milestones = (tuple(text) if not isinstance(text, str) else
+                      parse_int_list("lr_milestones", text) if text.strip() else ())
+        bad = [m for m in milestones if not 1 <= m <= epochs]
+        if bad:
+            raise MixscaleError(
+                f"--lr-milestones {text!r} must be epochs in 1..{epochs} (--epochs {epochs}), "
+                f"but got {bad[0]}; leave --lr-milestones out (in `mlflow run`: at 'recipe') "
+                "to drop the recipe's milestones past --epochs, or pass '' for none.")
+        values["lr_milestones"] = milestones
+    else:
+        values["lr_milestones"] = milestones_within(tuple(values["lr_milestones"]), epochs)
+    values["eval_every"] = min(values["eval_every"], epochs)
     for f in ("crop_padding", "precision", "device", "checkpoint_every", "data_dir",
               "download"):
         if f in kw:
@@ -228,6 +252,49 @@ def _friendly(f: Callable) -> Callable:
         except MixscaleError as exc:
             raise click.ClickException(str(exc)) from None
     return wrapper
+
+
+def _mark_refused_project_run(run_id: str, entry_point: str, message: str) -> bool:
+    """Label the run `mlflow run` created for a request that was refused; True if labelled.
+
+    MLflow creates the project run (and logs the MLproject parameters on it) before our code
+    sees the parameters, and after a non-zero exit it always ends that run FAILED: even a run
+    already ended or deleted gets ``set_terminated`` (MLflow 3's ``_maybe_set_run_terminated``
+    compares the status string with integer codes), which fails on a deleted run with a
+    traceback. So the run cannot be avoided or deleted; instead, when it holds nothing but
+    MLflow's own params and tags (no metrics, no artifacts, no nested runs, no mixscale tags
+    beyond a launcher's), it is renamed ``refused-<entry point>`` and tagged
+    ``mixscale.kind=refused`` with the message as ``mixscale.error``, so the runs table says
+    what happened and ``tags."mixscale.kind" != 'refused'`` hides it. Best effort: any other
+    run, or any error on the way, leaves the run to MLflow.
+    """
+    from mlflow import MlflowClient
+    from mlflow.entities import ViewType
+
+    from mixscale import tracking as tr
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        return False
+    try:
+        client = MlflowClient(uri)
+        run = client.get_run(run_id)
+        tags = run.data.tags
+        if (tags.get("mlflow.source.type") != "PROJECT" or run.data.metrics
+                or tags.get(tr.KIND, "launcher") != "launcher"
+                or client.list_artifacts(run_id)):
+            return False
+        nested = client.search_runs([run.info.experiment_id],
+                                    filter_string=f"tags.`{tr.PARENT}` = '{run_id}'",
+                                    run_view_type=ViewType.ALL, max_results=1)
+        if nested:
+            return False
+        client.update_run(run_id, name=f"refused-{entry_point}")
+        tr.log_params(client, run_id, {}, tags={tr.KIND: "refused",
+                                                tr.ERROR: f"refused: {message}"[:5000]})
+    except Exception:  # the store is unreachable or refuses: MLflow ends the run FAILED
+        return False
+    return True
 
 
 class _Session:
@@ -275,20 +342,18 @@ def _with_tuned(kw: dict[str, Any], config: TrainConfig, session: _Session) -> T
 
 
 def _tune_base(kw: dict[str, Any], epochs: int | None = None) -> TrainConfig:
-    """The recipe each trial trains with; recipe milestones past its epochs are dropped."""
+    """The recipe each trial trains with; milestones past its epochs are dropped.
+
+    ``epochs`` (``main --tune-epochs``) shortens the pipeline's recipe for the study's trials.
+    """
     import dataclasses
 
-    if epochs is not None:
-        config = _train_config(kw)
-        return dataclasses.replace(
-            config, epochs=epochs, eval_every=1, checkpoint_every=0,  # trials never resume
-            lr_milestones=tuple(m for m in config.lr_milestones if m <= epochs))
-    kw = dict(kw)
-    if kw.get("lr_milestones") is None:
-        recipe = TrainConfig.recipe_values(kw.get("recipe") or "default")
-        last = kw.get("epochs") or recipe["epochs"]
-        kw["lr_milestones"] = ",".join(str(m) for m in recipe["lr_milestones"] if m <= last)
-    return _train_config(kw)
+    config = _train_config(kw)
+    if epochs is None:
+        return config
+    return dataclasses.replace(
+        config, epochs=epochs, eval_every=1, checkpoint_every=0,  # trials never resume
+        lr_milestones=milestones_within(config.lr_milestones, epochs))
 
 
 def _tune_setup(kw: dict[str, Any], base: TrainConfig, **config: Any) -> Any:
@@ -338,7 +403,7 @@ _MAX_SEEDS = 100  # = mixscale.verify.MAX_SEEDS (not imported: the CLI starts wi
 
 def _float_list(name: str, text: str) -> list[float]:
     try:
-        return [float(t) for t in text.split(",") if t.strip()]
+        return [float(t) for t in split_list(name, text)]
     except ValueError:
         raise MixscaleError(f"`{name}` must be comma-separated numbers, but got "
                             f"{text!r}.") from None
@@ -390,7 +455,10 @@ def _log_plan(client: Any, run_id: str, kw: dict[str, Any], plan: Any) -> None:
         "model_uri": kw["model_uri"], "target": kw["target"], "epochs": plan.epochs,
         "current": ",".join(map(str, plan.current.astype(int))),
         "caps": ",".join(map(str, plan.caps.astype(int))),
-        "costs": ",".join(f"{c:g}" for c in plan.costs)}, skip_existing=True)
+        "costs": ",".join(f"{c:g}" for c in plan.costs),
+        "floor": ",".join(map(str, plan.floor.astype(int)))}, skip_existing=True)
+    if plan.warnings:
+        client.set_tag(run_id, "mixscale.plan_warning", " ".join(plan.warnings)[:5000])
     metrics = {"predicted_accuracy": plan.predicted, "cost": plan.cost,
                "reachable": float(plan.reachable), "added": float(plan.added.sum())}
     if plan.interval is not None:

@@ -7,6 +7,8 @@ validated by click or by the stage's config dataclass before anything is logged;
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from typing import Any
 
@@ -26,6 +28,7 @@ from mixscale._cliopts import (
     _log_plan,
     _main_tune,
     _main_tune_setup,
+    _mark_refused_project_run,
     _opt,
     _plan_inputs,
     _recipe_opt,
@@ -46,11 +49,12 @@ from mixscale.config import (
     RECIPES,
     STEMS,
     parse_int_list,
+    split_list,
 )
 from mixscale.errors import MixscaleError
 
 __all__ = ["cli", "main", "design_cmd", "train_row_cmd", "train_cmd", "fit_cmd", "main_cmd",
-           "tune_cmd", "plan_cmd", "status_cmd"]
+           "tune_cmd", "plan_cmd", "status_cmd", "entry_point"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -85,20 +89,31 @@ def design_cmd(**kw: Any) -> None:
 @_train
 @_friendly
 def train_row_cmd(**kw: Any) -> None:
-    """Train one design row and log its per-epoch metrics on the row's run (or ad-hoc counts)."""
-    from mixscale import tracking as tr
-    from mixscale.pipeline import train_counts, train_rows
+    """Train one design row and log its per-epoch metrics on the row's run (or ad-hoc counts).
 
-    config = _train_config(kw)
+    Inside `mlflow run` the project run is a launcher (it holds the parameters as given, e.g.
+    ``model=recipe``); the ad-hoc counts train in their own run nested under it.
+    """
+    from mixscale import tracking as tr
+    from mixscale.data import load_dataset
+    from mixscale.pipeline import check_adhoc_counts, train_counts, train_rows
+
     if bool(kw["run_id"].strip()) == bool(kw["counts"].strip()):
         raise MixscaleError("train-row needs exactly one of --run-id (a design row) or "
                             "--counts (ad-hoc per-class counts).")
     counts = parse_int_list("counts", kw["counts"]) if kw["counts"].strip() else None
+    config = _train_config(kw)
+    dataset = None
+    if counts is not None:  # validated before any logging
+        dataset = load_dataset(kw["dataset"], data_dir=config.data_dir, download=config.download)
+        check_adhoc_counts(dataset, counts)
     session = _Session(kw)
     config = _with_tuned(kw, config, session)
     if counts is not None:
+        session.mark_launcher()
         train_counts(session.client, session.experiment_id, kw["dataset"], counts, config,
-                     seed=kw["seed"], run_id=session.project_run_id, echo=click.echo)
+                     seed=kw["seed"], parent_run_id=session.project_run_id, dataset=dataset,
+                     echo=click.echo)
         return
     try:
         run = session.client.get_run(kw["run_id"])
@@ -200,7 +215,9 @@ def fit_cmd(**kw: Any) -> None:
     from mixscale.pipeline import run_fit, serve_command
 
     config = _fit_config(kw)
-    design_ids = [d.strip() for d in kw["design_ids"].split(",") if d.strip()]
+    design_ids = split_list("design_id", kw["design_ids"])
+    if not design_ids:
+        raise MixscaleError("`design_id` must name at least one design run id, but got ''.")
     session = _Session(kw)
     result = run_fit(config, session.client, session.experiment_id, design_ids,
                      run_id=session.project_run_id, echo=click.echo)
@@ -361,6 +378,8 @@ def tune_cmd(**kw: Any) -> None:
       "count scale (its largest training class count), with --verify the images the dataset "
       "has per class; --current where larger.")
 @_opt("--costs", str, "", "Comma-separated cost of one more image per class; empty = all 1.")
+@_opt("--floor", str, "", "Fewest images of each class a plan may have: one value, or one per "
+      "class; empty = the smallest per-class count of the law's training rows.")
 @click.option("--target", type=float, required=True, help="Target test accuracy, in (0, 1).")
 @_opt("--epochs", int, 0,
       "Epochs of training the prediction is for; 0 = the law's largest training epoch.")
@@ -374,7 +393,9 @@ def plan_cmd(**kw: Any) -> None:
     """The cheapest per-class image counts a registered law predicts to reach --target.
 
     With --verify, then train those counts with the law's own recipe, one ad-hoc run per seed
-    nested under the plan run, and log the realised accuracy beside the predicted one.
+    nested under the plan run, and log the realised accuracy beside the predicted one. Inside
+    `mlflow run` the project run is a launcher holding the parameters as given (``caps=''``,
+    ``epochs=0``); the plan run, nested under it, logs the resolved values.
     """
     from mixscale import tracking as tr
     from mixscale.plan import INTERVAL_LEVEL, plan_counts
@@ -386,11 +407,14 @@ def plan_cmd(**kw: Any) -> None:
     setup = prepare_verification(session.client, kw["model_uri"]) if verify else None
     available = None if setup is None else setup.dataset.available  # default caps
     current, caps, costs, epochs = _plan_inputs(kw, law, available)
+    floor = list(parse_int_list("floor", kw["floor"])) if kw["floor"].strip() else None
     plan = plan_counts(law, current=current, caps=caps, costs=costs, target=kw["target"],
-                       epochs=epochs)  # validated before any logging
+                       epochs=epochs, floor=floor)  # validated before any logging
     if setup is not None:
         check_counts(plan, setup.dataset)
     click.echo(f"law:          {kw['model_uri']} ({law.family}-{law.predictor})")
+    for note in plan.warnings:
+        click.echo(f"Warning: {note}", err=True)
     click.echo(plan.to_frame().drop(columns=["cap"]).to_string(
         index=False, float_format="{:.4g}".format))
     interval = ("" if plan.interval is None else
@@ -402,9 +426,10 @@ def plan_cmd(**kw: Any) -> None:
     else:
         click.echo(f"reachable:    NO - the best counts within the caps reach only "
                    f"{plan.predicted:.4f} < target {plan.target:g}; the table shows them")
+    session.mark_launcher()
     run_id = tr.start_stage_run(session.client, session.experiment_id, kind="plan",
                                 name=f"plan-{law.family}-{law.predictor}",
-                                run_id=session.project_run_id)
+                                parent_run_id=session.project_run_id)
     try:
         _log_plan(session.client, run_id, kw, plan)
         if setup is not None:  # the plan run is the parent of the verification runs
@@ -413,9 +438,37 @@ def plan_cmd(**kw: Any) -> None:
     except BaseException as exc:
         tr.end_run(session.client, run_id, error=exc)
         raise
-    if session.project_run_id is None:
-        tr.end_run(session.client, run_id)
+    tr.end_run(session.client, run_id)
     click.echo(f"plan run:     {run_id}")
+
+
+def entry_point(command: click.Command, name: str) -> None:
+    """Run ``command`` as the MLproject entry point ``name`` (the process `mlflow run` starts).
+
+    As on the command line, a refused request (a click usage error or a mixscale error) prints
+    one ``Error:`` line and exits non-zero. MLflow then ends its project run FAILED, which we
+    cannot prevent; if that run holds nothing of ours it is first renamed ``refused-<name>``
+    and tagged ``mixscale.kind=refused`` (:func:`_mark_refused_project_run`).
+
+    Parameters
+    ----------
+    command : click.Command
+        One of the commands above, e.g. :func:`design_cmd`.
+    name : str
+        The entry point's name, shown in usage messages and in the refused run's name.
+    """
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    try:
+        code = command.main(prog_name=name, standalone_mode=False)
+    except click.ClickException as exc:
+        if run_id:
+            _mark_refused_project_run(run_id, name, exc.format_message())
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("Aborted!", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 def main() -> None:

@@ -29,7 +29,9 @@ __all__ = [
     "DesignSpec",
     "TrainConfig",
     "FitConfig",
+    "milestones_within",
     "parse_int_list",
+    "split_list",
     "parse_name_list",
 ]
 
@@ -95,6 +97,36 @@ def _check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
         )
 
 
+def split_list(name: str, text: str) -> list[str]:
+    """Split a comma-separated option into stripped items, refusing empty ones.
+
+    Parameters
+    ----------
+    name : str
+        Option name used in the error message.
+    text : str
+        Comma-separated items, e.g. ``"60,120"``.
+
+    Returns
+    -------
+    list of str
+        The items; an empty or blank ``text`` gives ``[]``.
+
+    Raises
+    ------
+    MixscaleError
+        If an item is empty (``"60,,120"``, ``"60,120,"``); the message names the option and
+        the value.
+    """
+    if not text.strip():
+        return []
+    items = [t.strip() for t in text.split(",")]
+    if not all(items):
+        raise MixscaleError(f"`{name}` has an empty item in {text!r}: give comma-separated "
+                            "values with nothing empty between the commas.")
+    return items
+
+
 def parse_int_list(name: str, text: str | tuple[int, ...] | list[int]) -> tuple[int, ...]:
     """Parse ``"150,300,600"`` (or a sequence) into a tuple of ints.
 
@@ -112,13 +144,13 @@ def parse_int_list(name: str, text: str | tuple[int, ...] | list[int]) -> tuple[
     Raises
     ------
     MixscaleError
-        If an item is not an integer; the message names the item.
+        If there is no item, an item is empty or an item is not an integer; the message names
+        the item.
     """
     if not isinstance(text, str):
         return tuple(text)
-    items = [t.strip() for t in text.split(",") if t.strip()]
     out = []
-    for item in items:
+    for item in split_list(name, text):
         try:
             out.append(int(item))
         except ValueError:
@@ -136,18 +168,34 @@ _SINGULAR = {"families": "law family", "predictors": "predictor"}
 
 def parse_name_list(name: str, text: str | tuple[str, ...], allowed: tuple[str, ...]
                     ) -> tuple[str, ...]:
-    """Parse ``"power,arctan"`` (or ``"all"``) into a tuple of allowed names."""
+    """Parse ``"power,arctan"`` (or ``"all"``) into a tuple of allowed names.
+
+    Raises
+    ------
+    MixscaleError
+        If there is no item, an item is empty or an item is not in ``allowed``.
+    """
     if not isinstance(text, str):
         items = tuple(text)
     elif text.strip() == "all":
         return allowed
     else:
-        items = tuple(t.strip() for t in text.split(",") if t.strip())
+        items = tuple(split_list(name, text))
     if not items:
         raise MixscaleError(f"`{name}` must name at least one of {', '.join(allowed)}.")
     for item in items:
         _check_choice(_SINGULAR.get(name, name), item, allowed)
     return items
+
+
+def milestones_within(milestones: tuple[int, ...], epochs: int) -> tuple[int, ...]:
+    """The learning-rate milestones that act within ``epochs`` epochs (later ones dropped).
+
+    A recipe's milestones belong to its own length (the default recipe decays at epoch 20 of
+    30); trained for fewer epochs, the ones past the end would never act, so they are dropped
+    rather than refused. Milestones the user gives explicitly are checked instead.
+    """
+    return tuple(m for m in milestones if m <= epochs)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -168,6 +216,9 @@ class DesignSpec:
     iterations: int = 1000  # maximin exchange iterations per subset size
     method: Literal["maximin", "paper"] = "maximin"  # design optimiser (paper = Algorithm 1)
     seed: int = 0  # seeds the training design; the validation design uses seed + 1
+    # imagefolder: leave out images that cannot be read (the design run lists them in
+    # skipped_images.txt) instead of refusing the folder; rows read the folder the same way
+    skip_bad_images: bool = False
 
     def __post_init__(self) -> None:
         _check_choice("dataset", self.dataset, DATASETS)

@@ -20,13 +20,13 @@ from mlflow import MlflowClient
 
 from mixscale import tracking as tr
 from mixscale.config import DesignSpec, FitConfig, TrainConfig
-from mixscale.data import ImageDataset, load_dataset
+from mixscale.data import ImageDataset, design_dataset, load_dataset
 from mixscale.errors import MixscaleError
 
 __all__ = ["DesignResult", "FitResult", "PreparedDesign", "build_design_table", "class_ranges",
            "prepare_design",
            "run_design", "train_rows",
-           "run_fit", "serve_command", "train_counts"]
+           "run_fit", "serve_command", "check_adhoc_counts", "train_counts"]
 
 Echo = Callable[[str], None]
 
@@ -65,10 +65,13 @@ def _bounds(spec: DesignSpec, dataset: ImageDataset, size: int) -> tuple[np.ndar
                        np.maximum(upper, spec.min_per_class))
     if size > upper.sum():
         cap = "" if spec.max_per_class is None else f" with max_per_class={spec.max_per_class}"
+        # the smallest size every class's lower bound fits in (the min_share part never binds)
+        low, high = max(1, spec.min_per_class * dataset.n_classes), int(upper.sum())
+        allowed = (f"the only subset size allowed is {high}" if low == high else
+                   f"allowed subset sizes: {low} to {high}")
         raise MixscaleError(
-            f"subset size {size} is more than the {int(upper.sum())} training images "
-            f"dataset {dataset.name!r} offers{cap}; allowed subset sizes: "
-            f"{int(lower.sum())}..{int(upper.sum())}."
+            f"subset size {size} is more than the {high} training images "
+            f"dataset {dataset.name!r} offers{cap}; {allowed}."
         )
     if size < lower.sum():
         raise MixscaleError(
@@ -161,7 +164,8 @@ def prepare_design(spec: DesignSpec, *, data_dir: str = "data",
         For an unknown dataset, a subset size the dataset cannot fill, bounds that cannot be
         met, or more rows than distinct feasible points.
     """
-    dataset = load_dataset(spec.dataset, data_dir=data_dir, download=download)
+    dataset = load_dataset(spec.dataset, data_dir=data_dir, download=download,
+                           skip_bad_images=spec.skip_bad_images)
     t0 = time.perf_counter()
     table, quality = build_design_table(spec, dataset)
     return PreparedDesign(spec=spec, dataset=dataset, table=table, quality=quality,
@@ -199,8 +203,11 @@ def run_design(prepared: PreparedDesign, client: MlflowClient, experiment_id: st
         tr.log_params(client, design_id, params, skip_existing=True)
         tr.log_metrics(client, design_id, {**quality, "design_seconds": seconds})
         fig = plots.design_heatmap(table, dataset.count_columns)
+        skipped = {tr.SKIPPED_IMAGES: "".join(f"{p}\n" for p in dataset.skipped)
+                   } if dataset.skipped else {}
         tr.log_artifacts(client, design_id, {tr.DESIGN_CSV: table, "design.png": fig,
-                                             "class_ranges.csv": class_ranges(table)})
+                                             "class_ranges.csv": class_ranges(table),
+                                             **skipped})
         plots.close(fig)
         row_ids = tr.create_design_rows(client, design_id, table,
                                         count_columns=dataset.count_columns,
@@ -210,6 +217,9 @@ def run_design(prepared: PreparedDesign, client: MlflowClient, experiment_id: st
         raise
     if run_id is None:
         tr.end_run(client, design_id)
+    if dataset.skipped:
+        echo(f"skipped {len(dataset.skipped)} unreadable image(s) (listed in the design run's "
+             f"{tr.SKIPPED_IMAGES})")
     echo(f"design {design_id}: {len(table)} rows ({spec.rows_per_size} train + "
          f"{spec.val_rows_per_size} validation per size, sizes "
          f"{', '.join(map(str, spec.subset_sizes))}) in {seconds:.1f} s")
@@ -275,8 +285,8 @@ def train_rows(client: MlflowClient, design_id: str, config: TrainConfig, *,
                                 "(--tracking-uri or $MLFLOW_TRACKING_URI); none is set.")
         return wk.train_with_ray(client, design_id, assignments, config, tracking_uri=uri,
                                  address=ray_address, num_cpus=ray_cpus, echo=echo)
-    dataset = load_dataset(client.get_run(design_id).data.params["dataset"],
-                           data_dir=config.data_dir, download=config.download)
+    dataset = design_dataset(client.get_run(design_id).data.params,
+                             data_dir=config.data_dir, download=config.download)
     settings = resolve_settings(config, image_shape=dataset.image_shape)
     params = wk.row_params(config, settings)
     recipe = wk.claim_recipe(config, settings)
@@ -309,32 +319,19 @@ def train_rows(client: MlflowClient, design_id: str, config: TrainConfig, *,
     return trained
 
 
-def train_counts(client: MlflowClient, experiment_id: str, dataset_name: str,
-                 counts: Sequence[int], config: TrainConfig, *, seed: int = 0,
-                 run_id: str | None = None, parent_run_id: str | None = None,
-                 echo: Echo = print) -> str:
-    """Train ad-hoc per-class counts (no design) in a new run tagged ``mixscale.kind=adhoc``.
-
-    The run carries the same params and metrics as a design row, but it is not a row of any
-    design, so ``fit`` never mixes it in. ``run_id`` adopts an existing run instead of creating
-    one; ``parent_run_id`` nests the run under another (a plan run's verification). Returns the
-    run id.
+def check_adhoc_counts(dataset: ImageDataset, counts: Sequence[int]) -> np.ndarray:
+    """Validate ad-hoc per-class counts against ``dataset``; return them as an int array.
 
     Raises
     ------
     MixscaleError
-        If the number of counts differs from the number of classes, or a count is negative or
-        above what its class has (checked before the run is created).
+        If the number of counts differs from the number of classes, a count is negative or
+        above what its class has, or the counts add up to fewer than 2 images.
     """
-    from mixscale import workers as wk
-    from mixscale.train import resolve_settings
-
-    config = dataclasses.replace(config, checkpoint_every=0)  # an ad-hoc run never resumes
-    dataset = load_dataset(dataset_name, data_dir=config.data_dir, download=config.download)
     counts_arr = np.asarray(counts, dtype=np.int64)
     if counts_arr.shape != (dataset.n_classes,):
         raise MixscaleError(
-            f"--counts needs one count per class of {dataset_name!r} ({dataset.n_classes}: "
+            f"--counts needs one count per class of {dataset.name!r} ({dataset.n_classes}: "
             f"{', '.join(dataset.class_keys)}), but got {len(counts_arr)}."
         )
     bad = np.flatnonzero((counts_arr < 0) | (counts_arr > dataset.available))
@@ -346,6 +343,34 @@ def train_counts(client: MlflowClient, experiment_id: str, dataset_name: str,
         )
     if counts_arr.sum() < 2:
         raise MixscaleError(f"--counts must add up to >= 2 images, but got {counts_arr.sum()}.")
+    return counts_arr
+
+
+def train_counts(client: MlflowClient, experiment_id: str, dataset_name: str,
+                 counts: Sequence[int], config: TrainConfig, *, seed: int = 0,
+                 run_id: str | None = None, parent_run_id: str | None = None,
+                 dataset: ImageDataset | None = None, echo: Echo = print) -> str:
+    """Train ad-hoc per-class counts (no design) in a new run tagged ``mixscale.kind=adhoc``.
+
+    The run carries the same params and metrics as a design row, but it is not a row of any
+    design, so ``fit`` never mixes it in. ``run_id`` adopts an existing run instead of creating
+    one; ``parent_run_id`` nests the run under another (the launcher run of ``mlflow run -e
+    train_row``, or a plan run's verification). ``dataset`` is ``dataset_name`` already loaded
+    (by a caller that validated the counts first). Returns the run id.
+
+    Raises
+    ------
+    MixscaleError
+        As :func:`check_adhoc_counts` (checked before the run is created).
+    """
+    from mixscale import workers as wk
+    from mixscale.train import resolve_settings
+
+    config = dataclasses.replace(config, checkpoint_every=0)  # an ad-hoc run never resumes
+    if dataset is None:
+        dataset = load_dataset(dataset_name, data_dir=config.data_dir, download=config.download)
+    counts_arr = check_adhoc_counts(dataset, counts)
+    settings = resolve_settings(config, image_shape=dataset.image_shape)  # validates device
     total = int(counts_arr.sum())
     run_id = tr.start_stage_run(client, experiment_id, kind="adhoc",
                                 name=f"adhoc-{dataset_name}-n{total}",
@@ -356,7 +381,6 @@ def train_counts(client: MlflowClient, experiment_id: str, dataset_name: str,
     tr.log_params(client, run_id, params, skip_existing=True)
     row = tr.RowSpec(run_id=run_id, design_id="", row=-1, role="adhoc", subset_size=total,
                      seed=seed, counts=counts_arr, status="RUNNING")
-    settings = resolve_settings(config, image_shape=dataset.image_shape)
     result = wk.run_row(client, row, run_id, dataset=dataset, config=config,
                         params=wk.row_params(config, settings))
     echo(f"ad-hoc run {run_id}: {total} images, test_accuracy="

@@ -26,7 +26,13 @@ def fresh_dir(tmp_path, monkeypatch) -> Path:
     [
         (["design", "--dataset", "imagenet"], "unknown dataset 'imagenet'; allowed: 'digits'"),
         (["design", "--subset-sizes", "5000"],
-         "subset size 5000 is more than the 1347 training images dataset 'digits' offers"),
+         "subset size 5000 is more than the 1347 training images dataset 'digits' offers; "
+         "allowed subset sizes: 10 to 1347."),
+        (["design", "--subset-sizes", "100", "--min-per-class", "5", "--max-per-class", "5"],
+         "offers with max_per_class=5; the only subset size allowed is 50."),
+        (["design", "--subset-sizes", "60,,120"],
+         "`subset_sizes` has an empty item in '60,,120'"),
+        (["design", "--subset-sizes", "60,120,"], "`subset_sizes` has an empty item in"),
         (["design", "--subset-sizes", "100,abc"], "'abc' in '100,abc' is not an integer"),
         (["design", "--subset-sizes", "-5"], "`subset_sizes` must be >= 1, but got"),
         (["design", "--subset-sizes", "100", "--min-per-class", "20"],
@@ -42,6 +48,13 @@ def fresh_dir(tmp_path, monkeypatch) -> Path:
         (["train", "--design-id", "x", "--model", "vgg"],
          "'vgg' is not one of 'smallcnn', 'resnet18'"),
         (["train", "--design-id", "x", "--lr-milestones", "ten"], "'ten' in 'ten'"),
+        (["train", "--design-id", "x", "--epochs", "3", "--lr-milestones", "2,20"],
+         "--lr-milestones '2,20' must be epochs in 1..3 (--epochs 3), but got 20"),
+        (["train-row", "--counts", "5,5,5,5,5,5,5,5,5,5", "--epochs", "10",
+          "--lr-milestones", "4,,8"], "`lr_milestones` has an empty item in '4,,8'"),
+        (["fit", "--design-id", "x", "--families", "power,,log"],
+         "`families` has an empty item in 'power,,log'"),
+        (["fit", "--design-id", "a,,b"], "`design_id` has an empty item in 'a,,b'"),
         (["fit", "--design-id", "x", "--families", "cubic"], "unknown law family 'cubic'"),
         (["fit", "--design-id", "x", "--predictors", "m7"], "unknown predictor 'm7'"),
         (["main", "--subset-sizes", "2000"], "subset size 2000 is more than"),
@@ -95,13 +108,14 @@ def test_train_row_ad_hoc_counts(store) -> None:
 
     result = CliRunner().invoke(cli, [
         "train-row", "--tracking-uri", store.uri, "--experiment", "adhoc",
-        "--counts", "5,5,5,5,5,5,5,5,5,30", "--epochs", "2", "--eval-every", "1",
-        "--lr-milestones", ""])
+        "--counts", "5,5,5,5,5,5,5,5,5,30", "--epochs", "2", "--eval-every", "1"])
     assert result.exit_code == 0, result.output
     exp = store.client.get_experiment_by_name("adhoc")
     (run,) = store.client.search_runs([exp.experiment_id])
     assert run.data.tags[tr.KIND] == "adhoc" and run.info.status == "FINISHED"
     assert run.data.params["n_9"] == "30" and run.data.params["total_n"] == "75"
+    # the default recipe's milestone at epoch 20 lies past --epochs 2: dropped, and logged so
+    assert run.data.params["lr_milestones"] == "" and run.data.params["epochs"] == "2"
     steps = [m.step for m in store.client.get_metric_history(run.info.run_id, "test_accuracy")]
     assert steps == [1, 2]
 
@@ -110,11 +124,15 @@ def test_train_row_ad_hoc_counts(store) -> None:
     (["--counts", "1,2,3"], "needs one count per class of 'digits' (10"),
     (["--counts", "1,2,3,4,5,6,7,8,9,999"], "count of class '9' must be in 0..1"),
     (["--counts", "1,2,3,4,5,6,7,8,9,x"], "'x' in"),
+    (["--counts", "1,2,3,4,5,,6,7,8,9"], "`counts` has an empty item in '1,2,3,4,5,,6,7,8,9'"),
+    (["--counts", "0,0,0,0,0,0,0,0,0,1"], "--counts must add up to >= 2 images"),
     ([], "exactly one of --run-id"),
     (["--run-id", "abc", "--counts", "1,1,1,1,1,1,1,1,1,1"], "exactly one of --run-id"),
 ])
 def test_train_row_ad_hoc_bad_counts(fresh_dir, args, message) -> None:
-    result = CliRunner().invoke(cli, ["train-row", *args])
+    # short --epochs, as a user tries first: the counts are what gets reported
+    result = CliRunner().invoke(cli, ["train-row", *args, "--epochs", "3"])
     assert result.exit_code == 1
     assert message in result.output, result.output
     assert "Traceback" not in result.output
+    assert not (fresh_dir / "mlflow.db").exists()  # refused before the store is opened

@@ -11,8 +11,10 @@ from mixscale.config import (
     DesignSpec,
     FitConfig,
     TrainConfig,
+    milestones_within,
     parse_int_list,
     parse_name_list,
+    split_list,
 )
 from mixscale.errors import MixscaleError
 
@@ -93,3 +95,21 @@ def test_parse_lists() -> None:
     assert parse_name_list("families", "all", FAMILIES) == FAMILIES
     with pytest.raises(MixscaleError, match="unknown law family 'nope'"):
         parse_name_list("families", "power,nope", FAMILIES)
+
+
+@pytest.mark.parametrize("text", ["60,,120", "60,120,", ",60", "60, ,120"])
+def test_empty_list_items_are_refused_naming_option_and_value(text: str) -> None:
+    for parse in (lambda: split_list("subset_sizes", text),
+                  lambda: parse_int_list("subset_sizes", text),
+                  lambda: parse_name_list("subset_sizes", text, ("60", "120"))):
+        with pytest.raises(MixscaleError, match=rf"`subset_sizes` has an empty item in "
+                                                 rf"'{text}'"):
+            parse()
+    assert split_list("subset_sizes", "  ") == []
+
+
+def test_milestones_within_drops_only_those_past_the_epochs() -> None:
+    assert milestones_within((100, 150), 195) == (100, 150)
+    assert milestones_within((100, 150), 120) == (100,)
+    assert milestones_within((20,), 20) == (20,)
+    assert milestones_within((20,), 3) == ()

@@ -193,7 +193,11 @@ def test_paper_recipe_and_overrides() -> None:
         (["--recipe", "paper", "--epochs", "40", "--lr-milestones", "20,30", "--lr", "0.2",
           "--model", "recipe"], {"model": "resnet18", "epochs": 40, "eval_every": 5,
                                  "lr_milestones": (20, 30), "lr": 0.2}),
-        (["--lr-milestones", "", "--epochs", "2"], {"lr_milestones": (), "eval_every": 2}),
+        # without --lr-milestones: the recipe's milestones past --epochs are dropped
+        (["--epochs", "2"], {"lr_milestones": (), "eval_every": 2}),
+        (["--epochs", "20"], {"lr_milestones": (20,), "eval_every": 3}),
+        (["--recipe", "paper", "--epochs", "120"], {"lr_milestones": (100,), "epochs": 120}),
+        (["--lr-milestones", "", "--epochs", "25"], {"lr_milestones": ()}),
         (["--data-dir", "/d", "--download"], {"data_dir": "/d", "download": True}),
     ],
 )
@@ -203,3 +207,18 @@ def test_cli_recipe_precedence(args: list[str], expected: dict) -> None:
     ctx = cli.commands["train"].make_context("train", ["--design-id", "x", *args])
     config = _train_config(ctx.params)
     assert {k: getattr(config, k) for k in expected} == expected
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--epochs", "3", "--lr-milestones", "20"],
+     r"--lr-milestones '20' must be epochs in 1\.\.3 \(--epochs 3\), but got 20"),
+    (["--recipe", "paper", "--epochs", "120", "--lr-milestones", "100,150"],
+     r"--lr-milestones '100,150' must be epochs in 1\.\.120 .* but got 150"),
+    (["--lr-milestones", "0"], r"--lr-milestones '0' must be epochs in 1\.\.30"),
+])
+def test_cli_explicit_milestones_past_epochs_are_refused(args: list[str], message: str) -> None:
+    from mixscale.cli import _train_config, cli
+
+    ctx = cli.commands["train"].make_context("train", ["--design-id", "x", *args])
+    with pytest.raises(MixscaleError, match=message):
+        _train_config(ctx.params)

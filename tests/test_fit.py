@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from mixscale.errors import FitError, MixscaleError
 from mixscale.fit import (
@@ -30,9 +31,14 @@ def _true_weights(k):
 
 
 def simulate(
-    family, shape, weights, epoch_weights, *, n_runs=40, noise=0.003, seed=1, epochs=EPOCHS
+    family, shape, weights, epoch_weights, *, n_runs=40, noise=0.003, seed=1, epochs=EPOCHS,
+    run_noise=0.0,
 ):
-    """Runs x epochs table from a known law; returns X, y, noiseless y and run ids."""
+    """Runs x epochs table from a known law; returns X, y, noiseless y and run ids.
+
+    ``noise`` is independent per row; ``run_noise`` is one offset per run shared by all its
+    epochs (as a training run's seed shifts its whole curve), so rows of a run are correlated.
+    """
     rng = np.random.default_rng(seed)
     k = len(weights)
     sizes = rng.choice([0.2, 0.4, 0.6, 0.8, 1.0], n_runs) * MAX_COUNT * k * 0.5
@@ -46,11 +52,33 @@ def simulate(
     z = frame[columns].to_numpy(float) / MAX_COUNT @ weights
     z = z + sum(v * e ** (j + 1) for j, v in enumerate(epoch_weights))
     clean = get_family(family)(z, shape)
-    return frame, clean + noise * rng.standard_normal(len(frame)), clean, runs
+    y = clean + noise * rng.standard_normal(len(frame))
+    if run_noise:
+        y = y + np.repeat(run_noise * rng.standard_normal(n_runs), len(epochs))
+    return frame, y, clean, runs
 
 
 def _class_weights(law):
     return np.array([law.params_[f"w_{c}"] for c in law.class_columns_])
+
+
+def held_out(family, shape, weights, epoch_weights, **kwargs):
+    """Noiseless rows no fit saw: the runs of a fresh design from the same law (another seed)
+    whose class counts all stay below 80 % of the training rows' count scale, so a law that
+    does not carry its fitted scales to new rows mispredicts them."""
+    X, _, clean, _ = simulate(family, shape, weights, epoch_weights, seed=2, **kwargs)
+    keep = X.filter(like="n_").to_numpy().max(axis=1) < 0.8 * MAX_COUNT
+    assert keep.sum() >= len(X) / 3
+    return X[keep].reset_index(drop=True), clean[keep]
+
+
+def assert_weights_recovered(law, weights, atol):
+    """Every class weight within ``atol``, which is below half the smallest gap between two
+    true weights, so no two neighbouring classes can swap rank inside it; and the rank order."""
+    assert atol < np.diff(np.sort(weights)).min() / 2
+    w_hat = _class_weights(law)
+    np.testing.assert_allclose(w_hat, weights, atol=atol)
+    np.testing.assert_array_equal(np.argsort(w_hat), np.argsort(weights))
 
 
 @pytest.fixture(scope="module")
@@ -76,14 +104,15 @@ def test_recovers_known_class_weights(family, predictor, shape, epoch_weights):
     w = _true_weights(10)
     X, y, clean, _ = simulate(family, shape, w, epoch_weights)
     law = ScalingLaw(family=family, predictor=predictor, n_starts=4).fit(X, y)
-    np.testing.assert_allclose(_class_weights(law), w, atol=0.006)
+    assert_weights_recovered(law, w, atol=0.0045)  # neighbouring true weights are 0.0095 apart
     assert _class_weights(law).sum() == pytest.approx(1.0, abs=1e-12)  # the convention
     epochs_hat = [law.params_["w_epoch"], law.params_.get("w_epoch2", 0.0)]
     np.testing.assert_allclose(epochs_hat[: len(epoch_weights)], epoch_weights, atol=0.03)
     np.testing.assert_allclose(
         [law.params_[n] for n in get_family(family).param_names], shape, rtol=0.05, atol=0.02
     )
-    np.testing.assert_allclose(law.predict(X), clean, atol=0.003)
+    X_new, clean_new = held_out(family, shape, w, epoch_weights)
+    np.testing.assert_allclose(law.predict(X_new), clean_new, atol=0.004)
     assert law.score(X, y)["r2"] > 0.99
 
 
@@ -284,32 +313,43 @@ def test_fixed_total_weight_has_zero_error():
 
 
 def test_bootstrap_resamples_runs_and_covers_the_truth():
-    w = _true_weights(3)
-    X, y, clean, runs = simulate(
-        "power", (-0.05, 0.7, 0.55), w, (0.3,), n_runs=24, noise=0.004, seed=5
-    )
-    law = ScalingLaw(family="power", predictor="m0", n_starts=3).fit(X, y, groups=runs)
-    X_pred = X.iloc[[11, 23]]
-    boot = law.bootstrap(X, y, n_boot=60, seed=1, X_pred=X_pred)
-    assert isinstance(boot, BootstrapResult)
-    assert boot.n_failed == 0 and boot.samples.shape == (60, len(law.params_))
-    iv = boot.intervals
-    assert iv.index.tolist() == list(law.params_)
-    width = iv["upper"] - iv["lower"]
-    assert np.all(width[[f"w_{c}" for c in law.class_columns_]] > 0)
-    for c, truth in zip(law.class_columns_, w, strict=True):
-        assert iv.loc[f"w_{c}", "lower"] <= truth <= iv.loc[f"w_{c}", "upper"], c
-    np.testing.assert_allclose(
-        boot.samples[[f"w_{c}" for c in law.class_columns_]].sum(axis=1), 1.0, atol=1e-12
-    )
-    pi = boot.prediction_intervals
-    assert pi.shape == (2, 2) and np.all(pi["upper"] > pi["lower"])
-    assert np.all((pi["lower"] <= clean[[11, 23]]) & (clean[[11, 23]] <= pi["upper"]))
-    # bootstrap spread and Jacobian standard errors agree in size
-    se = law.standard_errors()
-    sd = boot.samples.std()
-    for c in law.class_columns_:
-        assert 0.4 < sd[f"w_{c}"] / se[f"w_{c}"] < 2.5
+    """90 % run-bootstrap intervals cover the true weights and a true prediction at a stated
+    rate over 24 seeded datasets whose runs carry their own offsets (a run's rows are
+    correlated, as in real training): resampling rows as if independent, or not resampling,
+    gives intervals too narrow to reach the rate."""
+    n_sets, level = 24, 0.9
+    # a calibrated bootstrap covers fewer than `least` of the n_sets truths with probability
+    # < 0.5 %; one that covers half the time (about what resampling rows gives) reaches it < 5 %
+    least = int(stats.binom.ppf(0.005, n_sets, level))  # 17 of 24
+    assert stats.binom.sf(least - 1, n_sets, 0.5) < 0.05
+    w, shape, epochs = _true_weights(3), (-0.05, 0.7, 0.55), (10, 20, 30, 40, 50, 60)
+    X_pred = pd.DataFrame({"n_c0": [120], "n_c1": [120], "n_c2": [120], "epoch": [40]})
+    z_pred = X_pred[["n_c0", "n_c1", "n_c2"]].to_numpy() / MAX_COUNT @ w + 0.3 * 40 / 60
+    truth = np.append(w, get_family("power")(z_pred, shape))  # w_n_c0..2, prediction
+    covered = np.zeros(len(truth), dtype=int)
+    estimates, spreads = [], []
+    for seed in range(n_sets):
+        X, y, _, runs = simulate("power", shape, w, (0.3,), n_runs=20, noise=0.002,
+                                 run_noise=0.02, seed=seed, epochs=epochs)
+        law = ScalingLaw(family="power", predictor="m0", n_starts=2).fit(X, y, groups=runs)
+        boot = law.bootstrap(X, y, n_boot=60, seed=seed, X_pred=X_pred, level=level)
+        names = [f"w_{c}" for c in law.class_columns_]
+        if seed == 0:  # the result's contract, once
+            assert isinstance(boot, BootstrapResult) and boot.level == level
+            assert boot.n_failed == 0 and boot.samples.shape == (60, len(law.params_))
+            assert boot.intervals.index.tolist() == list(law.params_)
+            np.testing.assert_allclose(boot.samples[names].sum(axis=1), 1.0, atol=1e-12)
+            assert boot.prediction_intervals.shape == (1, 2)
+        lower = np.append(boot.intervals.loc[names, "lower"], boot.prediction_intervals["lower"])
+        upper = np.append(boot.intervals.loc[names, "upper"], boot.prediction_intervals["upper"])
+        covered += (lower <= truth) & (truth <= upper)
+        estimates.append([law.params_[n] for n in names])
+        spreads.append(boot.samples[names].std().to_numpy())
+    assert np.all(covered >= least), f"covered {covered.tolist()} of {n_sets}, need {least}"
+    # the replicates' spread matches the spread of the estimates over the datasets
+    ratio = np.mean(spreads, axis=0) / np.std(estimates, axis=0, ddof=1)
+    assert np.all((0.6 < ratio) & (ratio < 1.6)), ratio
+    X, y, *_ = simulate("power", shape, w, (0.3,), n_runs=6, epochs=epochs)
     with pytest.raises(MixscaleError, match="needs `groups`"):
         ScalingLaw(family="power", predictor="m0", n_starts=1).fit(X, y).bootstrap(X, y)
 
@@ -407,9 +447,12 @@ def test_recovery_for_every_family_and_predictor(family, predictor):
     k = 5
     w = _true_weights(k) if per_class else np.full(k, 1.0 / k)  # total_n = equal weights
     epoch_weights = (0.4,) if predictor in ("m0", "m2") else (0.6, -0.2)
-    X, y, clean, runs = simulate(family, _SHAPES[family], w, epoch_weights, n_runs=24,
-                                 noise=0.002, epochs=(10, 20, 30, 40, 50, 60))
+    epochs = (10, 20, 30, 40, 50, 60)
+    X, y, _, runs = simulate(family, _SHAPES[family], w, epoch_weights, n_runs=24,
+                             noise=0.002, epochs=epochs)
     law = ScalingLaw(family=family, predictor=predictor, n_starts=3).fit(X, y, groups=runs)
-    np.testing.assert_allclose(law.predict(X), clean, atol=0.01)
-    if per_class:
-        np.testing.assert_allclose(_class_weights(law), w, atol=0.03)
+    X_new, clean_new = held_out(family, _SHAPES[family], w, epoch_weights, n_runs=12,
+                                epochs=epochs)
+    np.testing.assert_allclose(law.predict(X_new), clean_new, atol=0.004)
+    if per_class:  # neighbouring true weights are 0.043 apart
+        assert_weights_recovered(law, w, atol=0.005)

@@ -16,12 +16,79 @@ from mixscale.errors import MixscaleError
 __all__: list[str] = []  # private module
 
 
+DESIGN_KEYS = ("min_count", "mix", "share_min", "share_max", "total_min", "total_max")
+
+
+def design_envelope(counts: np.ndarray) -> dict[str, Any]:
+    """What a law knows of the design it was fitted on, from its training rows' counts.
+
+    Parameters
+    ----------
+    counts : numpy.ndarray
+        Training rows x classes, raw image counts.
+
+    Returns
+    -------
+    dict
+        ``min_count`` (smallest count of any class in any row: the planner's default floor),
+        ``mix`` (mean share of each class: how a plan of a class-blind law splits images),
+        ``share_min``/``share_max`` (each class's smallest and largest share) and
+        ``total_min``/``total_max`` (smallest and largest total): the served
+        ``outside_design`` flag's box.
+    """
+    counts = np.asarray(counts, dtype=float)
+    total = counts.sum(axis=1)
+    shares = counts / np.where(total > 0, total, 1.0)[:, None]
+    return {"min_count": int(counts.min()), "mix": shares.mean(axis=0).tolist(),
+            "share_min": shares.min(axis=0).tolist(), "share_max": shares.max(axis=0).tolist(),
+            "total_min": float(total.min()), "total_max": float(total.max())}
+
+
+def check_design(d: Any, n_classes: int) -> dict[str, Any] | None:
+    """A law JSON's ``design`` entry checked (None stays None: a law fitted before it existed)."""
+    if d is None:
+        return None
+    ok = isinstance(d, dict) and all(k in d for k in DESIGN_KEYS)
+    if ok:
+        vectors = [np.asarray(d[k], dtype=float) for k in ("mix", "share_min", "share_max")]
+        ok = all(v.shape == (n_classes,) and np.all(np.isfinite(v)) for v in vectors)
+    if not ok:
+        raise MixscaleError(f"a law's `design` must hold {list(DESIGN_KEYS)} with one share per "
+                            f"class ({n_classes}), but got {d!r}.")
+    return {"min_count": int(d["min_count"]),
+            **{k: [float(v) for v in d[k]] for k in ("mix", "share_min", "share_max")},
+            "total_min": float(d["total_min"]), "total_max": float(d["total_max"])}
+
+
 class LawBase:
     """Mixin: a subclass provides ``_check_fitted``, ``to_dict``/``from_dict``,
     ``_replicate_predictions`` and ``_no_replicates``."""
 
     raw_params_: np.ndarray
     bootstrap_raw_: np.ndarray | None
+    design_: dict[str, Any] | None = None  # design_envelope() of the training rows
+
+    def _set_design(self, counts: np.ndarray) -> None:
+        self.design_ = design_envelope(counts)
+
+    def outside_design(self, counts: np.ndarray) -> np.ndarray:
+        """Per row of raw ``counts``: is a class share or the total outside the design's range?
+
+        Rows are compared with :func:`design_envelope` of the training rows (a small
+        tolerance keeps the design's own rows inside). A law without one (fitted before
+        laws stored it) returns all False.
+        """
+        counts = np.atleast_2d(np.asarray(counts, dtype=float))
+        d = self.design_
+        if d is None:
+            return np.zeros(len(counts), dtype=bool)
+        total = counts.sum(axis=1)
+        shares = counts / np.where(total > 0, total, 1.0)[:, None]
+        tol = 1e-9
+        out = (total < d["total_min"] * (1 - tol)) | (total > d["total_max"] * (1 + tol))
+        out |= np.any(shares < np.asarray(d["share_min"]) - tol, axis=1)
+        out |= np.any(shares > np.asarray(d["share_max"]) + tol, axis=1)
+        return out
 
     def _check_fitted(self) -> None:  # pragma: no cover - every subclass defines it
         raise NotImplementedError

@@ -13,12 +13,13 @@ from typing import Any
 
 import numpy as np
 
+from mixscale._lawbase import check_design
 from mixscale._summary import n_raw_params
 from mixscale.errors import MixscaleError
 
 CONVENTION = "count weights (w_n_<class> or w_total_n) sum to 1; epoch weights in the same units"
 _FORMAT = "mixscale.ScalingLaw"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # 2: + `design` (training rows' floor, mix and range); 1 is still read
 _KEYS = (
     "family",
     "predictor",
@@ -61,6 +62,7 @@ def law_to_dict(law: Any) -> dict[str, Any]:
         "n_train": law.n_train_,
         "bootstrap_raw": (None if getattr(law, "bootstrap_raw_", None) is None
                           else law.bootstrap_raw_.tolist()),
+        "design": law.design_,
     }
 
 
@@ -68,9 +70,9 @@ def law_from_dict(cls: type, d: dict[str, Any]) -> Any:
     """Rebuild a fitted law of class ``cls`` from :func:`law_to_dict` output, checking it."""
     if not isinstance(d, dict) or d.get("format") != _FORMAT:
         raise MixscaleError(f"not a {_FORMAT} dict: `format` is {_get(d, 'format')!r}.")
-    if d.get("version") != _FORMAT_VERSION:
+    if d.get("version") not in (1, _FORMAT_VERSION):
         raise MixscaleError(
-            f"{_FORMAT} version must be {_FORMAT_VERSION}, but got {d.get('version')!r}."
+            f"{_FORMAT} version must be 1 or {_FORMAT_VERSION}, but got {d.get('version')!r}."
         )
     missing = [key for key in _KEYS if key not in d]
     if missing:
@@ -99,6 +101,7 @@ def law_from_dict(cls: type, d: dict[str, Any]) -> Any:
     law.bootstrap_raw_ = None
     if d.get("bootstrap_raw") is not None:
         law.bootstrap_raw_ = np.asarray(d["bootstrap_raw"], dtype=float)
+    law.design_ = check_design(d.get("design"), len(law.class_columns_))  # None in version 1
     return law
 
 
@@ -118,7 +121,8 @@ def _get(d: Any, key: str) -> Any:
     return d.get(key) if isinstance(d, dict) else type(d).__name__
 
 
-CLASS_FORMAT, CLASS_FORMAT_VERSION = "mixscale.ClassLaw", 1
+# 2: the own-count gate (0 accuracy without images of its own; parameter k) and `design`
+CLASS_FORMAT, CLASS_FORMAT_VERSION = "mixscale.ClassLaw", 2
 _CLASS_KEYS = ("options", "class_columns", "count_scale", "total_scale", "epoch_scale",
                "class_weights", "raw_params", "pcov", "cost", "n_train")
 
@@ -140,6 +144,7 @@ def class_law_to_dict(law: Any) -> dict[str, Any]:
         "pcov": [[float(v) if np.isfinite(v) else None for v in row] for row in law.pcov_],
         "cost": law.cost_, "n_train": law.n_train_,
         "bootstrap_raw": (None if law.bootstrap_raw_ is None else law.bootstrap_raw_.tolist()),
+        "design": law.design_,
     }
 
 
@@ -149,6 +154,11 @@ def class_law_from_dict(cls: type, d: dict[str, Any]) -> Any:
 
     if not isinstance(d, dict) or d.get("format") != CLASS_FORMAT:
         raise MixscaleError(f"not a {CLASS_FORMAT} dict: `format` is {_get(d, 'format')!r}.")
+    if d.get("version") == 1:
+        raise MixscaleError(f"{CLASS_FORMAT} version 1 is the per-class form without the "
+                            "own-count gate (it predicts high accuracy for a class with no "
+                            "images); refit it with `mixscale fit` to get version "
+                            f"{CLASS_FORMAT_VERSION}.")
     if d.get("version") != CLASS_FORMAT_VERSION:
         raise MixscaleError(f"{CLASS_FORMAT} version must be {CLASS_FORMAT_VERSION}, but got "
                             f"{d.get('version')!r}.")
@@ -171,4 +181,5 @@ def class_law_from_dict(cls: type, d: dict[str, Any]) -> Any:
     law.groups_ = None
     if d.get("bootstrap_raw") is not None:
         law.bootstrap_raw_ = np.asarray(d["bootstrap_raw"], dtype=float)
+    law.design_ = check_design(d.get("design"), len(law.class_columns_))
     return law

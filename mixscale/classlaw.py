@@ -6,21 +6,28 @@ combination, so to a planner every image of a class is worth the same however ma
 metrics every row logs), in the spirit of Rolf et al. (2021), where a group's error falls with
 its own count and, less, with the total:
 
-    acc_c = A_c - z_c ** (-p_c),   z_c = w_own_c * x_c + w_total_c * t + w_epoch_c * u
+    acc_c = g_c * (A_c - z_c ** (-p_c)),   g_c = x0_c / (x0_c + k_c),
+    z_c = w_own_c * x_c + w_total_c * t + w_epoch_c * u
 
-with ``x_c = (n_c + 1) / (S + 1)`` (own count, ``S`` the largest class count seen in training),
-``t = (N + 1) / (S_N + 1)`` (total count ``N``, ``S_N`` its largest value) and ``u = epoch / E``
-(``E`` the largest epoch). ``A_c`` in [0, 1] is the class's accuracy ceiling, ``p_c > 0`` how
-fast its error falls, and ``w_own_c, w_total_c, w_epoch_c >= 0`` what one more image of the
-class, one more image of any class and one more epoch are worth to it. The coefficient of ``z_c
-** (-p_c)`` is fixed at 1, so the size of the weights is not traded against a scale factor:
-every parameter is identifiable (the reporting convention). The returns diminish in every
-resource; an image of class c raises ``z_c`` by ``w_own_c / (S + 1) + w_total_c / (S_N + 1)``
-and every other class's ``z`` by its ``w_total / (S_N + 1)`` only. Rolf et al. add the own-count
-and total-count terms (``d + s n_c^-p + t N^-q``); putting counts and epochs into one ``z`` lets
-the law capture what an additive form cannot: a small subset needs more epochs to learn at all.
-(On the digits demo design, measured: validation MSE 0.0058 for the additive form with an added
-epoch term, 0.0024 for this one, 0.0019 for the paper's best power law.)
+with ``x0_c = n_c / S`` and ``x_c = (n_c + 1) / (S + 1)`` (own count, ``S`` the largest class
+count seen in training), ``t = (N + 1) / (S_N + 1)`` (total count ``N``, ``S_N`` its largest
+value) and ``u = epoch / E`` (``E`` the largest epoch). ``A_c`` in [0, 1] is the class's accuracy
+ceiling, ``p_c > 0`` how fast its error falls, and ``w_own_c, w_total_c, w_epoch_c >= 0`` what
+one more image of the class, one more image of any class and one more epoch are worth to it.
+The gate ``g_c`` is 0 at ``n_c = 0`` and rises to 1: a classifier never shown a class does not
+recognise it, so **a class without images of its own is predicted 0 by the form itself**,
+however many images of other classes there are (the form without the gate predicted 0.92-0.99
+there on the digits demo). ``k_c > 0`` (in units of ``S``) is the own count at which the gate
+is one half. ``g_c < 1`` and ``A_c <= 1`` keep every prediction below 1, also without a clip.
+The coefficient of ``z_c ** (-p_c)`` is fixed at 1, so the size of the weights is not traded
+against a scale factor: every parameter is identifiable (the reporting convention). The returns
+diminish in every resource; an image of class c raises ``z_c`` by ``w_own_c / (S + 1) +
+w_total_c / (S_N + 1)`` and every other class's ``z`` by its ``w_total / (S_N + 1)`` only.
+Rolf et al. add the own-count and total-count terms (``d + s n_c^-p + t N^-q``); putting counts
+and epochs into one ``z`` lets the law capture what an additive form cannot: a small subset
+needs more epochs to learn at all. (On the digits demo design, measured: validation MSE 0.0058
+for the additive form with an added epoch term, 0.0024 for this one without the gate, 0.0019
+for the paper's best power law.)
 
 The overall accuracy is ``sum_c w_c * clip(acc_c, 0, 1)`` with ``w_c`` the test split's class
 frequencies. They are not a parameter of the fit: overall test accuracy *is* the frequency
@@ -54,11 +61,12 @@ from mixscale.errors import FitError, MixscaleError
 __all__ = ["ClassLaw", "FAMILY", "PREDICTOR", "N_SHAPE", "class_accuracy_column", "given_weights"]
 
 FAMILY, PREDICTOR = "perclass", "own-total"  # how the fit summary and the registry name it
-_SHAPE = ("A", "p", "w_own", "w_total", "w_epoch")  # per-class parameters, in raw order
+_SHAPE = ("A", "p", "w_own", "w_total", "w_epoch", "k")  # per-class parameters, raw order
 N_SHAPE = len(_SHAPE)
-_LOWER = np.array([0.0, 0.01, 0.0, 0.0, 0.0])
-_UPPER = np.array([1.0, 5.0, 1e4, 1e4, 1e4])
-_GRID = ((1.0, 0.5, 1.0, 1.0, 1.0), (0.95, 1.0, 3.0, 1.0, 0.5), (1.0, 0.3, 0.3, 3.0, 2.0))
+_LOWER = np.array([0.0, 0.01, 0.0, 0.0, 0.0, 1e-4])
+_UPPER = np.array([1.0, 5.0, 1e4, 1e4, 1e4, 10.0])
+_GRID = ((1.0, 0.5, 1.0, 1.0, 1.0, 0.01), (0.95, 1.0, 3.0, 1.0, 0.5, 0.05),
+         (1.0, 0.3, 0.3, 3.0, 2.0, 0.002))
 _Z_MIN = 1e-9
 _WEIGHT_TOL = 1e-3  # largest residual of "overall = weighted mean of per-class accuracies"
 
@@ -68,18 +76,22 @@ def class_accuracy_column(class_column: str) -> str:
     return "accuracy_" + class_column.removeprefix("n_")
 
 
-def _curve(theta: np.ndarray, x: np.ndarray, t: np.ndarray, u: np.ndarray) -> np.ndarray:
-    a_max, p, w_own, w_total, w_epoch = theta
+def _curve(theta: np.ndarray, x0: np.ndarray, x: np.ndarray, t: np.ndarray,
+           u: np.ndarray) -> np.ndarray:
+    a_max, p, w_own, w_total, w_epoch, k = theta
     z = np.maximum(w_own * x + w_total * t + w_epoch * u, _Z_MIN)
-    return a_max - z ** (-p)
+    return x0 / (x0 + k) * (a_max - z ** (-p))
 
 
-def _jacobian(theta: np.ndarray, x: np.ndarray, t: np.ndarray, u: np.ndarray) -> np.ndarray:
-    _, p, w_own, w_total, w_epoch = theta
+def _jacobian(theta: np.ndarray, x0: np.ndarray, x: np.ndarray, t: np.ndarray,
+              u: np.ndarray) -> np.ndarray:
+    a_max, p, w_own, w_total, w_epoch, k = theta
     z = np.maximum(w_own * x + w_total * t + w_epoch * u, _Z_MIN)
     zp = z ** (-p)
-    dz = p * zp / z  # d(-z^-p)/dz
-    return np.column_stack([np.ones_like(z), zp * np.log(z), dz * x, dz * t, dz * u])
+    gate = x0 / (x0 + k)
+    dz = gate * p * zp / z  # gate * d(-z^-p)/dz
+    return np.column_stack([gate, gate * zp * np.log(z), dz * x, dz * t, dz * u,
+                            -(a_max - zp) * gate / (x0 + k)])
 
 
 class ClassLaw(LawBase):
@@ -107,7 +119,7 @@ class ClassLaw(LawBase):
     class_weights_ : numpy.ndarray
         Test-split class frequencies (sum to 1).
     raw_params_ : numpy.ndarray
-        ``(A, p, w_own, w_total, w_epoch)`` of every class, concatenated in class order.
+        ``(A, p, w_own, w_total, w_epoch, k)`` of every class, concatenated in class order.
     params_ : dict of str to float
         ``<name>_<class>`` for every per-class parameter, then ``weight_<class>``.
     pcov_ : numpy.ndarray
@@ -136,10 +148,12 @@ class ClassLaw(LawBase):
                       f_scale=self.f_scale, n_starts=self.n_starts, seed=self.seed)
 
     def _inputs(self, counts: np.ndarray, epoch: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``x0``, ``x``, ``t`` and ``u`` of the module docstring."""
+        x0 = counts / self.count_scale_
         x = (counts + 1.0) / (self.count_scale_ + 1.0)
         t = (counts.sum(axis=1) + 1.0) / (self.total_scale_ + 1.0)
-        return x, t, epoch / self.epoch_scale_
+        return x0, x, t, epoch / self.epoch_scale_
 
     def fit(self, X: pd.DataFrame, y: Any, *, groups: Any = None,
             class_weights: Sequence[float] | None = None) -> ClassLaw:
@@ -187,34 +201,37 @@ class ClassLaw(LawBase):
             raise FitError(f"the largest class count, total and epoch of the training rows must "
                            f"be > 0, but got {scales}.")
         self.count_scale_, self.total_scale_, self.epoch_scale_ = (float(s) for s in scales)
-        x, t, u = self._inputs(counts, epoch)
+        x0, x, t, u = self._inputs(counts, epoch)
         rng = np.random.default_rng(self.seed)
         raws, blocks, cost = [], [], 0.0
         for c, col in enumerate(columns):
             starts = [np.array(s) for s in _GRID][: self.n_starts]
             while len(starts) < self.n_starts:
                 starts.append(np.array([rng.uniform(0.5, 1.0), rng.uniform(0.1, 2.0),
-                                        *np.exp(rng.uniform(np.log(0.01), np.log(10.0), 3))]))
-            res = self._solve(x[:, c], t, u, targets_fit[:, c], starts, what=col)
+                                        *np.exp(rng.uniform(np.log(0.01), np.log(10.0), 3)),
+                                        np.exp(rng.uniform(np.log(1e-3), np.log(0.3)))]))
+            res = self._solve(x0[:, c], x[:, c], t, u, targets_fit[:, c], starts, what=col)
             raws.append(res.x)
             blocks.append(_block_cov(res, len(t)))
             cost += float(res.cost)
         self.class_columns_ = columns
         self.class_weights_ = weights
         self._set(np.concatenate(raws), _block_diag(blocks), cost=cost, n_train=int(keep.sum()))
+        self._set_design(counts)
         self.groups_ = None if groups is None else np.asarray(groups)
         return self
 
-    def _solve(self, x: np.ndarray, t: np.ndarray, u: np.ndarray, y: np.ndarray,
+    def _solve(self, x0: np.ndarray, x: np.ndarray, t: np.ndarray, u: np.ndarray,
+               y: np.ndarray,
                starts: Sequence[np.ndarray], *, what: str) -> Any:
         best = None
         for start in starts:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    res = least_squares(lambda th: _curve(th, x, t, u) - y,
+                    res = least_squares(lambda th: _curve(th, x0, x, t, u) - y,
                                         np.clip(start, _LOWER, _UPPER),
-                                        jac=lambda th: _jacobian(th, x, t, u),
+                                        jac=lambda th: _jacobian(th, x0, x, t, u),
                                         bounds=(_LOWER, _UPPER), loss=self.loss,
                                         f_scale=self.f_scale, max_nfev=2000)
             except (ValueError, FloatingPointError):
@@ -249,8 +266,9 @@ class ClassLaw(LawBase):
     def _class_matrix(self, counts: np.ndarray, epoch: np.ndarray,
                       raw: np.ndarray | None = None) -> np.ndarray:
         theta = (self.raw_params_ if raw is None else raw).reshape(-1, len(_SHAPE))
-        x, t, u = self._inputs(counts, epoch)
-        return np.column_stack([_curve(theta[c], x[:, c], t, u) for c in range(len(theta))])
+        x0, x, t, u = self._inputs(counts, epoch)
+        return np.column_stack([_curve(theta[c], x0[:, c], x[:, c], t, u)
+                                for c in range(len(theta))])
 
     def predict_classes(self, X: pd.DataFrame) -> pd.DataFrame:
         """Each class's predicted test accuracy (clipped to [0, 1]), one ``accuracy_<class>``
@@ -307,7 +325,7 @@ class ClassLaw(LawBase):
         counts, epoch, _ = read_features(X, class_columns=self.class_columns_)
         targets = _class_targets(X, self.class_columns_)
         keep = epoch >= self.min_epoch
-        x, t, u = self._inputs(counts[keep], epoch[keep])
+        x0, x, t, u = self._inputs(counts[keep], epoch[keep])
         labels, inverse = np.unique(np.asarray(groups)[keep], return_inverse=True)
         if labels.size < 2:
             raise MixscaleError(f"bootstrap needs at least 2 runs with epoch >= min_epoch, "
@@ -320,7 +338,8 @@ class ClassLaw(LawBase):
             rows = np.concatenate([members[g] for g in rng.integers(0, labels.size, labels.size)])
             try:
                 raws.append(np.concatenate([
-                    self._solve(x[rows, c], t[rows], u[rows], targets[keep][rows, c],
+                    self._solve(x0[rows, c], x[rows, c], t[rows], u[rows],
+                                targets[keep][rows, c],
                                 [theta[c]], what=col).x
                     for c, col in enumerate(self.class_columns_)]))
             except FitError:

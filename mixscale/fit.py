@@ -177,6 +177,7 @@ class ScalingLaw(LawBase):
         self.class_columns_ = columns
         self.count_scale_, self.total_scale_, self.epoch_scale_ = (float(v) for v in scales)
         self._set_fitted(best.x, pcov, cost=float(best.cost), n_train=int(keep.sum()))
+        self._set_design(counts)  # floor, mix and range of the training rows (plan, serving)
         self.groups_ = groups
         return self
 

@@ -16,10 +16,10 @@ from mixscale.plan import plan_counts
 
 CLASSES = ["n_a", "n_b", "n_c"]
 WEIGHTS = np.array([0.5, 0.3, 0.2])  # test-split class frequencies
-# (A, p, w_own, w_total, w_epoch) per class
-TRUE = np.array([[0.98, 0.8, 8.0, 3.0, 2.0],
-                 [0.90, 1.2, 3.0, 6.0, 3.0],
-                 [0.95, 0.5, 12.0, 1.0, 2.5]])
+# (A, p, w_own, w_total, w_epoch, k) per class
+TRUE = np.array([[0.98, 0.8, 8.0, 3.0, 2.0, 0.05],
+                 [0.90, 1.2, 3.0, 6.0, 3.0, 0.10],
+                 [0.95, 0.5, 12.0, 1.0, 2.5, 0.03]])
 S, S_N, E = 80, 240, 30  # the largest class count, total and epoch of the synthetic rows
 
 
@@ -28,7 +28,8 @@ def _truth(counts: np.ndarray, epoch: np.ndarray, params: np.ndarray = TRUE) -> 
     t = (counts.sum(axis=1, keepdims=True) + 1.0) / (S_N + 1.0)
     u = (epoch / E)[:, None]
     z = params[:, 2] * x + params[:, 3] * t + params[:, 4] * u
-    return params[:, 0] - z ** (-params[:, 1])
+    gate = counts / S / (counts / S + params[:, 5])
+    return gate * (params[:, 0] - z ** (-params[:, 1]))
 
 
 def _table(n_runs: int = 40, noise: float = 0.0, seed: int = 0,
@@ -103,20 +104,42 @@ def test_json_round_trip_keeps_predictions_and_bootstrap() -> None:
     law = ClassLaw(min_epoch=0, n_starts=3).fit(X, X["accuracy"], groups=X["run"])
     boot = law.bootstrap(X, X["accuracy"], n_boot=12, seed=1)
     assert boot.n_boot == 12 and len(boot.samples) == 12 - boot.n_failed > 6
-    assert (boot.intervals["lower"] <= boot.intervals["upper"]).all()
     law.keep_bootstrap(boot)
     fresh = _table(n_runs=5, seed=9)
     lower, upper = law.predict_interval(fresh, 0.9)
-    pred = law.predict(fresh)
-    assert np.all(lower <= upper) and np.mean((lower <= pred) & (pred <= upper)) > 0.8
+    assert (upper - lower).max() > 0  # replicates that differ, so a lost one would show
     back = read_law(law.to_json())
     assert isinstance(back, ClassLaw)
-    np.testing.assert_allclose(back.predict(fresh), pred, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(back.predict_interval(fresh, 0.9), (lower, upper), atol=1e-12)
-    assert back.params_ == law.params_
+    # the round trip is exact: the same replicates, hence the same intervals, bit for bit
+    np.testing.assert_array_equal(back.bootstrap_raw_, boot.raw_samples)
+    np.testing.assert_array_equal(back.raw_params_, law.raw_params_)
+    np.testing.assert_array_equal(back.predict(fresh), law.predict(fresh))
+    back_lower, back_upper = back.predict_interval(fresh, 0.9)
+    np.testing.assert_array_equal(back_lower, lower)
+    np.testing.assert_array_equal(back_upper, upper)
+    assert back.params_ == law.params_ and back.design_ == law.design_
+    assert back.design_["min_count"] == int(X[CLASSES].to_numpy().min())
     assert set(law.standard_errors()) == set(law.params_)
     with pytest.raises(MixscaleError, match="raw_params"):
         ClassLaw.from_dict({**law.to_dict(), "raw_params": [0.5] * 4})
+    with pytest.raises(MixscaleError, match="version 1 is the per-class form without the "
+                                            "own-count gate.*refit"):
+        ClassLaw.from_dict({**law.to_dict(), "version": 1})
+
+
+def test_a_class_without_images_is_predicted_zero_by_the_form(law: ClassLaw) -> None:
+    """No clip involved: the unclipped per-class curve is exactly 0 at own count 0, for any
+    counts of the other classes and any epoch, and every prediction stays below 1."""
+    counts = np.array([[0, 80, 80], [0, 5000, 5000], [40, 0, 3], [10**6, 10**6, 0]], float)
+    epoch = np.array([30.0, 300.0, 20.0, 30.0])
+    raw = law._class_matrix(counts, epoch)  # before any clip
+    assert raw[0, 0] == 0.0 and raw[1, 0] == 0.0 and raw[2, 1] == 0.0 and raw[3, 2] == 0.0
+    assert raw[2, 0] > 0.5 and raw[3, 0] > 0.9  # classes with images are recognised
+    assert (raw < 1.0).all()  # bounded by the form: A <= 1 and a gate < 1
+    assert law.params_["k_b"] == pytest.approx(0.10, rel=0.1)  # the gate is identified
+    one = pd.DataFrame({"n_a": [1, 2, 8], "n_b": [20] * 3, "n_c": [20] * 3, "epoch": [20] * 3})
+    acc = law.predict_classes(one)["accuracy_a"].to_numpy()
+    assert 0.0 < acc[0] < acc[1] < acc[2]  # and it rises from there
 
 
 # --- planning with a law whose returns diminish ------------------------------------------

@@ -12,9 +12,20 @@ subject to ``law.predict(x, epochs) >= target``:
    marginal gain per cost until the target holds, then drop the most expensive images whose
    removal keeps it, then try one-for-one swaps to a cheaper class.
 
+No class is planned below a **floor**: by default the smallest per-class count of the design's
+training rows (stored with the law), because the laws only know counts like those; a class the
+law has never seen without images must not be left without them. The floor is a lower bound like
+``current``, so a free class (cost 0) cannot push other classes below it either.
+
+A law that **cannot tell classes apart** (one more image of any class changes its prediction
+alike: the total-count predictors ``m2``/``m3``, or equal class weights) has no reason to prefer
+one class, and the optimum above would be any split, e.g. everything in one class. Its plan
+instead splits images in the design's mix (the training rows' mean class shares): the smallest
+total whose split reaches the target; the plan carries a warning saying so.
+
 When even the best counts within the bounds miss the target the plan says so
 (``reachable=False``) and carries those counts -- the caps, except that classes whose images
-lower the prediction stay at ``current`` -- and the accuracy predicted there.
+lower the prediction stay at their lower bound -- and the accuracy predicted there.
 
 Pure numpy/scipy: nothing here logs or touches MLflow.
 """
@@ -32,7 +43,7 @@ from scipy.optimize import minimize
 from mixscale.errors import MixscaleError
 from mixscale.fit import ScalingLaw
 
-__all__ = ["Plan", "plan_counts", "plan_figure", "INTERVAL_LEVEL"]
+__all__ = ["Plan", "plan_counts", "plan_figure", "default_floor", "INTERVAL_LEVEL"]
 
 INTERVAL_LEVEL = 0.9  # coverage of the plan's bootstrap prediction interval
 _MAX_STEPS = 100_000  # bound on the one-image rounding steps
@@ -53,6 +64,8 @@ class Plan:
     interval: tuple[float, float] | None  # 90 % run-bootstrap interval, None without replicates
     reachable: bool  # False: even the caps miss the target
     marginal_gain: np.ndarray  # d accuracy for one more image of each class, at ``counts``
+    floor: np.ndarray  # fewest images of each class a plan may have
+    warnings: tuple[str, ...] = ()  # what the user must know about this plan
 
     @property
     def added(self) -> np.ndarray:
@@ -69,6 +82,7 @@ class Plan:
         return pd.DataFrame({
             "class": [c.removeprefix("n_") for c in self.class_columns],
             "current": self.current.astype(int),
+            "floor": self.floor.astype(int),
             "plan": self.counts.astype(int),
             "added": self.added.astype(int),
             "cap": self.caps.astype(int),
@@ -83,6 +97,7 @@ class Plan:
             "class_columns": list(self.class_columns),
             "current": [int(v) for v in self.current],
             "caps": [int(v) for v in self.caps],
+            "floor": [int(v) for v in self.floor],
             "costs": [float(v) for v in self.costs],
             "counts": [int(v) for v in self.counts],
             "added": [int(v) for v in self.added],
@@ -94,6 +109,7 @@ class Plan:
             "cost": self.cost,
             "reachable": self.reachable,
             "marginal_gain": [float(v) for v in self.marginal_gain],
+            "warnings": list(self.warnings),
         }
 
 
@@ -115,9 +131,7 @@ def _check(law: ScalingLaw, current: Any, caps: Any, costs: Any, target: float,
     cap = _vector("caps", caps, n, columns)
     cost = _vector("costs", costs, n, columns)
     for name, arr in (("current", cur), ("caps", cap)):
-        if np.any(arr < 0) or np.any(arr != np.round(arr)):
-            raise MixscaleError(f"`{name}` must be non-negative integers, but got "
-                                f"{arr.tolist()}.")
+        _integers(name, arr)
     bad = np.flatnonzero(cur > cap)
     if bad.size:
         pairs = ", ".join(f"{columns[i]}: current={cur[i]:g} > cap={cap[i]:g}" for i in bad)
@@ -129,6 +143,34 @@ def _check(law: ScalingLaw, current: Any, caps: Any, costs: Any, target: float,
     if not (isinstance(epochs, int | np.integer) and epochs >= 1):
         raise MixscaleError(f"`epochs` must be an integer >= 1, but got epochs={epochs!r}.")
     return cur, cap, cost
+
+
+def _integers(name: str, arr: np.ndarray) -> None:
+    if np.any(arr < 0) or np.any(arr != np.round(arr)):
+        raise MixscaleError(f"`{name}` must be non-negative integers, but got {arr.tolist()}.")
+
+
+def default_floor(law: ScalingLaw) -> int:
+    """The smallest per-class count of the law's training rows (0 for a law fitted before
+    laws stored their design)."""
+    design = getattr(law, "design_", None)
+    return 0 if design is None else int(design["min_count"])
+
+
+def _floor(law: ScalingLaw, floor: Any, cap: np.ndarray) -> np.ndarray:
+    """``floor`` (None = :func:`default_floor`; one value or one per class) checked."""
+    columns = list(law.class_columns_)
+    values = np.asarray(default_floor(law) if floor is None else floor, dtype=float).reshape(-1)
+    if values.size == 1:
+        values = np.repeat(values, len(columns))
+    arr = _vector("floor", values, len(columns), columns)
+    _integers("floor", arr)
+    bad = np.flatnonzero(arr > cap)
+    if bad.size:
+        pairs = ", ".join(f"{columns[i]}: floor={arr[i]:g} > cap={cap[i]:g}" for i in bad)
+        raise MixscaleError(f"`floor <= caps` must hold for every class, but got {pairs}; "
+                            "raise the caps or lower the floor.")
+    return arr
 
 
 class _Objective:
@@ -280,19 +322,60 @@ def _round(f: _Objective, x: np.ndarray, cur: np.ndarray, cap: np.ndarray, cost:
     return x
 
 
+def _class_blind(f: _Objective, at: np.ndarray) -> bool:
+    """True when one more image of any class changes the prediction alike, both at ``at`` and
+    at unequal counts (classes that merely look alike at equal counts are not blind)."""
+    step = max(float(f.law.count_scale_) / len(at), 1.0)
+    for x in (at, at + step * np.arange(1, len(at) + 1)):
+        gains = f.gains(x, np.ones_like(x))
+        if np.ptp(gains) > 1e-6 * max(float(np.abs(gains).max()), 1e-12):
+            return False
+    return True
+
+
+def _mix(law: ScalingLaw) -> np.ndarray:
+    """The design's mean class shares (uniform for a law that did not store them)."""
+    n = len(law.class_columns_)
+    design = getattr(law, "design_", None)
+    mix = np.full(n, 1.0 / n) if design is None else np.asarray(design["mix"], dtype=float)
+    return mix / mix.sum() if mix.sum() > 0 else np.full(n, 1.0 / n)
+
+
+def _proportional(f: _Objective, lo: np.ndarray, cap: np.ndarray, mix: np.ndarray,
+                  target: float) -> tuple[np.ndarray, bool]:
+    """The smallest total whose split in ``mix`` (within the bounds) reaches ``target``.
+
+    Returns the counts and whether they reach it (else the largest such split).
+    """
+    def split(total: int) -> np.ndarray:
+        return np.clip(np.floor(total * mix + 1e-9), lo, cap)
+
+    share = mix > 0
+    top = int(np.ceil(np.max(cap[share] / mix[share]))) if share.any() else 0
+    if f(split(top))[0] < target:
+        return split(top), False
+    low, high = 0, top  # f(split(high)) >= target; find the smallest such total
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (low, mid) if f(split(mid))[0] >= target else (mid, high)
+    return split(low if f(split(low))[0] >= target else high), True
+
+
 def plan_counts(law: ScalingLaw, *, current: Sequence[float] | np.ndarray,
                 caps: Sequence[float] | np.ndarray, costs: Sequence[float] | np.ndarray,
-                target: float, epochs: int, interval: bool | None = None) -> Plan:
-    """Cheapest integer counts ``current <= x <= caps`` whose predicted accuracy >= ``target``.
+                target: float, epochs: int, interval: bool | None = None,
+                floor: int | Sequence[int] | None = None) -> Plan:
+    """Cheapest integer counts ``max(current, floor) <= x <= caps`` with predicted accuracy
+    >= ``target``.
 
     Parameters
     ----------
-    law : ScalingLaw
+    law : ScalingLaw or ClassLaw
         A fitted law (its ``class_columns_`` fix the order of every vector).
     current, caps : array_like of int
         Images of each class one has now, and the most one can have (``current <= caps``).
     costs : array_like of float
-        Cost of one more image of each class (>= 0).
+        Cost of one more image of each class (>= 0; 0 = free).
     target : float
         Accuracy to reach, in (0, 1).
     epochs : int
@@ -300,33 +383,58 @@ def plan_counts(law: ScalingLaw, *, current: Sequence[float] | np.ndarray,
     interval : bool or None
         Add the law's 90 % run-bootstrap interval at the plan; None = when the law carries
         replicates.
+    floor : int, array_like of int or None
+        Fewest images of each class the plan may have (one value for every class, or one per
+        class; ``floor <= caps``). None = :func:`default_floor`, the smallest per-class count
+        of the law's training rows.
 
     Returns
     -------
     Plan
         ``reachable=False`` when even the best counts in the bounds (the caps, with classes
-        whose images lower the prediction left at ``current``) miss the target; ``counts``
-        and ``predicted`` are then those counts and their accuracy.
+        whose images lower the prediction left at their lower bound) miss the target;
+        ``counts`` and ``predicted`` are then those counts and their accuracy. A law that
+        cannot tell classes apart splits images in the design's mix, with a warning.
 
     Raises
     ------
     MixscaleError
-        A vector whose length is not the number of classes, ``current > caps``, negative
-        costs or counts, ``target`` outside (0, 1), ``epochs < 1``.
+        A vector whose length is not the number of classes, ``current > caps``,
+        ``floor > caps``, negative costs, counts or floors, ``target`` outside (0, 1),
+        ``epochs < 1``.
     """
     cur, cap, cost = _check(law, current, caps, costs, target, epochs)
+    low = _floor(law, floor, cap)
+    lo = np.maximum(cur, low)  # a plan's lower bound: what one has, and never below the floor
     target = float(target)
     f = _Objective(law, int(epochs))
-    best = _best(f, cur, cap)
-    if f(cur)[0] >= target:
-        counts, reachable = cur.copy(), True
-    elif f(best)[0] < target:
-        counts, reachable = best, False
+    notes: list[str] = []
+    if _class_blind(f, np.maximum(lo, 1.0)):
+        mix = _mix(law)
+        shares = ", ".join(f"{c.removeprefix('n_')}: {m:.3f}"
+                           for c, m in zip(law.class_columns_, mix, strict=True))
+        notes.append(f"the law {law.family}-{law.predictor} cannot tell the classes apart (one "
+                     "more image of any class changes its prediction alike), so this plan "
+                     f"splits images in the design's mix ({shares}) instead of by their worth; "
+                     "plan with a per-class law to choose classes.")
+        if f(lo)[0] >= target:
+            counts, reachable = lo.copy(), True
+        else:
+            counts, reachable = _proportional(f, lo, cap, mix, target)
     else:
-        x = _continuous(f, cur, cap, cost, target, best)
-        if x is None:  # the solver failed from every start: round up from the greedy fill
-            x = _greedy_fill(f, cur, cap, cost, target)
-        counts, reachable = _round(f, x, cur, cap, cost, target), True
+        best = _best(f, lo, cap)
+        if f(lo)[0] >= target:
+            counts, reachable = lo.copy(), True
+        elif f(best)[0] < target:
+            counts, reachable = best, False
+        else:
+            x = _continuous(f, lo, cap, cost, target, best)
+            if x is None:  # the solver failed from every start: round up from the greedy fill
+                x = _greedy_fill(f, lo, cap, cost, target)
+            counts, reachable = _round(f, x, lo, cap, cost, target), True
+    if hasattr(law, "outside_design") and bool(law.outside_design(counts)[0]):
+        notes.append("the plan lies outside the design's range of class shares and totals: "
+                     "its prediction is an extrapolation.")
     predicted = float(np.clip(f(counts)[0], 0.0, 1.0))  # an accuracy, as served
     if interval is None:
         interval = getattr(law, "bootstrap_raw_", None) is not None
@@ -337,7 +445,8 @@ def plan_counts(law: ScalingLaw, *, current: Sequence[float] | np.ndarray,
     return Plan(class_columns=list(law.class_columns_), current=cur, caps=cap, costs=cost,
                 counts=counts, target=target, epochs=int(epochs), predicted=predicted,
                 interval=bounds, reachable=reachable,
-                marginal_gain=f.gains(counts, np.ones_like(counts)))
+                marginal_gain=f.gains(counts, np.ones_like(counts)), floor=low,
+                warnings=tuple(notes))
 
 
 def plan_figure(plan: Plan) -> Any:

@@ -23,8 +23,8 @@ from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 from mixscale.errors import MixscaleError
 
-__all__ = ["LawModel", "law_signature", "log_law", "served_class_column", "set_alias",
-           "CHAMPION"]
+__all__ = ["LawModel", "check_served_input", "law_signature", "log_law", "served_class_column",
+           "set_alias", "CHAMPION", "MAX_SCALE", "OUTSIDE"]
 
 CHAMPION = "champion"  # alias of the law with the best validation MSE
 LAW_ARTIFACT = "law"  # artifact key of the law's JSON inside the logged model
@@ -55,12 +55,76 @@ def served_class_column(class_column: str) -> str:
     return f"accuracy_class_{key}" if key in _INTERVAL_KEYS else f"accuracy_{key}"
 
 
+MAX_SCALE = 1000  # a served count (epoch) above this many times the law's largest is refused
+OUTSIDE = "outside_design"  # served flag: 1 where a class share or the total leaves the design
+
+
+def _bad(message: str) -> MlflowException:
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+def check_served_input(frame: pd.DataFrame, law) -> pd.DataFrame:
+    """The served request checked column by column; the required columns as float64.
+
+    Parameters
+    ----------
+    frame : DataFrame
+        The request: exactly the law's ``n_<class>`` columns and ``epoch``.
+    law : ScalingLaw or ClassLaw
+        The served law (its columns and scales set the rules).
+
+    Returns
+    -------
+    DataFrame
+        ``n_<class>`` and ``epoch`` as floats holding whole numbers.
+
+    Raises
+    ------
+    MlflowException
+        (HTTP 400) naming the column and values: a missing or unknown column, a value that is
+        not a number, negative, not a whole number, or above :data:`MAX_SCALE` x the law's
+        largest training class count (counts) or epoch (``epoch``).
+    """
+    required = [*law.class_columns_, "epoch"]
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise _bad(f"missing input column(s) {missing}; required: {required}.")
+    unknown = [c for c in frame.columns if c not in required]
+    if unknown:
+        raise _bad(f"unknown input column(s) {unknown}; the law takes exactly {required}.")
+    out = {}
+    for col in required:
+        values = pd.to_numeric(frame[col], errors="coerce")
+        if values.isna().any() or pd.api.types.is_bool_dtype(frame[col]):
+            raise _bad(f"column {col!r} must be numeric, but got {frame[col].tolist()}.")
+        values = values.astype(float)
+        if not np.isfinite(values).all():
+            raise _bad(f"column {col!r} must be finite, but got {values.tolist()}.")
+        if (values < 0).any():
+            raise _bad(f"column {col!r} must be >= 0, but got {values[values < 0].tolist()}.")
+        frac = values != np.floor(values)
+        if frac.any():
+            raise _bad(f"column {col!r} must hold whole numbers (images, epochs), but got "
+                       f"{values[frac].tolist()}.")
+        scale = law.epoch_scale_ if col == "epoch" else law.count_scale_
+        limit = MAX_SCALE * scale
+        if (values > limit).any():
+            what = "epoch" if col == "epoch" else "class count"
+            raise _bad(f"column {col!r} must be <= {limit:g} ({MAX_SCALE} x the law's largest "
+                       f"training {what}, {scale:g}), but got "
+                       f"{[f'{v:g}' for v in values[values > limit]]}.")
+        out[col] = values
+    return pd.DataFrame(out, index=frame.index)
+
+
 class LawModel(mlflow.pyfunc.PythonModel):
     """Serves a fitted :class:`~mixscale.fit.ScalingLaw`: counts and epoch in, accuracy out.
 
     Predictions are clipped to [0, 1] (an accuracy); ``params={"interval": 0.9}`` adds the
-    law's run-bootstrap prediction interval. Bad input raises an
-    :class:`~mlflow.exceptions.MlflowException` that the scoring server turns into HTTP 400.
+    law's run-bootstrap prediction interval, and ``outside_design`` (0/1) flags rows outside
+    the design's range of class shares and totals. Bad input raises an
+    :class:`~mlflow.exceptions.MlflowException` that the scoring server turns into HTTP 400
+    (:func:`check_served_input`).
     """
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
@@ -76,54 +140,44 @@ class LawModel(mlflow.pyfunc.PythonModel):
         A per-class law also returns each class's accuracy, named by
         :func:`served_class_column` (``accuracy_<class>``; ``accuracy_class_lower`` and
         ``accuracy_class_upper`` for classes ``lower`` and ``upper``), and the param
-        ``interval`` adds ``accuracy_lower``/``accuracy_upper``.
+        ``interval`` adds ``accuracy_lower``/``accuracy_upper``. ``outside_design`` is 1 where
+        a class's share or the total is outside the range of the law's training rows (absent
+        for a law fitted before laws stored that range).
         """
-        frame = pd.DataFrame(model_input)
-        required = [*self.law.class_columns_, "epoch"]
-        missing = [c for c in required if c not in frame.columns]
-        if missing:
-            raise MlflowException(
-                f"missing input column(s) {missing}; required: {required}.",
-                error_code=INVALID_PARAMETER_VALUE,
-            )
-        for col in required:
-            values = pd.to_numeric(frame[col], errors="coerce")
-            if values.isna().any():
-                raise MlflowException(f"column {col!r} must be numeric, but got "
-                                      f"{frame[col].tolist()}.",
-                                      error_code=INVALID_PARAMETER_VALUE)
-            if (values < 0).any():
-                raise MlflowException(f"column {col!r} must be >= 0, but got "
-                                      f"{values[values < 0].tolist()}.",
-                                      error_code=INVALID_PARAMETER_VALUE)
-        accuracy = np.clip(self.law.predict(frame[required]), 0.0, 1.0)
+        frame = check_served_input(pd.DataFrame(model_input), self.law)
+        accuracy = np.clip(self.law.predict(frame), 0.0, 1.0)
         out = pd.DataFrame({"accuracy": accuracy})
         if hasattr(self.law, "predict_classes"):  # a per-class law also says it per class
-            per_class = self.law.predict_classes(frame[required])
+            per_class = self.law.predict_classes(frame)
             names = [served_class_column(c) for c in self.law.class_columns_]
             out[names] = per_class.to_numpy()
         level = float((params or {}).get("interval") or 0.0)
         if level:
             if not 0.0 < level < 1.0:
-                raise MlflowException(f"param 'interval' must be in (0, 1), e.g. 0.9, but got "
-                                      f"{level}.", error_code=INVALID_PARAMETER_VALUE)
+                raise _bad(f"param 'interval' must be in (0, 1), e.g. 0.9, but got {level}.")
             try:
-                lower, upper = self.law.predict_interval(frame[required], level)
+                lower, upper = self.law.predict_interval(frame, level)
             except ValueError as exc:  # MixscaleError: this law kept no bootstrap replicates
-                raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
+                raise _bad(str(exc)) from None
             out["accuracy_lower"] = np.clip(lower, 0.0, 1.0)
             out["accuracy_upper"] = np.clip(upper, 0.0, 1.0)
+        if self.law.design_ is not None:
+            counts = frame[self.law.class_columns_].to_numpy()
+            out[OUTSIDE] = self.law.outside_design(counts).astype(np.int64)
         return out
 
 
 def law_signature(class_columns: Sequence[str], *, per_class: bool = False
                   ) -> ModelSignature:
-    """Signature: a ``long`` column per class count and ``epoch`` in, ``accuracy`` out.
+    """Signature: ``accuracy`` (and more) out, the param ``interval``; no input schema.
 
-    Counts and epochs are integers; ``long`` accepts Python/NumPy ints and JSON integers. The
-    param ``interval`` (e.g. 0.9; default 0 = none) adds ``accuracy_lower``/``accuracy_upper``,
-    the bootstrap prediction interval, for laws that kept bootstrap replicates. A per-class law
-    (``per_class=True``) also returns each class's accuracy, named by
+    The inputs are a column per class count ``n_<class>`` and ``epoch``, whole numbers. They
+    have no schema on purpose: MLflow would cast a ``long`` column before the model sees it
+    (10.5 -> 10) and drop unknown columns, so :func:`check_served_input` checks the request
+    as sent. The param ``interval`` (e.g. 0.9; default 0 = none) adds
+    ``accuracy_lower``/``accuracy_upper``, the bootstrap prediction interval, for laws that
+    kept bootstrap replicates; ``outside_design`` (0/1) flags rows outside the design. A
+    per-class law (``per_class=True``) also returns each class's accuracy, named by
     :func:`served_class_column` (``accuracy_<class>``, or ``accuracy_class_<class>`` for the
     classes ``lower`` and ``upper``).
 
@@ -132,16 +186,16 @@ def law_signature(class_columns: Sequence[str], *, per_class: bool = False
     MixscaleError
         If two outputs would have one name (e.g. classes ``upper`` and ``class_upper``).
     """
-    inputs = Schema([ColSpec("long", c) for c in [*class_columns, "epoch"]])
     names = ["accuracy", "accuracy_lower", "accuracy_upper",
              *(map(served_class_column, class_columns) if per_class else [])]
-    repeated = sorted({n for n in names if names.count(n) > 1})
+    repeated = sorted({n for n in [*names, OUTSIDE] if [*names, OUTSIDE].count(n) > 1})
     if repeated:
         raise MixscaleError(f"the served outputs {repeated} would each appear more than once "
                             f"for classes {list(class_columns)}; rename those classes.")
-    outputs = Schema([ColSpec("double", n, required=n == "accuracy") for n in names])
+    outputs = Schema([*(ColSpec("double", n, required=n == "accuracy") for n in names),
+                      ColSpec("long", OUTSIDE, required=False)])
     params = ParamSchema([ParamSpec("interval", "double", 0.0)])
-    return ModelSignature(inputs=inputs, outputs=outputs, params=params)
+    return ModelSignature(inputs=None, outputs=outputs, params=params)
 
 
 def _pip_requirements() -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 
@@ -30,9 +31,13 @@ def _synthetic(predictor: str) -> ScalingLaw:
     return ScalingLaw(family="power", predictor=predictor, min_epoch=0).fit(X, 0.9 - 0.5 * z**-0.7)
 
 
-@pytest.fixture(scope="module", params=["m0", "m2"])
+@pytest.fixture(scope="module", params=["m0"])
 def law(request: pytest.FixtureRequest) -> ScalingLaw:
     return _synthetic(request.param)
+
+
+# the optimiser's own tests: no floor (the floor's tests are below)
+plan0 = functools.partial(plan_counts, floor=0)
 
 
 def _predict(law: ScalingLaw, counts: np.ndarray) -> np.ndarray:
@@ -57,7 +62,7 @@ def test_plan_is_brute_force_optimal(law: ScalingLaw, grid: np.ndarray, costs: t
     acc = _predict(law, grid)
     lo, hi = float(_predict(law, CUR)[0]), float(acc.max())
     target = lo + quantile * (hi - lo)
-    plan = plan_counts(law, current=CUR, caps=CAP, costs=costs, target=target, epochs=EPOCHS)
+    plan = plan0(law, current=CUR, caps=CAP, costs=costs, target=target, epochs=EPOCHS)
     best = ((grid[acc >= target] - CUR) @ np.asarray(costs)).min()
     assert plan.reachable
     assert np.all(plan.counts >= CUR) and np.all(plan.counts <= CAP)
@@ -67,34 +72,22 @@ def test_plan_is_brute_force_optimal(law: ScalingLaw, grid: np.ndarray, costs: t
     assert plan.predicted == pytest.approx(_predict(law, plan.counts)[0])
 
 
-def test_total_count_law_fills_the_cheapest_class_first() -> None:
-    law = _synthetic("m2")  # any allocation of one total is equally good
-    target = float(_predict(law, [20, 5, 2])[0]) - 1e-9  # needs 17 more images in all
-    plan = plan_counts(law, current=CUR, caps=[25, 25, 25], costs=[2.0, 1.0, 3.0],
-                       target=target, epochs=EPOCHS)
-    np.testing.assert_array_equal(plan.added, [0, 17, 0])
-    plan = plan_counts(law, current=CUR, caps=[25, 10, 25], costs=[2.0, 1.0, 3.0],
-                       target=target, epochs=EPOCHS)  # class b capped: the rest goes to a
-    np.testing.assert_array_equal(plan.added, [12, 5, 0])
-    assert plan.cost == 12 * 2 + 5
-
-
 def test_doubling_a_cost_never_increases_that_class(law: ScalingLaw) -> None:
     target = float(_predict(law, [18, 15, 10])[0])
     base = [1.0, 1.2, 1.5]
     for c in range(3):
         costs = list(base)
-        before = plan_counts(law, current=CUR, caps=CAP, costs=costs, target=target,
+        before = plan0(law, current=CUR, caps=CAP, costs=costs, target=target,
                              epochs=EPOCHS)
         costs[c] *= 2
-        after = plan_counts(law, current=CUR, caps=CAP, costs=costs, target=target,
+        after = plan0(law, current=CUR, caps=CAP, costs=costs, target=target,
                             epochs=EPOCHS)
         assert after.counts[c] <= before.counts[c]
 
 
 def test_unreachable_target_reports_the_caps(law: ScalingLaw) -> None:
     at_caps = float(_predict(law, CAP)[0])
-    plan = plan_counts(law, current=CUR, caps=CAP, costs=[1, 1, 1], target=at_caps + 0.01,
+    plan = plan0(law, current=CUR, caps=CAP, costs=[1, 1, 1], target=at_caps + 0.01,
                        epochs=EPOCHS)
     assert not plan.reachable
     np.testing.assert_array_equal(plan.counts, CAP)
@@ -102,14 +95,14 @@ def test_unreachable_target_reports_the_caps(law: ScalingLaw) -> None:
 
 
 def test_target_already_met_costs_nothing(law: ScalingLaw) -> None:
-    plan = plan_counts(law, current=CUR, caps=CAP, costs=[1, 1, 1], target=0.01, epochs=EPOCHS)
+    plan = plan0(law, current=CUR, caps=CAP, costs=[1, 1, 1], target=0.01, epochs=EPOCHS)
     assert plan.reachable and plan.cost == 0
     np.testing.assert_array_equal(plan.counts, CUR)
 
 
 def test_plan_table_interval_and_gains() -> None:
     law = _synthetic("m0")
-    plan = plan_counts(law, current=CUR, caps=CAP, costs=[1, 2, 3],
+    plan = plan0(law, current=CUR, caps=CAP, costs=[1, 2, 3],
                        target=float(_predict(law, [10, 10, 10])[0]), epochs=EPOCHS)
     assert isinstance(plan, Plan) and plan.interval is None  # no bootstrap kept
     frame = plan.to_frame()
@@ -132,12 +125,81 @@ def test_plan_table_interval_and_gains() -> None:
     ({"target": 0}, r"`target` must be in \(0, 1\)"),
     ({"epochs": 0}, r"`epochs` must be an integer >= 1.*epochs=0"),
     ({"current": [1.5, 2, 2]}, r"`current` must be non-negative integers"),
+    ({"floor": [30, 0, 0]}, r"`floor <= caps`.*n_a: floor=30 > cap=25.*lower the floor"),
+    ({"floor": -1}, r"`floor` must be non-negative integers.*-1"),
+    ({"floor": [1, 2]}, r"`floor` must have one value per class.*got 2"),
 ])
 def test_bad_input_names_rule_and_value(kwargs: dict, match: str) -> None:
     law = _synthetic("m0")
     args = {"current": CUR, "caps": CAP, "costs": [1, 1, 1], "target": 0.3, "epochs": EPOCHS}
     with pytest.raises(MixscaleError, match=match):
-        plan_counts(law, **{**args, **kwargs})
+        plan0(law, **{**args, **kwargs})
+
+
+# ------------------------------------------------------- floors and class-blind laws
+def test_the_default_floor_is_the_designs_smallest_class_count() -> None:
+    law = _synthetic("m0")
+    assert law.design_["min_count"] == 5  # the training rows' counts are 5..59
+    zeros = [0, 0, 0]
+    met = plan_counts(law, current=zeros, caps=CAP, costs=[1, 1, 1], target=0.01,
+                      epochs=EPOCHS)  # already met by the floor itself
+    np.testing.assert_array_equal(met.counts, [5, 5, 5])
+    np.testing.assert_array_equal(met.floor, [5, 5, 5])
+    assert met.cost == 15 and met.to_dict()["floor"] == [5, 5, 5]
+    assert list(met.to_frame()["floor"]) == [5, 5, 5]
+    target = float(_predict(law, [12, 12, 12])[0])
+    for floor, low in ((None, [5, 5, 5]), (8, [8, 8, 8]), ([0, 9, 2], [0, 9, 2])):
+        plan = plan_counts(law, current=zeros, caps=CAP, costs=[1, 1, 1], target=target,
+                           epochs=EPOCHS, floor=floor)
+        assert plan.reachable and np.all(plan.counts >= low), (floor, plan.counts)
+    # a current count above the floor is kept; the floor only lifts classes below it
+    plan = plan_counts(law, current=[20, 0, 0], caps=CAP, costs=[1, 1, 1], target=0.01,
+                       epochs=EPOCHS)
+    np.testing.assert_array_equal(plan.counts, [20, 5, 5])
+
+
+def test_a_free_class_cannot_push_the_others_below_the_floor() -> None:
+    law = _synthetic("m0")
+    target = float(_predict(law, [15, 15, 15])[0])
+    free = plan_counts(law, current=[0, 0, 0], caps=CAP, costs=[0, 1, 1], target=target,
+                       epochs=EPOCHS)
+    assert free.reachable and free.predicted >= target
+    assert np.all(free.counts[1:] >= 5)  # the floor holds for the classes that cost
+    assert free.counts[0] == CAP[0]  # the free class is used to its cap first
+    nofloor = plan0(law, current=[0, 0, 0], caps=CAP, costs=[0, 1, 1], target=target,
+                    epochs=EPOCHS)
+    assert nofloor.counts[0] == CAP[0] and nofloor.cost < free.cost  # the floor has a price
+
+
+def _uneven_total_law() -> ScalingLaw:
+    """A total-count (m2) law fitted on rows whose mix is a: 1/2, b: 1/4, c: 1/4."""
+    rng = np.random.default_rng(1)
+    base = rng.integers(5, 40, size=(40, 1))
+    counts = np.hstack([2 * base, base, base])
+    epoch = rng.integers(10, 30, size=40)
+    X = pd.DataFrame(counts, columns=CLASSES)
+    X["epoch"] = epoch
+    z = counts.sum(axis=1) / 160 + epoch / 30
+    return ScalingLaw(family="power", predictor="m2", min_epoch=0).fit(X, 0.9 - 0.5 * z**-0.7)
+
+
+def test_a_class_blind_law_warns_and_splits_in_the_designs_mix() -> None:
+    law = _uneven_total_law()
+    np.testing.assert_allclose(law.design_["mix"], [0.5, 0.25, 0.25])
+    target = float(_predict(law, [60, 30, 30])[0]) - 1e-9
+    plan = plan_counts(law, current=[0, 0, 0], caps=[100, 100, 100], costs=[2.0, 1.0, 3.0],
+                       target=target, epochs=EPOCHS)
+    assert plan.reachable and plan.predicted >= target
+    assert len(plan.warnings) == 1 and "cannot tell the classes apart" in plan.warnings[0]
+    assert "a: 0.500, b: 0.250, c: 0.250" in plan.warnings[0]
+    # the split follows the mix (to within one image), it does not fill the cheapest class b
+    total = plan.counts.sum()
+    assert total == 120
+    assert np.abs(plan.counts - total * np.array([0.5, 0.25, 0.25])).max() <= 1
+    # a law that tells classes apart gets no such warning
+    m0 = plan_counts(_synthetic("m0"), current=[0, 0, 0], caps=CAP, costs=[1, 1, 1],
+                     target=0.5, epochs=EPOCHS)
+    assert m0.warnings == ()
 
 
 # --------------------------------------------------------------------------- CLI, end to end
@@ -203,10 +265,10 @@ def test_a_class_that_lowers_accuracy_is_never_added() -> None:
     best = np.array([CAP[0], CAP[1], CUR[2]])
     assert _predict(law, best)[0] > _predict(law, CAP)[0]
     target = float(_predict(law, best)[0]) - 1e-6  # only reachable without class c's images
-    plan = plan_counts(law, current=CUR, caps=CAP, costs=[1, 1, 0], target=target,
+    plan = plan0(law, current=CUR, caps=CAP, costs=[1, 1, 0], target=target,
                        epochs=EPOCHS)
     assert plan.reachable and plan.added[2] == 0 and plan.marginal_gain[2] < 0
-    plan = plan_counts(law, current=CUR, caps=CAP, costs=[1, 1, 1], target=target + 0.01,
+    plan = plan0(law, current=CUR, caps=CAP, costs=[1, 1, 1], target=target + 0.01,
                        epochs=EPOCHS)
     assert not plan.reachable
     np.testing.assert_array_equal(plan.counts, best)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -29,7 +30,8 @@ def _rows(scale: list[int], epoch: int = 12) -> pd.DataFrame:
 @pytest.mark.slow
 def test_pyfunc_in_process(pipeline) -> None:
     model = mlflow.pyfunc.load_model(f"models:/{pipeline.model_name}@champion")
-    assert model.metadata.signature.inputs.input_names() == [*CLASSES, "epoch"]
+    assert model.metadata.signature.inputs is None  # checked by the model itself, as sent
+    assert model.unwrap_python_model().law.class_columns_ == CLASSES
     pred = model.predict(_rows([2, 8, 16]))["accuracy"].to_numpy()
     assert ((pred >= 0) & (pred <= 1)).all()
     assert pred[0] < pred[1] < pred[2]
@@ -45,7 +47,8 @@ def test_pyfunc_in_process(pipeline) -> None:
 def test_per_class_law_serves_each_class_and_an_interval(pipeline) -> None:
     model = mlflow.pyfunc.load_model(f"models:/{pipeline.model_name}@perclass-own-total")
     outputs = model.metadata.signature.outputs.input_names()
-    assert [f"accuracy_{c[2:]}" for c in CLASSES] == outputs[3:]
+    assert [f"accuracy_{c[2:]}" for c in CLASSES] == outputs[3:-1]
+    assert outputs[-1] == "outside_design"
     law = model.unwrap_python_model().law
     out = model.predict(_rows([2, 8, 16]), params={"interval": 0.9})
     per_class = out[[f"accuracy_{c[2:]}" for c in CLASSES]].to_numpy()
@@ -75,8 +78,7 @@ def _post(url: str, payload: dict) -> tuple[int, str]:
         return err.code, err.read().decode()
 
 
-@pytest.fixture(scope="module")
-def server(pipeline, store, tmp_path_factory):
+def _serve(model_uri: str, store, tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     mlflow_bin = str(Path(sys.executable).with_name("mlflow"))
@@ -86,7 +88,7 @@ def server(pipeline, store, tmp_path_factory):
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     with open(log, "w") as fh:
         proc = subprocess.Popen(
-            [mlflow_bin, "models", "serve", "-m", f"models:/{pipeline.model_name}@champion",
+            [mlflow_bin, "models", "serve", "-m", model_uri,
              "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
             stdout=fh, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
@@ -111,6 +113,11 @@ def server(pipeline, store, tmp_path_factory):
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="module")
+def server(pipeline, store, tmp_path_factory):
+    yield from _serve(f"models:/{pipeline.model_name}@champion", store, tmp_path_factory)
 
 
 @pytest.mark.slow
@@ -182,7 +189,7 @@ def test_pyfunc_round_trip_equals_in_process_and_serves_intervals(store) -> None
     model = mlflow.pyfunc.load_model(f"models:/round-trip/{version}")
     served = model.predict(X)
     np.testing.assert_allclose(served["accuracy"], np.clip(law.predict(X), 0, 1), rtol=1e-12)
-    assert list(served.columns) == ["accuracy"]
+    assert list(served.columns) == ["accuracy", "outside_design"]
     with_interval = model.predict(X, params={"interval": 0.9})
     lower, upper = with_interval["accuracy_lower"], with_interval["accuracy_upper"]
     assert (lower <= upper).all() and (upper - lower).max() > 0
@@ -202,6 +209,103 @@ def test_law_without_bootstrap_refuses_interval(store) -> None:
     model = mlflow.pyfunc.load_model(f"models:/no-boot/{version}")
     with pytest.raises(MlflowException, match="carries no bootstrap replicates"):
         model.predict(X, params={"interval": 0.9})
+
+
+def _bad_requests(law) -> list[tuple[pd.DataFrame, str]]:
+    """Requests each refused with HTTP 400, and a pattern its message must match."""
+    cols = list(law.class_columns_)
+    good = pd.DataFrame([{**{c: 10 for c in cols}, "epoch": 12}])
+    limit = 1000 * law.count_scale_
+    return [
+        (good.assign(**{cols[1]: 10.5}), rf"{cols[1]}.*whole numbers.*10\.5"),
+        (good.assign(**{cols[0]: 1e15}), rf"{cols[0]}.*<= {limit:g} \(1000 x the law's "
+                                         r"largest training class count.*1e\+15"),
+        (good.assign(epoch=10**9), r"'epoch' must be <= .*largest training epoch"),
+        (good.assign(n_zebra=3), r"unknown input column\(s\) \['n_zebra'\]"),
+        (good.assign(**{cols[2]: "ten"}), rf"{cols[2]}.*must be numeric"),
+        (good.assign(**{cols[0]: -3}), rf"{cols[0]}.*>= 0"),
+        (good.drop(columns=cols[-1]), rf"missing input column\(s\) \['{cols[-1]}'\]"),
+    ]
+
+
+def test_served_input_is_checked_as_sent_and_predictions_clip_to_one(store) -> None:
+    """In process, through MLflow's pyfunc (as the server calls it)."""
+    from mixscale import tracking as tr
+    from mixscale.serving import log_law
+
+    law, X, _, _ = _synthetic_law(seed=4)
+    run_id = tr.start_stage_run(store.client, store.new_experiment(), kind="fit", name="chk")
+    version = log_law(law, run_id=run_id, name="law", registered_model_name="checked",
+                      input_example=X.head(2))
+    model = mlflow.pyfunc.load_model(f"models:/checked/{version}")
+    for frame, pattern in _bad_requests(law):
+        with pytest.raises(MlflowException, match=pattern) as err:
+            model.predict(frame)
+        assert err.value.error_code == "INVALID_PARAMETER_VALUE"
+        assert re.search(pattern, err.value.message)
+    # the power law is unbounded: far beyond the design it passes 1, and is served as 1.0
+    huge = pd.DataFrame([{"n_a": 90_000, "n_b": 90_000, "n_c": 90_000, "epoch": 30},
+                         {**X.iloc[0][["n_a", "n_b", "n_c"]].to_dict(), "epoch": 30}])
+    assert law.predict(huge)[0] > 1.5
+    out = model.predict(huge)
+    assert out["accuracy"].iloc[0] == 1.0 and out["accuracy"].iloc[1] < 1.0
+    # and it is flagged as outside the design; a design row is not
+    assert out["outside_design"].tolist() == [1, 0]
+    # ints and whole floats are both fine
+    np.testing.assert_array_equal(model.predict(huge.astype(float))["accuracy"], out["accuracy"])
+
+
+def test_outside_design_flags_shares_and_totals_outside_the_training_rows() -> None:
+    from mixscale.serving import LawModel
+
+    law, X = _class_law_with_interval_names()
+    model = LawModel()
+    model.law = law
+    d = law.design_
+    cols = law.class_columns_
+    rows = X.head(3).copy()
+    lone = {cols[0]: int(d["total_max"]) // 2, cols[1]: 0, cols[2]: 0, "epoch": 20}
+    many = {c: int(d["total_max"]) for c in cols} | {"epoch": 20}
+    rows = pd.concat([rows, pd.DataFrame([lone, many])], ignore_index=True)
+    out = model.predict(None, rows)
+    assert out["outside_design"].tolist() == [0, 0, 0, 1, 1]
+    # a class without images is predicted 0 by the per-class law's form
+    assert out.loc[3, "accuracy_class_upper"] == 0.0 and out.loc[3, "accuracy_a"] > 0.5
+
+
+@pytest.mark.slow
+def test_http_bad_requests_are_400_naming_the_problem(server, pipeline) -> None:
+    law = mlflow.pyfunc.load_model(
+        f"models:/{pipeline.model_name}@champion").unwrap_python_model().law
+    for frame, pattern in _bad_requests(law):
+        status, body = _post(f"{server}/invocations",
+                             {"dataframe_split": frame.to_dict(orient="split", index=False)})
+        assert status == 400, (pattern, body)
+        assert re.search(pattern, json.loads(body)["message"]), (pattern, body)
+
+
+@pytest.fixture(scope="module")
+def plain_server(pipeline, store, tmp_path_factory):
+    """A served law of the pipeline that carries no bootstrap replicates."""
+    for alias in ("power-m0", "power-m1", "power-m2", "power-m3"):
+        uri = f"models:/{pipeline.model_name}@{alias}"
+        if mlflow.pyfunc.load_model(uri).unwrap_python_model().law.bootstrap_raw_ is None:
+            yield from _serve(uri, store, tmp_path_factory)
+            return
+    pytest.fail("every power law of the pipeline carries replicates")
+
+
+@pytest.mark.slow
+def test_http_interval_on_a_law_without_replicates_is_400(plain_server) -> None:
+    frame = _rows([4])
+    status, body = _post(f"{plain_server}/invocations",
+                         {"dataframe_split": frame.to_dict(orient="split", index=False),
+                          "params": {"interval": 0.9}})
+    assert status == 400
+    assert "carries no bootstrap replicates" in json.loads(body)["message"]
+    status, body = _post(f"{plain_server}/invocations",
+                         {"dataframe_split": frame.to_dict(orient="split", index=False)})
+    assert status == 200, body
 
 
 @pytest.mark.slow
@@ -250,16 +354,18 @@ def test_classes_named_upper_and_lower_do_not_collide_with_the_interval() -> Non
     model.law = law
     out = model.predict(None, X, params={"interval": 0.9})
     per_class = ["accuracy_a", "accuracy_class_upper", "accuracy_class_lower"]
-    assert list(out.columns) == ["accuracy", *per_class, "accuracy_lower", "accuracy_upper"]
+    assert list(out.columns) == ["accuracy", *per_class, "accuracy_lower", "accuracy_upper",
+                                 "outside_design"]
     expected = law.predict_classes(X).to_numpy()
     np.testing.assert_allclose(out[per_class].to_numpy(), np.clip(expected, 0, 1), atol=1e-12)
     lower, upper = law.predict_interval(X, 0.9)
     np.testing.assert_allclose(out["accuracy_lower"], np.clip(lower, 0, 1), atol=1e-12)
     np.testing.assert_allclose(out["accuracy_upper"], np.clip(upper, 0, 1), atol=1e-12)
     assert not np.allclose(out["accuracy_upper"], out["accuracy_class_upper"])
-    assert list(model.predict(None, X).columns) == ["accuracy", *per_class]
+    assert list(model.predict(None, X).columns) == ["accuracy", *per_class, "outside_design"]
     names = law_signature(law.class_columns_, per_class=True).outputs.input_names()
-    assert names == ["accuracy", "accuracy_lower", "accuracy_upper", *per_class]
+    assert names == ["accuracy", "accuracy_lower", "accuracy_upper", *per_class,
+                     "outside_design"]
     assert len(set(names)) == len(names)
 
 
@@ -271,4 +377,4 @@ def test_law_signature_refuses_repeated_output_names() -> None:
                                             r"more than once.*'n_upper', 'n_class_upper'"):
         law_signature(["n_upper", "n_class_upper"], per_class=True)
     assert law_signature(["n_upper", "n_class_upper"]).outputs.input_names() == [
-        "accuracy", "accuracy_lower", "accuracy_upper"]  # no per-class outputs: no clash
+        "accuracy", "accuracy_lower", "accuracy_upper", "outside_design"]  # no clash

@@ -68,6 +68,7 @@ def load_trial_data(client: MlflowClient, *, dataset: str | None, row_run_id: st
         If ``row_run_id`` is not a design row, its dataset differs from ``dataset``, or it
         leaves no image to validate on.
     """
+    from mixscale.data import design_dataset as load_design_dataset
     from mixscale.data import load_dataset, sample_subset
 
     if not row_run_id:
@@ -92,7 +93,8 @@ def load_trial_data(client: MlflowClient, *, dataset: str | None, row_run_id: st
     keys = tr.design_class_keys(client, design_id)
     counts = np.array([int(run.data.params[f"n_{k}"]) for k in keys], dtype=np.int64)
     seed = int(run.data.params["seed"])
-    ds = load_dataset(design_dataset, data_dir=base.data_dir, download=base.download)
+    ds = load_design_dataset(client.get_run(design_id).data.params, data_dir=base.data_dir,
+                             download=base.download)  # as the design read it
     subset = sample_subset(ds.train_labels, counts, seed=seed)  # exactly the row's images
     _, val_idx = validation_split(ds.train_labels, fraction=fraction, seed=VAL_SEED,
                                   exclude=subset)

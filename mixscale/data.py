@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -36,6 +37,7 @@ from mixscale.errors import MixscaleError
 
 __all__ = [
     "ImageDataset",
+    "design_dataset",
     "load_dataset",
     "sanitize_class_name",
     "sample_subset",
@@ -392,6 +394,15 @@ def load_dataset(name: str, *, data_dir: str | Path = DEFAULT_DATA_DIR,
     if name in _TORCHVISION:
         return _load_cached(name, str(Path(data_dir).expanduser().resolve()), bool(download))
     return _load_cached(name, "", False)
+
+
+def design_dataset(params: Mapping[str, str], *, data_dir: str | Path = DEFAULT_DATA_DIR,
+                   download: bool = False) -> ImageDataset:
+    """The dataset a design run was made from, read as it was: its ``dataset`` param, with the
+    unreadable images left out when its ``skip_bad_images`` param says so (the same images,
+    so every row's subset indices mean what they meant to the design)."""
+    return load_dataset(params["dataset"], data_dir=data_dir, download=download,
+                        skip_bad_images=params.get("skip_bad_images") == "True")
 
 
 def sample_subset(labels: np.ndarray, counts: np.ndarray, *, seed: int) -> np.ndarray:

@@ -32,7 +32,7 @@ T = TypeVar("T")
 
 __all__ = [
     "KIND", "DESIGN", "ROLE", "SUBSET_SIZE", "DATASET", "ROW", "ERROR", "SUPERSEDED_BY",
-    "PARENT", "DESIGN_CSV", "FIT_TABLE_CSV", "FIT_SUMMARY_CSV",
+    "PARENT", "DESIGN_CSV", "FIT_TABLE_CSV", "FIT_SUMMARY_CSV", "SKIPPED_IMAGES",
     "RowSpec", "resolve_tracking_uri", "check_tracking_uri", "tracking_schemes",
     "PROBE_TIMEOUT", "experiment_for", "start_stage_run", "end_run",
     "log_params", "log_metrics", "log_artifacts", "create_design_rows", "list_rows",
@@ -64,6 +64,7 @@ PARENT = "mlflow.parentRunId"
 DESIGN_CSV = "design.csv"
 FIT_TABLE_CSV = "fit_table.csv"
 FIT_SUMMARY_CSV = "fit_summary.csv"
+SKIPPED_IMAGES = "skipped_images.txt"  # on a design run: unreadable images left out, one a line
 
 _MAX_TAG = 5000
 

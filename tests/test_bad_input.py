@@ -215,3 +215,29 @@ def test_unreadable_images_are_listed_in_one_line(fresh_dir) -> None:
                      f"(cannot identify image file); {bad[1]} (image file is truncated). Fix "
                      "or remove them, or pass --skip-bad-images")
     assert sorted(p.name for p in fresh_dir.iterdir()) == ["images"]  # no store was made
+
+
+def test_skip_bad_images_logs_what_was_skipped_and_rows_train_on_the_same_images(store) -> None:
+    from tests.test_data import _bad_folder
+
+    folder = store.root / "bad-images"
+    bad = _bad_folder(folder, n_bad=3)
+    experiment = f"skip-{os.getpid()}"
+    result = CliRunner().invoke(cli, ["design", "--tracking-uri", store.uri, "--experiment",
+                                      experiment, "--dataset", f"imagefolder:{folder}",
+                                      "--subset-sizes", "4,6", "--rows-per-size", "1",
+                                      "--val-rows-per-size", "0", "--iterations", "5",
+                                      "--skip-bad-images"])
+    assert result.exit_code == 0, result.output
+    assert "skipped 3 unreadable image(s) (listed in the design run's skipped_images.txt)" \
+        in result.output
+    design_id = result.output.split("next: mixscale train --design-id ")[1].split()[0]
+    design = store.client.get_run(design_id)
+    assert design.data.params["skip_bad_images"] == "True"
+    listed = Path(store.client.download_artifacts(design_id, tr.SKIPPED_IMAGES)).read_text()
+    assert sorted(listed.split()) == sorted(bad)
+    # the rows read the folder as the design did: the same images left out, so they train
+    result = CliRunner().invoke(cli, ["train", "--tracking-uri", store.uri, "--design-id",
+                                      design_id, "--epochs", "1", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert [r.status for r in tr.list_rows(store.client, design_id)] == ["FINISHED"] * 2

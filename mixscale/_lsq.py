@@ -109,14 +109,24 @@ def report_matrix(problem: Problem) -> tuple[np.ndarray, np.ndarray]:
 
 def bounds(problem: Problem) -> tuple[np.ndarray, np.ndarray]:
     """Lower and upper bounds of the raw parameter vector."""
-    f, q = problem.n_free_counts, problem.epoch.shape[1]
+    return raw_bounds(problem.family, problem.n_free_counts, problem.epoch.shape[1])
+
+
+def raw_bounds(family: Family, n_free_counts: int, n_epoch: int) -> tuple[np.ndarray, np.ndarray]:
+    """Lower and upper bounds of a raw vector: ``family``'s box, then ``n_free_counts`` count
+    weights and ``n_epoch`` epoch weights."""
+    f, q = n_free_counts, n_epoch
     lower = np.concatenate(
-        [problem.family.lower, [_COUNT_WEIGHT_BOUNDS[0]] * f, [_EPOCH_WEIGHT_BOUNDS[0]] * q]
+        [family.lower, [_COUNT_WEIGHT_BOUNDS[0]] * f, [_EPOCH_WEIGHT_BOUNDS[0]] * q]
     )
     upper = np.concatenate(
-        [problem.family.upper, [_COUNT_WEIGHT_BOUNDS[1]] * f, [_EPOCH_WEIGHT_BOUNDS[1]] * q]
+        [family.upper, [_COUNT_WEIGHT_BOUNDS[1]] * f, [_EPOCH_WEIGHT_BOUNDS[1]] * q]
     )
     return lower, upper
+
+
+COUNT_WEIGHT_WIDTH = _COUNT_WEIGHT_BOUNDS[1] - _COUNT_WEIGHT_BOUNDS[0]
+"""Width of one count weight's box; also the yardstick of the implied last weight's error."""
 
 
 def starting_points(

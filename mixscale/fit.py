@@ -280,6 +280,26 @@ class ScalingLaw(LawBase):
         se = np.sqrt(np.clip(np.diag(self.pcov_), 0.0, None))
         return {name: float(v) for name, v in zip(self.params_, se, strict=True)}
 
+    def parameter_bounds(self) -> dict[str, tuple[float, float]]:
+        """The box each optimised parameter of :attr:`params_` was fitted in.
+
+        The last count weight is implied by the sum-to-one convention (and a single count
+        weight is fixed at 1), so it has no box of its own and is left out.
+
+        Returns
+        -------
+        dict of str to (float, float)
+            ``name -> (lower, upper)``.
+        """
+        self._check_fitted()
+        family, predictor = get_family(self.family), get_predictor(self.predictor)
+        n_free = len(predictor.count_names(self.class_columns_)) - 1
+        lower, upper = _lsq.raw_bounds(family, n_free, len(predictor.epoch_powers))
+        k = len(family.param_names)
+        names = list(self.params_)
+        names = names[: k + n_free] + names[k + n_free + 1 :]  # drop the implied weight
+        return {n: (float(lo), float(hi)) for n, lo, hi in zip(names, lower, upper, strict=True)}
+
     def bootstrap(
         self,
         X: pd.DataFrame,

@@ -2,7 +2,9 @@
 
 Every fitted law becomes a version of one registered model (default ``mixscale-<dataset>``)
 with the alias ``<family>-<predictor>``; the law with the lowest validation MSE also gets the
-alias ``champion``, so ``models:/<name>@champion`` always names the current best law.
+alias ``champion``, so ``models:/<name>@champion`` always names the current best law. The model
+and every version carry a description (what the law is, what it was fitted on, how it was
+chosen) and each version the tag ``mixscale.health`` (see :mod:`mixscale._fitreport`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 
+from mixscale import _fitreport as report
 from mixscale import plots
 from mixscale import tracking as tr
 from mixscale.classlaw import FAMILY as CLASS_FAMILY
@@ -27,9 +30,13 @@ from mixscale.errors import MixscaleError
 from mixscale.fit import fit_all, parameter_table
 from mixscale.serving import CHAMPION, log_law, set_alias
 
-__all__ = ["fit_and_log", "extrapolation_summary", "class_law_summary", "default_model_name"]
+__all__ = ["fit_and_log", "fit_table_and_log", "extrapolation_summary", "class_law_summary",
+           "default_model_name"]
 
-_QUALITY = ("train_mse", "train_r2", "val_mse", "val_r2", "extrap_mse", "extrap_r2")
+_QUALITY = ("train_mse", "train_r2", "val_mse", "val_r2", "extrap_mse", "extrap_r2",
+            "extrap_rmse_points")
+_EXTRAP = ["extrap_mse", "extrap_r2", "extrap_rmse_points", "extrap_note"]
+HEALTH_TAG = "mixscale.health"
 
 
 def default_model_name(dataset: str) -> str:
@@ -42,8 +49,12 @@ def default_model_name(dataset: str) -> str:
     return "mixscale-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", dataset).strip("-")
 
 
-def _law_key(family: str, predictor: str) -> str:
-    return f"{family}-{predictor}"
+_law_key = report.law_key
+
+
+def _held_out(big: pd.DataFrame, config: FitConfig) -> np.ndarray:
+    """The accuracies an extrapolation is scored on (the largest size, epoch >= min_epoch)."""
+    return big.loc[big["epoch"] >= config.min_epoch, "accuracy"].to_numpy()
 
 
 def _extrapolation_split(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame] | None:
@@ -66,18 +77,23 @@ def extrapolation_summary(table: pd.DataFrame, features: list[str], config: FitC
     Returns
     -------
     DataFrame
-        ``family, predictor, extrap_mse, extrap_r2`` (empty when there is only one size).
+        ``family, predictor, extrap_mse, extrap_r2, extrap_rmse_points, extrap_note`` (empty
+        when there is only one size); ``extrap_r2`` is NaN, and ``extrap_note`` says why,
+        where the held-out accuracies barely vary (:mod:`mixscale._fitreport`).
     """
     split = _extrapolation_split(table)
     if split is None:
-        return pd.DataFrame(columns=["family", "predictor", "extrap_mse", "extrap_r2"])
+        return pd.DataFrame(columns=["family", "predictor", *_EXTRAP])
     small, big = split
     _, summary = fit_all(small[features], small["accuracy"].to_numpy(), big[features],
                          big["accuracy"].to_numpy(), families=config.families,
                          predictors=config.predictors, min_epoch=config.min_epoch,
                          n_starts=config.n_starts, seed=config.seed, loss=config.loss)
-    return summary.rename(columns={"val_mse": "extrap_mse", "val_r2": "extrap_r2"})[
-        ["family", "predictor", "extrap_mse", "extrap_r2"]]
+    held_out = _held_out(big, config)
+    scores = [report.extrap_columns(r["val_mse"], r["val_r2"], held_out)
+              for r in summary.to_dict("records")]
+    return pd.concat([summary[["family", "predictor"]],
+                      pd.DataFrame(scores, columns=_EXTRAP, index=summary.index)], axis=1)
 
 
 def class_law_summary(table: pd.DataFrame, features: list[str], config: FitConfig
@@ -115,7 +131,8 @@ def class_law_summary(table: pd.DataFrame, features: list[str], config: FitConfi
             try:
                 part = ClassLaw(**options).fit(small[features], small["accuracy"].to_numpy())
                 score = part.score(big[features], big["accuracy"].to_numpy())
-                row.update(extrap_mse=score["mse"], extrap_r2=score["r2"])
+                row.update(report.extrap_columns(score["mse"], score["r2"],
+                                                 _held_out(big, config)))
             except MixscaleError:
                 pass  # too few rows without the largest size: no extrapolation score
     return law, row
@@ -151,16 +168,44 @@ def fit_and_log(config: FitConfig, client: MlflowClient, experiment_id: str,
                 design_ids: list[str], *, run_id: str | None = None,
                 parent_run_id: str | None = None, echo: Callable[[str], None] = print):
     """Fit, log and register every law; see :func:`mixscale.pipeline.run_fit`."""
-    from mixscale.pipeline import FitResult
-
     if not design_ids:
         raise MixscaleError("`design_ids` must name at least one design run.")
     t_assemble = time.perf_counter()
     # validates the designs before logging
     table = tr.assemble_table(client, design_ids, class_metrics=config.class_law)
     assemble_seconds = time.perf_counter() - t_assemble
-    count_cols = [c for c in table.columns if c.startswith("n_")]
     dataset = client.get_run(design_ids[0]).data.params["dataset"]
+    return fit_table_and_log(config, client, experiment_id, table, design_ids=design_ids,
+                             dataset=dataset, assemble_seconds=assemble_seconds, run_id=run_id,
+                             parent_run_id=parent_run_id, echo=echo)
+
+
+def fit_table_and_log(config: FitConfig, client: MlflowClient, experiment_id: str,
+                      table: pd.DataFrame, *, design_ids: list[str], dataset: str,
+                      assemble_seconds: float = 0.0, run_id: str | None = None,
+                      parent_run_id: str | None = None, echo: Callable[[str], None] = print):
+    """Fit, log and register every law on a fit table already in hand.
+
+    Parameters
+    ----------
+    config, client, experiment_id, run_id, parent_run_id, echo
+        As for :func:`mixscale.pipeline.run_fit`.
+    table : pandas.DataFrame
+        The fit table, as :func:`mixscale.tracking.assemble_table` returns it.
+    design_ids : list of str
+        The designs ``table`` comes from (logged and named in the descriptions).
+    dataset : str
+        Their dataset.
+    assemble_seconds : float
+        Time it took to assemble ``table`` (logged as a metric).
+
+    Returns
+    -------
+    FitResult
+    """
+    from mixscale.pipeline import FitResult
+
+    count_cols = [c for c in table.columns if c.startswith("n_")]
     model_name = config.model_name or default_model_name(dataset)
     train = table[table["role"] == "train"]
     val = table[table["role"] == "validation"]
@@ -190,7 +235,11 @@ def fit_and_log(config: FitConfig, client: MlflowClient, experiment_id: str,
     fit_seconds = time.perf_counter() - t0
     if not laws:
         raise MixscaleError("every law failed to fit:\n" + summary.to_string(index=False))
+    health = {key: report.law_health(law) for key, law in laws.items()}
+    summary["health"] = [health[k][0] if k in health else None
+                         for k in zip(summary["family"], summary["predictor"], strict=True)]
     basis = "val_mse" if len(val) and summary["val_mse"].notna().any() else "train_mse"
+    summary = report.order_summary(summary, basis)
     ranked = summary.dropna(subset=[basis]).sort_values(basis)
     best = ranked.iloc[0]
     champion = _law_key(best["family"], best["predictor"])
@@ -224,7 +273,9 @@ def fit_and_log(config: FitConfig, client: MlflowClient, experiment_id: str,
 
         kept = table["epoch"] >= config.min_epoch
         figs: dict[str, object] = {
-            "accuracy_vs_epoch.png": plots.accuracy_vs_epoch(table),
+            "accuracy_vs_epoch.png": plots.accuracy_vs_epoch(
+                table, law=laws[(best["family"], best["predictor"])],
+                law_name=f"champion {champion}", min_epoch=config.min_epoch),
             "accuracy_vs_size.png": plots.accuracy_vs_size(table),
         }
         shown = {champion: best}
@@ -265,6 +316,7 @@ def fit_and_log(config: FitConfig, client: MlflowClient, experiment_id: str,
 
         example = table.loc[table.groupby("run_id")["epoch"].idxmax(), features].head(3)
         example = example.astype("int64").reset_index(drop=True)
+        seen = report.fitted_on(table, design_ids, dataset, config.min_epoch)
         versions = {}
         for (family, predictor), law in laws.items():
             key = _law_key(family, predictor)
@@ -273,22 +325,52 @@ def fit_and_log(config: FitConfig, client: MlflowClient, experiment_id: str,
                 law, run_id=fit_id, name=f"law-{key}", registered_model_name=model_name,
                 input_example=example,
                 tags={"mixscale.family": family, "mixscale.predictor": predictor,
-                      "mixscale.fit_run": fit_id,
+                      "mixscale.fit_run": fit_id, HEALTH_TAG: health[(family, predictor)][0],
                       "val_mse": rec["val_mse"].iloc[0], "train_mse": rec["train_mse"].iloc[0]},
             )
+            client.update_model_version(model_name, versions[key], description=(
+                report.version_description(
+                    law, rec.iloc[0].to_dict(), fit_run_id=fit_id, seen=seen, basis=basis,
+                    n_laws=len(ranked), champion=champion, champion_score=best[basis],
+                    health_lines=health[(family, predictor)][1])))
             set_alias(model_name, key, versions[key])
         set_alias(model_name, CHAMPION, versions[champion])
+        client.update_registered_model(model_name, description=report.model_description(
+            dataset, fit_run_id=fit_id, seen=seen, basis=basis, champion=champion,
+            champion_version=versions[champion], champion_score=best[basis]))
         client.set_tag(fit_id, "mixscale.champion", f"{champion} (v{versions[champion]})")
     except BaseException as exc:
         tr.end_run(client, fit_id, error=exc)
         raise
     if run_id is None:
         tr.end_run(client, fit_id)
-    with pd.option_context("display.width", 140, "display.max_columns", 20):
-        cols = [c for c in ["family", "predictor", "n_params", *_QUALITY, "error"]
-                if c in summary and (c != "error" or summary[c].notna().any())]
-        echo(summary[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    _echo_summary(summary, health, basis, echo)
     echo(f"champion: {champion} (version {versions[champion]}, {basis} "
          f"{best[basis]:.4g}, validation r2 {best['val_r2']:.3f})")
     return FitResult(fit_run_id=fit_id, model_name=model_name, versions=versions,
                      champion=champion, summary=summary)
+
+
+def _echo_summary(summary: pd.DataFrame, health: dict[tuple[str, str], tuple[str, list[str]]],
+                  basis: str, echo: Callable[[str], None]) -> None:
+    """The summary table (deciding columns first), then one warning line per unhealthy law
+    and a footnote for every empty ``extrap_r2``."""
+    cols = [c for c in summary.columns if c not in ("family", "predictor", "extrap_note")
+            and (c != "error" or summary[c].notna().any())]
+    shown = summary[cols].copy()
+    if "health" in shown:
+        shown["health"] = [("ok" if h == "ok" else "WARNING") if isinstance(h, str) else ""
+                           for h in shown["health"]]
+    with pd.option_context("display.width", 160, "display.max_columns", 30):
+        echo(shown.to_string(index=False, na_rep="", float_format=lambda v: f"{v:.4g}"))
+    for (family, predictor), (tag, lines) in health.items():
+        if tag != "ok":
+            more = f"; and {len(lines) - 4} more" if len(lines) > 4 else ""
+            echo(f"WARNING {_law_key(family, predictor)}: " + "; ".join(lines[:4]) + more)
+    notes = summary.dropna(subset=["extrap_note"]) if "extrap_note" in summary else summary[:0]
+    if len(notes):
+        echo(f"note: {notes['extrap_note'].iloc[0]} ({', '.join(notes['law'])}); "
+             "extrap_rmse_points is the RMSE in accuracy points.")
+    if any(tag != "ok" for tag, _ in health.values()):
+        echo(f"(a WARNING law's parameters are not pinned down by the data: see its "
+             f"{HEALTH_TAG} model version tag; the champion is still chosen by {basis})")

@@ -242,6 +242,8 @@ class Family:
     grad : callable or None
         ``grad(z, *shape) -> (dy/dz, dy/dshape)`` where a fit would otherwise spend most of
         its time in finite differences (M4); ``None`` means finite differences.
+    about : str
+        The law in words, for model descriptions.
     """
 
     name: str
@@ -253,6 +255,7 @@ class Family:
     scale_param: str
     func: Callable[..., np.ndarray]
     grad: Callable[..., tuple[np.ndarray, np.ndarray]] | None = None
+    about: str = ""
 
     def __call__(self, z: np.ndarray, shape: Sequence[float]) -> np.ndarray:
         """Evaluate the law at linear predictor ``z`` with shape parameters ``shape``."""
@@ -313,6 +316,7 @@ FAMILIES: dict[str, Family] = {
     for f in (
         Family(
             name="power",
+            about="power law (the paper's): unbounded, grows like z**c from the offset a",
             formula="a + b * z**c",
             param_names=("a", "b", "c"),
             lower=(-2.0, 0.0, 0.01),
@@ -323,6 +327,7 @@ FAMILIES: dict[str, Family] = {
         ),
         Family(
             name="arctan",
+            about="arctan law (Mahmood et al.): S-shaped, saturates at 1 + a",
             formula="(2/pi) * arctan(b * (pi/2) * z + a2) + a",
             param_names=("a", "b", "a2"),
             lower=(-1.0, 0.0, -20.0),
@@ -333,6 +338,7 @@ FAMILIES: dict[str, Family] = {
         ),
         Family(
             name="log",
+            about="logarithmic law: grows by b per e-fold of z + d, unbounded",
             formula="b * log(z + d) + a",
             param_names=("a", "b", "d"),
             lower=(-5.0, 0.0, 1e-6),
@@ -343,6 +349,7 @@ FAMILIES: dict[str, Family] = {
         ),
         Family(
             name="root",
+            about="algebraic-root law: rises like a + p*q*z, saturates at a + p",
             formula="a + p * q*z / (1 + (q*z)**r)**(1/r)",
             param_names=("a", "p", "q", "r"),
             lower=(-1.0, 0.0, 1e-3, 0.1),
@@ -358,6 +365,7 @@ FAMILIES: dict[str, Family] = {
         ),
         Family(
             name="logistic",
+            about="logistic law: S-shaped from a to a + b",
             formula="a + b / (1 + exp(-(s*z + k)))",
             param_names=("a", "b", "s", "k"),
             lower=(-1.0, 0.0, 0.0, -50.0),
@@ -373,6 +381,7 @@ FAMILIES: dict[str, Family] = {
         ),
         Family(
             name="m4",
+            about="M4 law (Alabdulmohsin et al. 2022): error falls towards eps_inf",
             formula="1 - eps, (eps - eps_inf) / (eps_inf + delta - eps)**alpha = beta * z**-c",
             param_names=("eps_inf", "delta", "alpha", "beta", "c"),
             lower=(0.0, 1e-3, 0.0, 1e-6, 0.01),

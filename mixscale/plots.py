@@ -20,47 +20,111 @@ __all__ = ["design_heatmap", "accuracy_vs_epoch", "accuracy_vs_size", "predicted
            "class_coefficients", "class_curves", "close"]
 
 
+_ROLE_NAMES = {"train": "training rows", "validation": "validation rows"}
+
+
 def design_heatmap(design: pd.DataFrame, count_columns: Sequence[str]) -> Figure:
-    """Rows x classes heat map of the design's share of each class, one panel per size."""
+    """Design rows x classes heat map of each class's share of the subset.
+
+    One panel per subset size (columns) and role (rows of panels: training rows, then
+    validation rows), all on one colour scale with one colorbar, so panels compare directly.
+    """
     sizes = sorted(design["subset_size"].unique())
-    fig, axes = plt.subplots(1, len(sizes), figsize=(3.2 * len(sizes), 4), squeeze=False)
-    for ax, size in zip(axes[0], sizes, strict=True):
-        part = design[design["subset_size"] == size]
-        shares = part[list(count_columns)].to_numpy() / size
-        im = ax.imshow(shares, aspect="auto", cmap="viridis", vmin=0)
-        ax.set_title(f"subset size {size}")
-        ax.set_xticks(range(len(count_columns)),
-                      [c.removeprefix("n_") for c in count_columns], rotation=90)
-        ax.set_yticks(range(len(part)), [f"{r} {o[0]}" for r, o in zip(part["row"], part["role"],
-                                                                      strict=True)])
-        fig.colorbar(im, ax=ax, label="share of subset")
-    fig.tight_layout()
+    roles = [r for r in _ROLE_NAMES if (design["role"] == r).any()]
+    roles += sorted(set(design["role"]) - set(roles))
+    heights = [max(1, int((design["role"] == r).groupby(design["subset_size"]).sum().max()))
+               for r in roles]
+    shares = design[list(count_columns)].to_numpy() / design["subset_size"].to_numpy()[:, None]
+    vmax = float(shares.max()) if shares.size else 1.0
+    size = (2.8 * len(sizes) + 1.2, 0.28 * sum(heights) + 1.4 * len(roles))
+    fig, axes = plt.subplots(len(roles), len(sizes), squeeze=False, sharex=True, figsize=size,
+                             gridspec_kw={"height_ratios": heights})
+    im = None
+    for i, role in enumerate(roles):
+        for j, size in enumerate(sizes):
+            ax = axes[i][j]
+            mask = ((design["subset_size"] == size) & (design["role"] == role)).to_numpy()
+            part = design[mask]
+            im = ax.imshow(shares[mask], aspect="auto", cmap="viridis", vmin=0.0, vmax=vmax)
+            ax.set_title(f"size {size}: {_ROLE_NAMES.get(role, role)}", fontsize=9)
+            ax.set_yticks(range(len(part)), [str(r) for r in part["row"]], fontsize=7)
+            ax.set_xticks(range(len(count_columns)),
+                          [c.removeprefix("n_") for c in count_columns], rotation=90, fontsize=7)
+            if j == 0:
+                ax.set_ylabel("design row")
+            if i == len(roles) - 1:
+                ax.set_xlabel("class")
+    fig.colorbar(im, ax=axes.ravel().tolist(), label="share of the subset (one scale)")
     return fig
 
 
-def accuracy_vs_epoch(table: pd.DataFrame) -> Figure:
-    """Test accuracy against epoch for every run, one panel per subset size (paper Fig. 2)."""
+def accuracy_vs_epoch(table: pd.DataFrame, *, law=None, law_name: str = "fitted law",
+                      min_epoch: int | None = None) -> Figure:
+    """Test accuracy against epoch for every run, one panel per subset size (paper Fig. 2).
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        The fit table (``accuracy``, ``epoch``, ``subset_size``, ``role``, ``run_id`` and
+        the ``n_<class>`` counts).
+    law : ScalingLaw or ClassLaw, optional
+        A fitted law whose curve is drawn over every run (dotted, in the run's colour).
+    law_name : str
+        The law's name in the legend.
+    min_epoch : int, optional
+        The fit's ``min_epoch``: curves start there and a grey line marks it.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        With one legend for all panels (``fig.legends[0]``).
+    """
+    from matplotlib.lines import Line2D
+
     sizes = sorted(table["subset_size"].unique())
-    fig, axes = plt.subplots(1, len(sizes), figsize=(3.2 * len(sizes), 3.2), squeeze=False,
+    counts = [c for c in table.columns if c.startswith("n_")]
+    fig, axes = plt.subplots(1, len(sizes), figsize=(3.2 * len(sizes), 3.6), squeeze=False,
                              sharey=True)
     for ax, size in zip(axes[0], sizes, strict=True):
-        for _, run in table[table["subset_size"] == size].groupby("run_id"):
+        for i, (_, run) in enumerate(table[table["subset_size"] == size].groupby("run_id")):
+            colour = f"C{i % 10}"
             style = "-" if run["role"].iloc[0] == "train" else "--"
-            ax.plot(run["epoch"], run["accuracy"], style, lw=1, alpha=0.8)
+            ax.plot(run["epoch"], run["accuracy"], style, lw=1, alpha=0.8, color=colour)
+            if law is not None:
+                lo = min_epoch if min_epoch is not None else run["epoch"].min()
+                grid = np.linspace(max(lo, 1), run["epoch"].max(), 40)
+                frame = pd.DataFrame(np.repeat(run[counts].to_numpy()[:1], grid.size, axis=0),
+                                     columns=counts).assign(epoch=grid)
+                ax.plot(grid, law.predict(frame), ":", lw=1.4, color=colour)
+        if min_epoch is not None:
+            ax.axvline(min_epoch, color="0.6", lw=0.8)
         ax.set_title(f"{size} images")
         ax.set_xlabel("epoch")
     axes[0][0].set_ylabel("test accuracy")
-    fig.tight_layout()
+    handles = [Line2D([], [], color="k", ls="-", lw=1, label="training row (observed)"),
+               Line2D([], [], color="k", ls="--", lw=1, label="validation row (observed)")]
+    if law is not None:
+        handles.append(Line2D([], [], color="k", ls=":", lw=1.4, label=f"{law_name} (fitted)"))
+    if min_epoch is not None:
+        handles.append(Line2D([], [], color="0.6", lw=0.8, label=f"min_epoch {min_epoch}"))
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8,
+               title="one colour per run", title_fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0.0, 0.14, 1.0, 1.0))
     return fig
 
 
 def accuracy_vs_size(table: pd.DataFrame) -> Figure:
-    """Final-epoch test accuracy against subset size (paper Fig. 1b)."""
+    """Final-epoch test accuracy against subset size, on a log axis (paper Fig. 1b)."""
     last = table.loc[table.groupby("run_id")["epoch"].idxmax()]
     fig, ax = plt.subplots(figsize=(4.5, 3.5))
     for role, part in last.groupby("role"):
-        ax.scatter(part["total_n"], part["accuracy"], label=role, s=18)
-    ax.set_xlabel("training images")
+        ax.scatter(part["total_n"], part["accuracy"], label=_ROLE_NAMES.get(role, role), s=18)
+    ax.set_xscale("log")
+    sizes = sorted(last["total_n"].unique())
+    if len(sizes) <= 8:
+        ax.set_xticks(sizes, [str(int(s)) for s in sizes])
+        ax.minorticks_off()
+    ax.set_xlabel("training images (log scale)")
     ax.set_ylabel("final test accuracy")
     ax.legend()
     fig.tight_layout()

@@ -322,9 +322,45 @@ def test_maximin_near_triangular_lattice_optimum():
     assert design_quality(rows, s).min_distance <= math.sqrt(2) / 3 + 1e-12
 
 
+def best_min_distance(points: np.ndarray, subset_size: int, n_rows: int):
+    """Brute force over every ``n_rows``-subset of ``points``: the largest minimum pairwise
+    distance (in proportions) and the subsets that reach it (independent of the design code)."""
+    p = points / subset_size
+    d = np.sqrt(((p[:, None] - p[None]) ** 2).sum(axis=-1))
+    subsets = np.array(list(itertools.combinations(range(len(p)), n_rows)))
+    i, j = np.triu_indices(n_rows, 1)
+    mins = d[subsets[:, i], subsets[:, j]].min(axis=1)
+    return mins.max(), subsets[np.isclose(mins, mins.max(), rtol=1e-12, atol=0.0)]
+
+
+@pytest.mark.parametrize(
+    ("s", "lower", "upper", "n_rows"),
+    [
+        (10, [0, 0, 0], [10, 10, 10], 4),  # 66 feasible points, 720,720 subsets, 15 optimal
+        (10, [0, 0, 0], [10, 6, 3], 4),  # uneven caps: 28 points, one optimal subset
+        (20, [0, 0, 0], [20, 12, 8], 3),  # 117 points, 8 optimal subsets
+    ],
+)
+def test_maximin_reaches_the_brute_force_optimum(s, lower, upper, n_rows):
+    # a random feasible start misses these optima for some seeds: the exchange steps must work
+    best, _ = best_min_distance(brute_force(s, lower, upper), s, n_rows)
+    for seed in range(3):
+        rows = maximin_design(n_rows, s, lower, upper, iterations=100, seed=seed)
+        assert design_quality(rows, s).min_distance == pytest.approx(best, rel=1e-12), seed
+
+
 def test_known_vertex_design_is_found():
-    # Caps of s/2 with k=4: the octahedron; its six vertices (two classes at s/2) are optimal.
+    # Caps of s/2 with k=4: the feasible set is an octahedron. On its coarsest grid (s=4) brute
+    # force finds its six vertices (two classes at s/2) to be the one optimal 6-point design,
+    # min distance sqrt(1/2); at s=1000 (a 1001^3-point grid) the design must find them too.
+    def vertices(s: int) -> set[tuple[int, ...]]:
+        return set(itertools.permutations((s // 2, s // 2, 0, 0)))
+
+    points = brute_force(4, [0] * 4, [2] * 4)
+    best, optimal = best_min_distance(points, 4, 6)
+    assert len(optimal) == 1 and set(map(tuple, points[optimal[0]])) == vertices(4)
+    assert best == pytest.approx(math.sqrt(0.5), rel=1e-12)
     s = 1000
     rows = maximin_design(6, s, [0] * 4, [500] * 4, iterations=200, seed=1)
-    assert design_quality(rows, s).min_distance == pytest.approx(math.sqrt(0.5))
-    assert len(list(itertools.combinations(range(4), 2))) == rows.shape[0]
+    assert set(map(tuple, rows.tolist())) == vertices(s)
+    assert design_quality(rows, s).min_distance == pytest.approx(best, rel=1e-12)

@@ -189,6 +189,8 @@ def prepare_resume(client: MlflowClient, run_id: str, params: Mapping[str, objec
         if info is None:
             raise MixscaleError(f"it has no readable {tr.CHECKPOINT} tag")
         state = load_checkpoint(client, run_id, info)
+    except tr.TrackingUnavailable:  # the store is down, not the checkpoint bad: keep it
+        raise
     except MixscaleError as exc:
         if info is not None:
             tr.with_retries(lambda: client.delete_tag(run_id, tr.CHECKPOINT),

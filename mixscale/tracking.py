@@ -41,7 +41,7 @@ __all__ = [
     "claim_links", "log_eval", "EvalSender", "end_row", "assemble_table",
     "design_class_keys", "design_run", "DESIGN_PARAMS", "ROW_PARAMS",
     "HEARTBEAT", "RESTART_OF", "CLAIM", "CHECKPOINT", "RESUMED_FROM", "RESUME_SKIPPED",
-    "with_retries",
+    "with_retries", "TrackingUnavailable",
 ]
 
 # Tags (searchable in the MLflow UI, e.g. `tags."mixscale.kind" = 'row'`).
@@ -413,6 +413,19 @@ _TRANSIENT_CODES = {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_
                     "DEADLINE_EXCEEDED"}
 
 
+class TrackingUnavailable(MixscaleError):
+    """The tracking store kept failing transiently until :func:`with_retries` gave up."""
+
+
+def _describe(exc: BaseException) -> tuple[str, str]:
+    """A failed call's error in one short line, and ``" <server>"`` if it names one."""
+    text = " ".join(str(exc).split())
+    errno = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text)  # e.g. "Connection refused"
+    server = re.search(r"https?://[^/\s'\"]+", text)
+    return (f"{type(exc).__name__}: {errno.group(1).strip() if errno else text[:200]}",
+            f" {server.group(0)}" if server else "")
+
+
 def with_retries(call: Callable[[], T], *, what: str = "tracking call",
                  attempts: int | None = None, base_delay: float | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> T:
@@ -436,19 +449,35 @@ def with_retries(call: Callable[[], T], *, what: str = "tracking call",
         ``$MIXSCALE_TRACKING_BACKOFF`` or 2.
     sleep : callable
         Replaceable in tests.
+
+    Raises
+    ------
+    TrackingUnavailable
+        When the last try failed transiently too, after ``base_delay * (2**(attempts-1) - 1)``
+        seconds of backoff in all (plus MLflow's own retries within each try); one line that
+        names the call, the tries, the time and the last error. Other errors at once, as is.
     """
     attempts = attempts or int(os.environ.get("MIXSCALE_TRACKING_RETRIES", "4"))
     if base_delay is None:
         base_delay = float(os.environ.get("MIXSCALE_TRACKING_BACKOFF", "2"))
+    start = time.monotonic()
     for attempt in range(attempts):
         try:
             return call()
         except Exception as exc:
-            if attempt == attempts - 1 or not _transient(exc):
+            if not _transient(exc):
                 raise
+            last, server = _describe(exc)
+            if attempt == attempts - 1:
+                raise TrackingUnavailable(
+                    f"{what} failed {attempts} times in {time.monotonic() - start:.0f} s, the "
+                    f"tracking store{server} did not answer ({last}); rerun once it does (rows "
+                    "left RUNNING restart as the README's Team set-up says); more patience: "
+                    "$MIXSCALE_TRACKING_RETRIES, $MIXSCALE_TRACKING_BACKOFF."
+                ) from exc
             delay = base_delay * 2**attempt
-            print(f"{what} failed ({type(exc).__name__}: {str(exc)[:200]}); retrying in "
-                  f"{delay:.0f} s ({attempt + 2}/{attempts})", file=sys.stderr, flush=True)
+            print(f"{what} failed ({last}); retrying in {delay:g} s ({attempt + 2}/{attempts})",
+                  file=sys.stderr, flush=True)
             sleep(delay)
     raise AssertionError("unreachable")  # pragma: no cover
 

@@ -195,8 +195,9 @@ def run_row(client: MlflowClient, row: tr.RowSpec, run_id: str, *, dataset: Any,
     row was taken over learns it when its next checkpoint is due, or at the end.
 
     On any error the run is ended FAILED with the error as a tag (best effort: if the server is
-    unreachable it stays RUNNING, and the partition's rerun or ``--stale-after`` restarts it),
-    and the error is raised.
+    unreachable, or :class:`~mixscale.tracking.TrackingUnavailable` says it was, the run stays
+    RUNNING, and the partition's rerun or ``--stale-after`` restarts it), and the error is
+    raised.
     """
     from mixscale import checkpoint as ck
     from mixscale.data import sample_subset, subset_hash
@@ -242,10 +243,12 @@ def run_row(client: MlflowClient, row: tr.RowSpec, run_id: str, *, dataset: Any,
             sender.close()  # keep the evaluations that were made
         except Exception:
             pass
-        try:
-            tr.end_row(client, run_id, error=exc, claim=start.claim)
-        except Exception:  # the server is gone: the row stays RUNNING until restarted
-            pass
+        # A store that just wore out every retry gets no second wait: the row stays RUNNING.
+        if not isinstance(exc, tr.TrackingUnavailable):
+            try:
+                tr.end_row(client, run_id, error=exc, claim=start.claim)
+            except Exception:  # the server is gone: the row stays RUNNING until restarted
+                pass
         raise
     if tr.end_row(client, run_id, claim=start.claim) and config.checkpoint_every:
         ck.discard_checkpoint(client, run_id)

@@ -20,7 +20,6 @@ from tests.ports import free_port
 __all__ = ["MlflowServer"]
 
 
-
 class MlflowServer:
     """`mlflow server --backend-store-uri <backend> --artifacts-destination <artifacts>`."""
 
@@ -55,8 +54,13 @@ class MlflowServer:
         raise RuntimeError(f"mlflow server not healthy in {deadline_s} s: "
                            f"{self.log.read_text()[-3000:]}")
 
+    @property
+    def running(self) -> bool:
+        """Whether the server process was started and has not ended."""
+        return self.proc is not None and self.proc.poll() is None
+
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
+        if not self.running:
             return
         os.killpg(self.proc.pid, signal.SIGTERM)  # the server and its own workers
         try:

@@ -126,6 +126,23 @@ def test_with_retries_backs_off_on_transient_errors_only() -> None:
     assert sleeps == [0.5, 1.0]  # a permanent error is not repeated
 
 
+def test_with_retries_gives_up_in_one_line_after_its_backoff() -> None:
+    sleeps = []
+
+    def down() -> None:
+        raise ConnectionError("connection refused\n  (errno 111)")
+
+    with pytest.raises(tr.TrackingUnavailable, match=(
+            r"^logging epoch 3 failed 3 times in \d+ s, the tracking store did not answer "
+            r"\(ConnectionError: connection refused \(errno 111\)\); rerun once it does")
+            ) as info:
+        tr.with_retries(down, what="logging epoch 3", attempts=3, base_delay=0.5,
+                        sleep=sleeps.append)
+    assert sleeps == [0.5, 1.0] and "\n" not in str(info.value)
+    assert isinstance(info.value, MixscaleError)  # the CLI prints it as one Error line
+    assert isinstance(info.value.__cause__, ConnectionError)
+
+
 def test_takeover_of_a_dead_row_and_late_end_of_the_zombie(store) -> None:
     client = store.client
     design = run_design(prepare_design(SPEC), client, store.new_experiment(),
@@ -190,10 +207,12 @@ def _design(client: MlflowClient, spec: DesignSpec = SPEC) -> str:
     return run_design(prepare_design(spec), client, exp, echo=lambda _: None).design_id
 
 
-def _worker(server: MlflowServer, design_id: str, *args: str, log: Path) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT"))}
-    env.update(MLFLOW_TRACKING_URI=server.url, MIXSCALE_TRACKING_BACKOFF="1")
+def _worker(server: MlflowServer, design_id: str, *args: str, log: Path,
+            env: dict[str, str] | None = None) -> subprocess.Popen:
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith(("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT"))}
+    env = {**base, "MLFLOW_TRACKING_URI": server.url, "MIXSCALE_TRACKING_BACKOFF": "1",
+           **(env or {})}
     out = open(log, "w")  # noqa: SIM115 - closed with the process
     return subprocess.Popen([MIXSCALE, "train", "--design-id", design_id, "--device", "cpu",
                              *TRAIN_ARGS, *args], env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -331,25 +350,82 @@ def test_unpartitioned_workers_pull_rows_without_training_one_twice(
     _assert_same_table(tr.assemble_table(client, [design_id]), single_worker_table)
 
 
+# Workers facing an outage: MLflow's own HTTP retries off, so every failed request reaches
+# `tracking.with_retries` at once (the retry these tests are about), with a short backoff.
+RETRY_LINE = re.compile(r"failed \(.*\); retrying in [\d.]+ s \(2/\d+\)")
+SMALL = DesignSpec(subset_sizes=(40,), rows_per_size=4, val_rows_per_size=2, iterations=50,
+                   seed=3)
+
+
+def _outage_env(tries: int) -> dict[str, str]:
+    return {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MIXSCALE_TRACKING_RETRIES": str(tries),
+            "MIXSCALE_TRACKING_BACKOFF": "0.5"}
+
+
+def _row_runs(client: MlflowClient, design_id: str) -> list:
+    exp = client.get_run(design_id).info.experiment_id
+    return client.search_runs([exp], f"tags.`{tr.DESIGN}` = '{design_id}' and "
+                                     f"tags.`{tr.KIND}` = 'row'", max_results=1000)
+
+
 @pytest.mark.slow
 def test_server_restarted_mid_design(server, client, tmp_path) -> None:
-    design_id = _design(client, DesignSpec(subset_sizes=(40,), rows_per_size=4,
-                                           val_rows_per_size=2, iterations=50, seed=3))
+    """The server goes down once the worker has logged an evaluation and comes back once the
+    worker has seen a request fail: the retries carry the worker over, with no restart."""
+    design_id = _design(client, SMALL)
     log = tmp_path / "worker.log"
-    proc = _worker(server, design_id, "--epochs", "6", log=log)
+    # 8 tries: 0.5 + 1 + ... + 32 = 63.5 s of backoff per call, enough for a restart.
+    proc = _worker(server, design_id, "--epochs", "6", log=log, env=_outage_env(8))
     try:
         _wait_running_with_metrics(client, design_id, set(range(6)))
         server.stop()
-        time.sleep(2)  # the fault: the server stays down while the worker trains
+        end = time.monotonic() + 60  # until the worker has met the outage (or has ended)
+        while (not RETRY_LINE.search(log.read_text()) and proc.poll() is None
+               and time.monotonic() < end):
+            time.sleep(0.1)
         server.start()
         code = _wait(proc, log)
     finally:
         if proc.poll() is None:
             proc.kill()
-    if code != 0:  # the worker may give up on a long outage; the rerun completes the design
-        rerun = _worker(server, design_id, "--epochs", "6", "--stale-after", "1", log=log)
-        assert _wait(rerun, log) == 0, log.read_text()[-3000:]
+        if not server.running:
+            server.start()
+    text = log.read_text()
+    assert RETRY_LINE.search(text), text[-3000:]  # the outage was met, and ridden over
+    assert code == 0, text[-3000:]
     _check_complete(client, design_id, epochs=6, n_rows=6)
+    runs = _row_runs(client, design_id)
+    assert len(runs) == 6  # one run per row: none was restarted
+    assert not [r.info.run_id for r in runs
+                if tr.SUPERSEDED_BY in r.data.tags or tr.RESTART_OF in r.data.tags]
+
+
+@pytest.mark.slow
+def test_worker_gives_up_on_a_server_gone_for_good(server, client, tmp_path) -> None:
+    """3 tries = 0.5 + 1 s of backoff: the worker ends with one Error line, exit status 1."""
+    design_id = _design(client, SMALL)
+    log = tmp_path / "worker.log"
+    proc = _worker(server, design_id, "--epochs", "6", log=log, env=_outage_env(3))
+    try:
+        row = _wait_running_with_metrics(client, design_id, set(range(6)))
+        server.stop()
+        gone = time.monotonic()
+        code = _wait(proc, log, timeout=120)
+        waited = time.monotonic() - gone
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        server.start()
+    text = log.read_text()
+    assert code == 1, text[-3000:]
+    assert "Traceback" not in text, text[-3000:]
+    last = text.strip().splitlines()[-1]
+    assert re.match(r"Error: .* failed 3 times in \d+ s, the tracking store did not answer \(",
+                    last), text[-3000:]
+    assert "$MIXSCALE_TRACKING_RETRIES" in last
+    # The bound: 1.5 s of backoff, plus training up to the next request and the exit.
+    assert waited < 30, (waited, text[-3000:])
+    assert client.get_run(row.run_id).info.status == "RUNNING"  # for a restart, as documented
 
 
 @pytest.mark.slow

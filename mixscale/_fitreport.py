@@ -86,7 +86,7 @@ def _se_limit(name: str, value: float, bounds: dict[str, tuple[float, float]],
     if name in bounds:
         width = bounds[name][1] - bounds[name][0]
         return width, f"its box width {width:g}"
-    if boxed and name.startswith("w_") and not name.startswith("w_epoch"):
+    if boxed:  # a ScalingLaw's only parameter without a box: the implied last count weight
         return COUNT_WEIGHT_WIDTH, f"the count weights' box width {COUNT_WEIGHT_WIDTH:g}"
     return 10.0 * abs(value), "10 x |estimate|"
 
@@ -156,13 +156,14 @@ def version_description(law: Any, rec: dict[str, Any], *, fit_run_id: str, seen:
                         health_lines: Sequence[str] = ()) -> str:
     """The model version's description: what the law is, what it saw, how it was chosen."""
     key = law_key(rec["family"], rec["predictor"])
-    rank = int(rec["rank"])
     if key == champion:
         chosen = (f"**Champion** (alias `champion`): lowest {basis} of the {n_laws} laws fitted "
                   f"({rec[basis]:.4g}).")
+    elif pd.isna(rec["rank"]):
+        chosen = f"Not ranked: no {basis} (the champion {champion} has {champion_score:.4g})."
     else:
-        chosen = (f"Rank {rank} of {n_laws} by {basis} ({rec[basis]:.4g}; the champion "
-                  f"{champion} has {champion_score:.4g}).")
+        chosen = (f"Rank {int(rec['rank'])} of {n_laws} by {basis} ({rec[basis]:.4g}; the "
+                  f"champion {champion} has {champion_score:.4g}).")
     quality = [f"{name} {rec[col]:.4g}" for col, name in
                (("val_mse", "validation MSE"), ("val_r2", "validation r²"),
                 ("extrap_rmse_points", "extrapolation RMSE in accuracy points (fitted without "

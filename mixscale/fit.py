@@ -255,7 +255,12 @@ class ScalingLaw(LawBase):
         return self._problem(counts, epoch).predict(self.raw_params_)
 
     def score(self, X: pd.DataFrame, y: Any) -> dict[str, float]:
-        """MSE, r^2 and row count on the rows of ``X`` with ``epoch >= min_epoch``."""
+        """MSE, r^2 and row count on the rows of ``X`` with ``epoch >= min_epoch``.
+
+        Predictions are clipped to [0, 1] first, as served models and
+        :class:`~mixscale.classlaw.ClassLaw` clip them, so scores compare laws as they are
+        used: a law that runs away outside the design costs at most the distance to 0 or 1.
+        """
         self._check_fitted()
         counts, epoch, _ = read_features(X, class_columns=self.class_columns_)
         y = read_target(y, n_rows=len(X))
@@ -264,7 +269,7 @@ class ScalingLaw(LawBase):
             raise MixscaleError(
                 f"score needs rows with epoch >= min_epoch={self.min_epoch}, but got none."
             )
-        pred = self._problem(counts[keep], epoch[keep]).predict(self.raw_params_)
+        pred = np.clip(self._problem(counts[keep], epoch[keep]).predict(self.raw_params_), 0, 1)
         return {"mse": mse(y[keep], pred), "r2": r2(y[keep], pred), "n": int(keep.sum())}
 
     # -------------------------------------------------------------- uncertainty

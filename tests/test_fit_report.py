@@ -222,3 +222,15 @@ def test_design_heatmap_shares_one_colour_scale() -> None:
         assert "class" in {ax.get_xlabel() for ax in panels}
     finally:
         plots.close(fig)
+
+
+def test_scores_clip_predictions_as_served() -> None:
+    table = fit_table()
+    train = table[table["role"] == "train"]
+    law = ScalingLaw(family="power", predictor="m2", min_epoch=3, n_starts=2)
+    law.fit(train[_features(train)], train["accuracy"])
+    far = train.assign(**{c: train[c] * 1000 for c in train if c.startswith("n_")})
+    raw = law.predict(far[_features(far)])
+    assert raw.max() > 1.5  # the unbounded power law runs away far outside the design
+    score = law.score(far[_features(far)], far["accuracy"])
+    assert score["mse"] == pytest.approx(np.mean((np.clip(raw, 0, 1) - far["accuracy"]) ** 2))

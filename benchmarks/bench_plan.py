@@ -122,6 +122,8 @@ def main(argv: list[str] | None = None) -> None:
               f"{statistics.mean(acc):.4f}+-{statistics.stdev(acc) if len(acc) > 1 else 0:.4f}"
               f" {abs(plan.predicted - statistics.mean(acc)):11.4f}{reach}")
         print(f"  {'':<34} counts {plan.counts.astype(int).tolist()}")
+        for note in plan.warnings:  # a class-blind law's split, an extrapolated plan
+            print(f"  {'':<34} warning: {note}")
 
     plan, acc = realised["perclass-own-total"]
     goal, added = statistics.mean(acc), int(plan.added.sum())

@@ -80,7 +80,7 @@ def _curve(theta: np.ndarray, x0: np.ndarray, x: np.ndarray, t: np.ndarray,
            u: np.ndarray) -> np.ndarray:
     a_max, p, w_own, w_total, w_epoch, k = theta
     z = np.maximum(w_own * x + w_total * t + w_epoch * u, _Z_MIN)
-    return x0 / (x0 + k) * (a_max - z ** (-p))
+    return x0 / (x0 + k) * (a_max - z ** (-p)) + 0.0  # + 0.0: no -0.0 at n_c = 0
 
 
 def _jacobian(theta: np.ndarray, x0: np.ndarray, x: np.ndarray, t: np.ndarray,

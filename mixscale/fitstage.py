@@ -23,8 +23,8 @@ from mixscale import _fitreport as report
 from mixscale import plots
 from mixscale import tracking as tr
 from mixscale.classlaw import FAMILY as CLASS_FAMILY
+from mixscale.classlaw import N_SHAPE, ClassLaw, class_accuracy_column
 from mixscale.classlaw import PREDICTOR as CLASS_PREDICTOR
-from mixscale.classlaw import ClassLaw, class_accuracy_column
 from mixscale.config import FitConfig
 from mixscale.errors import MixscaleError
 from mixscale.fit import fit_all, parameter_table
@@ -107,7 +107,7 @@ def class_law_summary(table: pd.DataFrame, features: list[str], config: FitConfi
     nan = float("nan")
     n_classes = sum(c.startswith("n_") for c in features)
     row: dict[str, object] = {"family": CLASS_FAMILY, "predictor": CLASS_PREDICTOR,
-                              "n_params": 5 * n_classes, "train_mse": nan, "train_r2": nan,
+                              "n_params": N_SHAPE * n_classes, "train_mse": nan, "train_r2": nan,
                               "val_mse": nan, "val_r2": nan, "error": None}
     train = table[table["role"] == "train"]
     val = table[table["role"] == "validation"]

@@ -238,6 +238,8 @@ def test_cli_plan_against_the_registered_champion(store, pipeline) -> None:
     (["--current", "1,2,3"], "`current` must have one value per class"),
     (["--target", "1.5"], "`target` must be in (0, 1)"),
     (["--caps", "1,1,1,1,1,1,1,1,1,1", "--current", ",".join(["4"] * 10)], "`current <= caps`"),
+    (["--floor", "1,2"], "`floor` must have one value per class"),
+    (["--floor", "5", "--caps", ",".join(["4"] * 10)], "`floor <= caps`"),
 ])
 def test_cli_plan_bad_input_logs_nothing(store, pipeline, args: list, match: str) -> None:
     result = CliRunner().invoke(cli, [
@@ -247,6 +249,23 @@ def test_cli_plan_bad_input_logs_nothing(store, pipeline, args: list, match: str
     lines = [ln for ln in result.output.splitlines() if ln.startswith("Error:")]
     assert len(lines) == 1 and match in lines[0], result.output
     assert _plan_runs(store, "plan-bad") == []
+
+
+def test_cli_plan_floor_and_the_class_blind_warning(store, pipeline) -> None:
+    uri = f"models:/{pipeline.model_name}@power-m2"  # a total-count law
+    result = CliRunner().invoke(cli, [
+        "plan", "--tracking-uri", store.uri, "--experiment", "plan-floor", "--model-uri", uri,
+        "--floor", "6", "--target", "0.5", "--epochs", "12"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "Warning: the law power-m2 cannot tell the classes apart" in result.output
+    (run,) = _plan_runs(store, "plan-floor")
+    assert run.data.params["floor"] == ",".join(["6"] * 10)
+    assert "cannot tell the classes apart" in run.data.tags["mixscale.plan_warning"]
+    path = store.client.download_artifacts(run.info.run_id, "plan.json", str(store.root))
+    with open(path) as fh:
+        saved = json.load(fh)
+    assert min(saved["counts"]) >= 6 and saved["floor"] == [6] * 10
+    assert "cannot tell the classes apart" in saved["warnings"][0]
 
 
 def test_cli_plan_unknown_model(store) -> None:

@@ -9,8 +9,13 @@ Datasets (``name`` in :func:`load_dataset`):
 
 - ``digits``: scikit-learn's bundled 8x8 digits; a fixed seeded stratified split
   (``TEST_FRACTION`` of each class is the test split, seed ``SPLIT_SEED``).
-- ``cifar10``, ``cifar100``, ``mnist``, ``fashion-mnist``: read by torchvision's classes from
-  ``data_dir`` (downloaded there only when ``download=True``); their own train/test splits.
+- ``cifar10``, ``cifar100``: read by torchvision's classes from ``data_dir`` (downloaded there
+  only when ``download=True``); their own train/test splits.
+- ``mnist``, ``fashion-mnist``: their four IDX files (each plain or gzipped) from the first of
+  ``<data_dir>/MNIST/raw`` (or ``FashionMNIST/raw``: torchvision's layout), ``data_dir`` itself,
+  and for Fashion-MNIST ``/usr/share/datasets/fashion-mnist`` (Debian's
+  ``dataset-fashion-mnist``, :data:`SYSTEM_DATA_DIRS`); downloaded by torchvision into the
+  first only when ``download=True`` and none has them.
 - ``imagefolder:<path>``: a user's images, one sub-folder per class; ``<path>/train`` and
   ``<path>/test`` (each with the same class folders) when both exist, else one set of class
   folders split like digits. All images must share one size; they are read as grey when every
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -210,6 +216,8 @@ def _load_digits() -> ImageDataset:
 
 
 def _load_torchvision(name: str, data_dir: Path, download: bool) -> ImageDataset:
+    if name in _IDX_SETS:
+        return _load_idx_set(name, data_dir, download)
     import torchvision.datasets as tvd
 
     cls_name, folder, files = _TORCHVISION[name]
@@ -233,10 +241,95 @@ def _load_torchvision(name: str, data_dir: Path, download: bool) -> ImageDataset
         # CIFAR keeps (N, H, W, C); MNIST-style sets keep (N, H, W).
         images = data.transpose(0, 3, 1, 2) if data.ndim == 4 else data[:, None, :, :]
         arrays += [images, np.asarray(ds.targets, dtype=np.int64)]
-    classes = tuple(str(c) for c in splits[0].classes)
+    return _frozen(name, tuple(str(c) for c in splits[0].classes), *arrays)
+
+
+# MNIST-style sets: four IDX files, each plain or gzipped, found in the first of these places
+# that has all four: <data_dir>/<torchvision folder>/, <data_dir>/, then a system folder.
+_IDX_SETS = ("mnist", "fashion-mnist")
+_IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+              "t10k-labels-idx1-ubyte")
+# Where a system package puts a dataset (Debian's dataset-fashion-mnist: the official .gz files).
+SYSTEM_DATA_DIRS = {"fashion-mnist": Path("/usr/share/datasets/fashion-mnist")}
+SYSTEM_PACKAGES = {"fashion-mnist": "dataset-fashion-mnist"}
+
+
+def _idx_places(name: str, data_dir: Path) -> list[tuple[Path, str]]:
+    """Where an MNIST-style set is looked for, in order, each with what it is."""
+    places = [(data_dir / _TORCHVISION[name][1], "torchvision's layout"),
+              (data_dir, "the raw IDX files directly in --data-dir")]
+    if name in SYSTEM_DATA_DIRS:
+        places.append((SYSTEM_DATA_DIRS[name], f"Debian's {SYSTEM_PACKAGES[name]}"))
+    return places
+
+
+def _find_idx(folder: Path) -> list[Path] | None:
+    """The four IDX files in ``folder`` (each plain or ``.gz``), or None if one is missing."""
+    found = []
+    for stem in _IDX_FILES:
+        path = next((p for p in (folder / stem, folder / f"{stem}.gz") if p.is_file()), None)
+        if path is None:
+            return None
+        found.append(path)
+    return found
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """An IDX file of unsigned bytes (``.gz`` or not) as an array of its shape."""
+    import gzip
+
+    try:
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+            data = f.read()
+    except (OSError, EOFError) as exc:
+        raise MixscaleError(f"{path} cannot be read ({type(exc).__name__}: {exc}); replace "
+                            "it with an intact copy.") from None
+    ndim = data[3] if len(data) >= 4 else 0
+    if len(data) < 4 + 4 * ndim or data[:3] != b"\0\0\x08" or ndim == 0:
+        raise MixscaleError(f"{path} is not an IDX file of unsigned bytes (it starts with "
+                            f"{data[:4].hex() or 'nothing'}, expected 000008 and a rank).")
+    shape = struct.unpack(f">{ndim}i", data[4:4 + 4 * ndim])
+    array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if array.size != int(np.prod(shape)):
+        raise MixscaleError(f"{path}: its header says {'x'.join(map(str, shape))} values but "
+                            f"it holds {array.size}; the file is truncated.")
+    return array.reshape(shape)
+
+
+def _load_idx_set(name: str, data_dir: Path, download: bool) -> ImageDataset:
+    import torchvision.datasets as tvd
+
+    places = _idx_places(name, data_dir)
+    files = next((f for f in (_find_idx(folder) for folder, _ in places) if f), None)
+    if files is None and download:
+        cls = getattr(tvd, _TORCHVISION[name][0])
+        try:
+            cls(str(data_dir), train=True, download=True)  # both splits, into places[0]
+        except (RuntimeError, OSError) as exc:
+            raise MixscaleError(
+                f"could not download dataset {name!r} into {data_dir} ({type(exc).__name__}: "
+                f"{exc}); check the network, or place the files in {places[0][0]}."
+            ) from None
+        files = _find_idx(places[0][0])
+    if files is None:
+        looked = "; ".join(f"{folder}/ ({what})" for folder, what in places)
+        fetch = f"pass --download to fetch it into {places[0][0]}"
+        if name in SYSTEM_PACKAGES:
+            fetch = f"install it with `apt-get install {SYSTEM_PACKAGES[name]}`, or {fetch}"
+        raise MixscaleError(
+            f"dataset {name!r} was not found: looked for {', '.join(_IDX_FILES)} (each plain "
+            f"or .gz) in {looked}; {fetch}, or pass --data-dir to point at the folder that "
+            "holds them."
+        )
+    x_train, y_train, x_test, y_test = (_read_idx(f) for f in files)
+    for images, labels, path in ((x_train, y_train, files[0]), (x_test, y_test, files[2])):
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise MixscaleError(f"{path}: {images.shape} images do not match their "
+                                f"{labels.shape} labels; the files are not one dataset.")
+    classes = [str(c) for c in getattr(tvd, _TORCHVISION[name][0]).classes]
     if name == "mnist":  # torchvision names them "0 - zero" ...; keep the digit, like digits
-        classes = tuple(c.split(" - ")[0] for c in classes)
-    return _frozen(name, classes, *arrays)
+        classes = [c.split(" - ")[0] for c in classes]
+    return _frozen(name, tuple(classes), x_train[:, None], y_train, x_test[:, None], y_test)
 
 
 def _decode(paths: list[Path]) -> tuple[list, list[tuple[Path, str]]]:
@@ -362,7 +455,9 @@ def load_dataset(name: str, *, data_dir: str | Path = DEFAULT_DATA_DIR,
         official splits) or ``"imagefolder:<path>"`` (see the module docstring).
     data_dir : str or Path, default "data"
         Where the torchvision datasets are, in torchvision's layout (for example
-        ``<data_dir>/cifar-10-batches-py/`` or ``<data_dir>/MNIST/raw/``).
+        ``<data_dir>/cifar-10-batches-py/`` or ``<data_dir>/MNIST/raw/``); MNIST and
+        Fashion-MNIST also as their raw IDX files (``.gz`` or not) directly in it, and
+        Fashion-MNIST in the system folder after that (see the module docstring).
     download : bool, default False
         Download a missing torchvision dataset into ``data_dir`` (needs internet).
     skip_bad_images : bool, default False

@@ -242,3 +242,19 @@ def test_skip_bad_images_logs_what_was_skipped_and_rows_train_on_the_same_images
                                       design_id, "--epochs", "1", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert [r.status for r in tr.list_rows(store.client, design_id)] == ["FINISHED"] * 2
+
+
+def test_a_dataset_not_found_lists_where_mixscale_looked(fresh_dir, monkeypatch) -> None:
+    from mixscale import data
+
+    monkeypatch.setitem(data.SYSTEM_DATA_DIRS, "fashion-mnist", fresh_dir / "no-package")
+    result = CliRunner().invoke(cli, ["design", "--dataset", "fashion-mnist", "--data-dir",
+                                      "nowhere"])
+    where = fresh_dir / "nowhere"
+    _refused(result, f"dataset 'fashion-mnist' was not found: looked for train-images-idx3-ubyte"
+                     f", train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte "
+                     f"(each plain or .gz) in {where}/FashionMNIST/raw/ (torchvision's layout); "
+                     f"{where}/ (the raw IDX files directly in --data-dir); "
+                     f"{fresh_dir}/no-package/ (Debian's dataset-fashion-mnist); install it with "
+                     "`apt-get install dataset-fashion-mnist`, or pass --download")
+    assert list(fresh_dir.iterdir()) == []

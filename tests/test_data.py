@@ -304,3 +304,94 @@ def test_imagefolder_skips_bad_images_in_train_and_test_folders(tmp_path) -> Non
                                   20 * np.arange(6))
     np.testing.assert_array_equal(ds.test_images[ds.test_labels == 0][:, 0, 0, 0],
                                   20 * np.arange(6))
+
+
+# --- MNIST-style sets: torchvision's layout, raw IDX files in --data-dir, the system folder ---
+
+def _idx_set(folder: Path, *, gz: bool, offset: int = 0) -> np.ndarray:
+    """Write the four IDX files (gzipped or not) of a 20 + 10 image set; returns the training
+    images (pixel values shifted by ``offset``, so sets in two places can be told apart)."""
+    import gzip
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(offset)
+    images = ((rng.integers(0, 200, (30, 28, 28)) + offset) % 256).astype(np.uint8)
+    arrays = {"train-images-idx3-ubyte": images[:20],
+              "train-labels-idx1-ubyte": np.arange(20) % 10,
+              "t10k-images-idx3-ubyte": images[20:], "t10k-labels-idx1-ubyte": np.arange(10)}
+    for stem, array in arrays.items():
+        _idx(folder / stem, array)
+        if gz:
+            path = folder / stem
+            (folder / f"{stem}.gz").write_bytes(gzip.compress(path.read_bytes()))
+            path.unlink()
+    return images[:20]
+
+
+@pytest.fixture()
+def no_system_dir(tmp_path, monkeypatch) -> Path:
+    """Point the system folder somewhere empty, so the machine's own package plays no part."""
+    from mixscale import data
+
+    system = tmp_path / "usr-share-datasets-fashion-mnist"
+    monkeypatch.setitem(data.SYSTEM_DATA_DIRS, "fashion-mnist", system)
+    return system
+
+
+@pytest.mark.parametrize("gz", [False, True])
+@pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])
+def test_raw_idx_files_directly_in_data_dir(tmp_path, no_system_dir, name, gz) -> None:
+    images = _idx_set(tmp_path / "flat", gz=gz)
+    ds = load_dataset(name, data_dir=tmp_path / "flat")
+    np.testing.assert_array_equal(ds.train_images[:, 0], images)
+    assert ds.image_shape == (1, 28, 28) and ds.n_classes == 10
+    assert ds.test_labels.tolist() == list(range(10))
+    assert ds.class_keys[0] == ("0" if name == "mnist" else "T_shirt_top")
+
+
+def test_fashion_mnist_from_the_system_folder_and_the_order_of_places(tmp_path,
+                                                                      no_system_dir) -> None:
+    system = _idx_set(no_system_dir, gz=True, offset=3)  # as Debian installs them: .gz
+    ds = load_dataset("fashion-mnist", data_dir=tmp_path / "empty")
+    np.testing.assert_array_equal(ds.train_images[:, 0], system)
+    # --data-dir's own files come before the system folder, torchvision's layout before both
+    flat = _idx_set(tmp_path / "both", gz=False, offset=5)
+    ds = load_dataset("fashion-mnist", data_dir=tmp_path / "both")
+    np.testing.assert_array_equal(ds.train_images[:, 0], flat)
+    layout = _idx_set(tmp_path / "both2" / "FashionMNIST" / "raw", gz=True, offset=7)
+    _idx_set(tmp_path / "both2", gz=False, offset=9)
+    ds = load_dataset("fashion-mnist", data_dir=tmp_path / "both2")
+    np.testing.assert_array_equal(ds.train_images[:, 0], layout)
+
+
+def test_a_miss_lists_every_place_looked(tmp_path, no_system_dir) -> None:
+    empty = tmp_path / "empty"
+    with pytest.raises(MixscaleError) as info:
+        load_dataset("fashion-mnist", data_dir=empty)
+    message = str(info.value)
+    assert message.startswith("dataset 'fashion-mnist' was not found: looked for "
+                              "train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+                              "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (each plain or "
+                              f".gz) in {empty}/FashionMNIST/raw/ (torchvision's layout); "
+                              f"{empty}/ (the raw IDX files directly in --data-dir); "
+                              f"{no_system_dir}/ (Debian's dataset-fashion-mnist); install it "
+                              "with `apt-get install dataset-fashion-mnist`, or pass --download "
+                              f"to fetch it into {empty}/FashionMNIST/raw")
+    with pytest.raises(MixscaleError) as info:
+        load_dataset("mnist", data_dir=empty)
+    assert "apt-get" not in str(info.value) and "Debian" not in str(info.value)
+    assert f"{empty}/MNIST/raw/ (torchvision's layout); {empty}/ (the raw" in str(info.value)
+
+
+def test_a_truncated_or_foreign_idx_file_is_named(tmp_path, no_system_dir) -> None:
+    _idx_set(tmp_path / "cut", gz=False)
+    path = tmp_path / "cut" / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(MixscaleError, match=f"{path}: its header says 20x28x28 values but it "
+                                            "holds 15580; the file is truncated"):
+        load_dataset("mnist", data_dir=tmp_path / "cut")
+    _idx_set(tmp_path / "png", gz=True)
+    path = tmp_path / "png" / "t10k-labels-idx1-ubyte.gz"
+    path.write_bytes(b"\x89PNG not gzip")
+    with pytest.raises(MixscaleError, match=f"{path} cannot be read \\(BadGzipFile"):
+        load_dataset("mnist", data_dir=tmp_path / "png")

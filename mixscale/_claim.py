@@ -109,9 +109,17 @@ def claim_row(client: MlflowClient, row: tr.RowSpec, *, takeover: bool = False,
         If the row is FINISHED, RUNNING (without a valid ``takeover``), was restarted
         meanwhile, or another worker claimed it at the same moment.
     """
+    # The token is read before the status: one get_run reads the status first and the tags
+    # after (separate queries), so alone it can pair a status from before another worker's
+    # claim with that claim's new token, whose link nobody holds yet: two winners. Read again,
+    # a status read after the token that the link is keyed by is never older than it.
+    seen = tr.with_retries(lambda: client.get_run(row.run_id), what="reading a row"
+                           ).data.tags.get(tr.CLAIM)
     old = tr.with_retries(lambda: client.get_run(row.run_id), what="reading a row")
-    status, seen = old.info.status, old.data.tags.get(tr.CLAIM)
+    status = old.info.status
     where = f"row {row.row} (run {row.run_id})"
+    if old.data.tags.get(tr.CLAIM) != seen:
+        raise RowTaken(f"{where} was claimed by another worker at the same moment; left to it.")
     if tr.SUPERSEDED_BY in old.data.tags:
         raise RowTaken(f"{where} was restarted meanwhile as run "
                        f"{old.data.tags[tr.SUPERSEDED_BY]}; that run is the row's now.")

@@ -6,7 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mixscale import fitstage
 from mixscale import tracking as tr
+from mixscale.config import FitConfig
+from mixscale.fit import fit_all
 
 pytestmark = pytest.mark.slow
 
@@ -96,14 +99,45 @@ def test_every_law_registered_and_champion_is_best_on_validation(pipeline, store
     assert champion.tags["mixscale.fit_run"] == pipeline.fit_run_id
 
 
-def test_fit_extrapolation_and_bootstrap_outputs(pipeline, store) -> None:
+def test_fit_extrapolation_and_bootstrap_outputs(pipeline, store, monkeypatch) -> None:
     client = store.client
     fit = client.get_run(pipeline.fit_run_id)
-    for pred in ("m0", "m1", "m2", "m3"):
-        assert f"power_{pred}_extrap_mse" in fit.data.metrics
     summary = pd.read_csv(client.download_artifacts(pipeline.fit_run_id, tr.FIT_SUMMARY_CSV))
     assert {"extrap_mse", "extrap_r2"} <= set(summary.columns)
-    assert (summary["extrap_mse"] > 0).all()
+    # The extrapolation fit never sees the largest subset size: poison that size's accuracies
+    # and its laws' parameters must stay bit for bit, while their error on it must move.
+    p = fit.data.params
+    config = FitConfig(families=tuple(p["families"].split(",")),
+                       predictors=tuple(p["predictors"].split(",")), min_epoch=int(p["min_epoch"]),
+                       n_starts=int(p["n_starts"]), seed=int(p["seed"]), loss=p["loss"])
+    table = pd.read_csv(client.download_artifacts(pipeline.fit_run_id, tr.FIT_TABLE_CSV))
+    features = [*(c for c in table.columns if c.startswith("n_")), "epoch"]
+    largest = table["subset_size"] == table["subset_size"].max()
+    assert largest.any() and (~largest & (table["role"] == "train")).any()
+    poisoned = table.assign(accuracy=np.where(
+        largest, np.random.default_rng(0).uniform(0.0, 1.0, len(table)), table["accuracy"]))
+    fitted = []  # the laws each extrapolation fit made, through the real fit_all
+
+    def keep_laws(*args, **kwargs):
+        laws, out = fit_all(*args, **kwargs)
+        fitted.append(laws)
+        return laws, out
+
+    monkeypatch.setattr(fitstage, "fit_all", keep_laws)
+    clean = fitstage.extrapolation_summary(table, features, config).set_index("predictor")
+    bad = fitstage.extrapolation_summary(poisoned, features, config).set_index("predictor")
+    (clean_laws, bad_laws) = fitted
+    assert set(clean_laws) == set(bad_laws) == {("power", q) for q in ("m0", "m1", "m2", "m3")}
+    for key, law in clean_laws.items():
+        np.testing.assert_array_equal(bad_laws[key].raw_params_, law.raw_params_, err_msg=key)
+    big = poisoned[largest]
+    for pred in ("m0", "m1", "m2", "m3"):  # what the fit run logged is this held-out score
+        logged = fit.data.metrics[f"power_{pred}_extrap_mse"]
+        assert logged == pytest.approx(clean.loc[pred, "extrap_mse"], rel=1e-9)
+        # scored on the (poisoned) largest size: the error moves, the law did not
+        moved = clean_laws[("power", pred)].score(big[features], big["accuracy"])["mse"]
+        assert bad.loc[pred, "extrap_mse"] == pytest.approx(moved, rel=1e-12)
+        assert bad.loc[pred, "extrap_mse"] != pytest.approx(logged, rel=1e-3)
     artifacts = {a.path for a in client.list_artifacts(pipeline.fit_run_id)}
     champion = fit.data.tags["mixscale.champion"].split()[0]
     # the tiny design has 12 training runs: enough to bootstrap a total-count law (m2/m3),

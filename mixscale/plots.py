@@ -68,7 +68,8 @@ def accuracy_vs_epoch(table: pd.DataFrame, *, law=None, law_name: str = "fitted 
         The fit table (``accuracy``, ``epoch``, ``subset_size``, ``role``, ``run_id`` and
         the ``n_<class>`` counts).
     law : ScalingLaw or ClassLaw, optional
-        A fitted law whose curve is drawn over every run (dotted, in the run's colour).
+        A fitted law whose curve is drawn over every run (dotted, in the run's colour),
+        clipped to [0, 1] as served.
     law_name : str
         The law's name in the legend.
     min_epoch : int, optional
@@ -95,7 +96,7 @@ def accuracy_vs_epoch(table: pd.DataFrame, *, law=None, law_name: str = "fitted 
                 grid = np.linspace(max(lo, 1), run["epoch"].max(), 40)
                 frame = pd.DataFrame(np.repeat(run[counts].to_numpy()[:1], grid.size, axis=0),
                                      columns=counts).assign(epoch=grid)
-                ax.plot(grid, law.predict(frame), ":", lw=1.4, color=colour)
+                ax.plot(grid, np.clip(law.predict(frame), 0, 1), ":", lw=1.4, color=colour)
         if min_epoch is not None:
             ax.axvline(min_epoch, color="0.6", lw=0.8)
         ax.set_title(f"{size} images")

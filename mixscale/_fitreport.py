@@ -31,6 +31,7 @@ __all__: list[str] = []  # private module
 BOUND_TOL = 1e-4  # share of the box width within which a parameter counts as at its bound
 FLAT_STD = 0.01  # held-out accuracies with a smaller standard deviation get no extrap_r2
 _MAX_NAMES = 8  # parameters named per kind in a health tag
+_MAX_DESCRIPTION = 5000  # characters MLflow's SQL registry stores of a description
 
 
 def law_key(family: str, predictor: str) -> str:
@@ -180,7 +181,7 @@ def version_description(law: Any, rec: dict[str, Any], *, fit_run_id: str, seen:
         + (f"; and {len(health_lines) - _MAX_NAMES} more" if len(health_lines) > _MAX_NAMES
            else "") + ". The data do not pin these parameters down; trust predictions near "
         "the design only.",
-    ])
+    ])[:_MAX_DESCRIPTION]
 
 
 def model_description(dataset: str, *, fit_run_id: str, seen: str, basis: str,
@@ -193,4 +194,4 @@ def model_description(dataset: str, *, fit_run_id: str, seen: str, basis: str,
         f"{basis} of the latest fit; `perclass-own-total` is the law `mixscale plan` uses.",
         f"Latest fit: run `{fit_run_id}` on {seen}. Champion: {champion} "
         f"(version {champion_version}, {basis} {champion_score:.4g}).",
-    ])
+    ])[:_MAX_DESCRIPTION]

@@ -68,6 +68,7 @@ _UPPER = np.array([1.0, 5.0, 1e4, 1e4, 1e4, 10.0])
 _GRID = ((1.0, 0.5, 1.0, 1.0, 1.0, 0.01), (0.95, 1.0, 3.0, 1.0, 0.5, 0.05),
          (1.0, 0.3, 0.3, 3.0, 2.0, 0.002))
 _Z_MIN = 1e-9
+_MAX_NFEV = 300  # per start; 2000 took 4x as long on the digits demo, same val MSE (0.00221)
 _WEIGHT_TOL = 1e-3  # largest residual of "overall = weighted mean of per-class accuracies"
 
 
@@ -233,7 +234,7 @@ class ClassLaw(LawBase):
                                         np.clip(start, _LOWER, _UPPER),
                                         jac=lambda th: _jacobian(th, x0, x, t, u),
                                         bounds=(_LOWER, _UPPER), loss=self.loss,
-                                        f_scale=self.f_scale, max_nfev=2000)
+                                        f_scale=self.f_scale, max_nfev=_MAX_NFEV)
             except (ValueError, FloatingPointError):
                 continue
             if np.all(np.isfinite(res.x)) and (best is None or res.cost < best.cost):

@@ -1,4 +1,4 @@
-"""A per-class scaling law with diminishing returns: one law per class, averaged by test share.
+"""Per-class scaling laws with diminishing returns, 0 without own images, averaged by test share.
 
 The laws of :mod:`mixscale.fit` feed the class counts into a link function through one linear
 combination, so to a planner every image of a class is worth the same however many there are.

@@ -378,3 +378,20 @@ def test_law_signature_refuses_repeated_output_names() -> None:
         law_signature(["n_upper", "n_class_upper"], per_class=True)
     assert law_signature(["n_upper", "n_class_upper"]).outputs.input_names() == [
         "accuracy", "accuracy_lower", "accuracy_upper", "outside_design"]  # no clash
+
+
+def test_a_version_1_scaling_law_is_read_and_served_without_the_flag() -> None:
+    from mixscale.fit import ScalingLaw
+    from mixscale.plan import default_floor
+    from mixscale.serving import LawModel
+
+    law, X, _, _ = _synthetic_law(seed=5)
+    old = {k: v for k, v in law.to_dict().items() if k != "design"} | {"version": 1}
+    back = ScalingLaw.from_dict(old)
+    assert back.design_ is None and default_floor(back) == 0
+    model = LawModel()
+    model.law = back
+    out = model.predict(None, X.head(3))
+    assert list(out.columns) == ["accuracy"]  # no range stored, so no outside_design flag
+    np.testing.assert_array_equal(out["accuracy"], np.clip(law.predict(X.head(3)), 0, 1))
+    assert ScalingLaw.from_dict(law.to_dict()).design_ == law.design_

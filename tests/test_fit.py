@@ -102,7 +102,7 @@ def power_m1():
 )
 def test_recovers_known_class_weights(family, predictor, shape, epoch_weights):
     w = _true_weights(10)
-    X, y, clean, _ = simulate(family, shape, w, epoch_weights)
+    X, y, *_ = simulate(family, shape, w, epoch_weights)
     law = ScalingLaw(family=family, predictor=predictor, n_starts=4).fit(X, y)
     assert_weights_recovered(law, w, atol=0.0045)  # neighbouring true weights are 0.0095 apart
     assert _class_weights(law).sum() == pytest.approx(1.0, abs=1e-12)  # the convention

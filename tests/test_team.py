@@ -405,7 +405,8 @@ def test_worker_gives_up_on_a_server_gone_for_good(server, client, tmp_path) -> 
     """3 tries = 0.5 + 1 s of backoff: the worker ends with one Error line, exit status 1."""
     design_id = _design(client, SMALL)
     log = tmp_path / "worker.log"
-    proc = _worker(server, design_id, "--epochs", "6", log=log, env=_outage_env(3))
+    # Long rows: the server goes while a row trains, so the call that gives up logs an epoch.
+    proc = _worker(server, design_id, "--epochs", "400", log=log, env=_outage_env(3))
     try:
         row = _wait_running_with_metrics(client, design_id, set(range(6)))
         server.stop()
@@ -420,8 +421,8 @@ def test_worker_gives_up_on_a_server_gone_for_good(server, client, tmp_path) -> 
     assert code == 1, text[-3000:]
     assert "Traceback" not in text, text[-3000:]
     last = text.strip().splitlines()[-1]
-    assert re.match(r"Error: .* failed 3 times in \d+ s, the tracking store did not answer \(",
-                    last), text[-3000:]
+    assert re.match(r"Error: logging epoch \d+ of run \w+ failed 3 times in \d+ s, the tracking "
+                    rf"store {re.escape(server.url)} did not answer \(", last), text[-3000:]
     assert "$MIXSCALE_TRACKING_RETRIES" in last
     # The bound: 1.5 s of backoff, plus training up to the next request and the exit.
     assert waited < 30, (waited, text[-3000:])

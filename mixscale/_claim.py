@@ -118,8 +118,6 @@ def claim_row(client: MlflowClient, row: tr.RowSpec, *, takeover: bool = False,
     old = tr.with_retries(lambda: client.get_run(row.run_id), what="reading a row")
     status = old.info.status
     where = f"row {row.row} (run {row.run_id})"
-    if old.data.tags.get(tr.CLAIM) != seen:
-        raise RowTaken(f"{where} was claimed by another worker at the same moment; left to it.")
     if tr.SUPERSEDED_BY in old.data.tags:
         raise RowTaken(f"{where} was restarted meanwhile as run "
                        f"{old.data.tags[tr.SUPERSEDED_BY]}; that run is the row's now.")
@@ -128,6 +126,8 @@ def claim_row(client: MlflowClient, row: tr.RowSpec, *, takeover: bool = False,
     if status == "RUNNING" and not takeover:
         raise RowTaken(f"{where} is RUNNING, probably in another process; wait for it, or mark "
                        "that run FAILED to restart the row.")
+    if old.data.tags.get(tr.CLAIM) != seen:
+        raise RowTaken(f"{where} was claimed by another worker at the same moment; left to it.")
     if status == "RUNNING" and (row.status != "RUNNING" or seen != row.claim):
         raise RowTaken(f"{where} was claimed by another worker since it was listed; left to it.")
     token = uuid.uuid4().hex

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from mixscale.config import split_list
 from mixscale.errors import MixscaleError
 
 if TYPE_CHECKING:  # annotations only: optuna is imported by mixscale.tune alone
@@ -36,8 +37,9 @@ def parse_range(name: str, text: str, *, log: bool) -> tuple[float, float]:
 
 def parse_choices(name: str, text: str) -> tuple[int, ...]:
     """Parse ``"16,32,64"`` into distinct integers (validated by :class:`SearchSpace`)."""
+    items = split_list(name, str(text))  # refuses empty items, naming them
     try:
-        values = tuple(int(p) for p in str(text).split(",") if p.strip())
+        values = tuple(int(p) for p in items)
     except ValueError:
         raise MixscaleError(f"`{name}` must be comma-separated integers such as 16,32,64, "
                             f"but got {name}={text!r}.") from None

@@ -328,19 +328,19 @@ def check_adhoc_counts(dataset: ImageDataset, counts: Sequence[int]) -> np.ndarr
         If the number of counts differs from the number of classes, a count is negative or
         above what its class has, or the counts add up to fewer than 2 images.
     """
-    counts_arr = np.asarray(counts, dtype=np.int64)
-    if counts_arr.shape != (dataset.n_classes,):
+    counts = [int(n) for n in counts]
+    if len(counts) != dataset.n_classes:
         raise MixscaleError(
             f"--counts needs one count per class of {dataset.name!r} ({dataset.n_classes}: "
-            f"{', '.join(dataset.class_keys)}), but got {len(counts_arr)}."
+            f"{', '.join(dataset.class_keys)}), but got {len(counts)}."
         )
-    bad = np.flatnonzero((counts_arr < 0) | (counts_arr > dataset.available))
-    if bad.size:
-        c = int(bad[0])
-        raise MixscaleError(
-            f"count of class {dataset.class_names[c]!r} must be in 0..{dataset.available[c]} "
-            f"(images available), but got {counts_arr[c]}."
-        )
+    for c, (n, have) in enumerate(zip(counts, dataset.available.tolist(), strict=True)):
+        if not 0 <= n <= have:  # checked as Python ints: 10**20 must not overflow int64
+            raise MixscaleError(
+                f"count of class {dataset.class_names[c]!r} must be in 0..{have} "
+                f"(images available), but got {n}."
+            )
+    counts_arr = np.asarray(counts, dtype=np.int64)
     if counts_arr.sum() < 2:
         raise MixscaleError(f"--counts must add up to >= 2 images, but got {counts_arr.sum()}.")
     return counts_arr

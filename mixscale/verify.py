@@ -22,7 +22,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from mixscale import tracking as tr
-from mixscale.config import TrainConfig
+from mixscale.config import TrainConfig, milestones_within
 from mixscale.errors import MixscaleError
 from mixscale.plan import Plan
 
@@ -228,7 +228,7 @@ def verify_config(config: TrainConfig, epochs: int) -> TrainConfig:
     """
     return dataclasses.replace(
         config, epochs=int(epochs), eval_every=min(config.eval_every, int(epochs)),
-        lr_milestones=tuple(m for m in config.lr_milestones if m <= epochs))
+        lr_milestones=milestones_within(config.lr_milestones, int(epochs)))
 
 
 def check_counts(plan: Plan, dataset: Any) -> None:

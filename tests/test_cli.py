@@ -55,6 +55,7 @@ def fresh_dir(tmp_path, monkeypatch) -> Path:
         (["fit", "--design-id", "x", "--families", "power,,log"],
          "`families` has an empty item in 'power,,log'"),
         (["fit", "--design-id", "a,,b"], "`design_id` has an empty item in 'a,,b'"),
+        (["tune", "--batch-sizes", "16,,32"], "`batch_sizes` has an empty item in '16,,32'"),
         (["fit", "--design-id", "x", "--families", "cubic"], "unknown law family 'cubic'"),
         (["fit", "--design-id", "x", "--predictors", "m7"], "unknown predictor 'm7'"),
         (["main", "--subset-sizes", "2000"], "subset size 2000 is more than"),
@@ -126,6 +127,8 @@ def test_train_row_ad_hoc_counts(store) -> None:
     (["--counts", "1,2,3,4,5,6,7,8,9,x"], "'x' in"),
     (["--counts", "1,2,3,4,5,,6,7,8,9"], "`counts` has an empty item in '1,2,3,4,5,,6,7,8,9'"),
     (["--counts", "0,0,0,0,0,0,0,0,0,1"], "--counts must add up to >= 2 images"),
+    (["--counts", "1,1,1,1,1,1,1,1,1,100000000000000000000"],
+     "count of class '9' must be in 0..1"),
     ([], "exactly one of --run-id"),
     (["--run-id", "abc", "--counts", "1,1,1,1,1,1,1,1,1,1"], "exactly one of --run-id"),
 ])

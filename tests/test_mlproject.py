@@ -1,4 +1,8 @@
-"""The MLproject: `mlflow run . -e <entry point> --env-manager local` drives the real stages."""
+"""The MLproject matches the CLI, and a request it refuses leaves a labelled empty run.
+
+Every entry point runs through `mlflow run` with its documented parameters in
+tests/test_readme.py (which checks that the README documents each one).
+"""
 
 from __future__ import annotations
 
@@ -43,31 +47,47 @@ def _mlflow_run(args: list[str], uri: str, cwd: Path) -> subprocess.CompletedPro
 
 
 @pytest.mark.slow
-def test_mlflow_run_design_train_fit(tmp_path) -> None:
+@pytest.mark.parametrize(("params", "message"), [
+    (["-e", "design", "-P", "subset_sizes=99999"], "subset size 99999 is more than"),
+    (["-e", "train_row", "-P", "counts=5,5,5,5,5,5,5,5,5,999", "-P", "epochs=3"],
+     "count of class '9' must be in 0..1"),
+    (["-e", "design", "-P", "rows_per_size=0"], "0 is not in the range 1<=x<=10000"),
+])
+def test_refused_mlflow_run_leaves_a_labelled_empty_run(tmp_path, params, message) -> None:
+    """One Error: line, no traceback; MLflow ends its run FAILED, we label it refused."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     MlflowClient(uri).search_experiments()  # create the store once, before any subprocess
-    design = _mlflow_run(["-e", "design", "-P", "subset_sizes=40,80", "-P", "rows_per_size=3",
-                          "-P", "val_rows_per_size=1", "-P", "iterations=50"], uri, tmp_path)
-    assert design.returncode == 0, design.stderr
-    design_id = re.search(r"design (\w{32}): 8 rows", design.stdout).group(1)
+    proc = _mlflow_run(params, uri, tmp_path)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and message in errors[0], proc.stderr[-3000:]
+    assert "Traceback" not in proc.stdout + proc.stderr
     client = MlflowClient(uri)
-    # the run `mlflow run` created *is* the design run
-    assert client.get_run(design_id).data.tags[tr.KIND] == "design"
-    assert client.get_run(design_id).info.status == "FINISHED"
+    (run,) = client.search_runs([client.get_experiment_by_name("mlproject").experiment_id])
+    assert run.info.status == "FAILED" and run.info.run_name == f"refused-{params[1]}"
+    assert run.data.tags[tr.KIND] == "refused"
+    assert message in run.data.tags[tr.ERROR] and not run.data.metrics
 
-    train = _mlflow_run(["-e", "train", "-P", f"design_id={design_id}", "-P", "epochs=4",
-                         "-P", "eval_every=2", "-P", "lr_milestones="], uri, tmp_path)
-    assert train.returncode == 0, train.stderr
-    rows = tr.list_rows(client, design_id)
-    assert [r.status for r in rows] == ["FINISHED"] * 8
 
-    fit = _mlflow_run(["-e", "fit", "-P", f"design_id={design_id}", "-P", "min_epoch=0",
-                       "-P", "predictors=m2,m3", "-P", "model_name=mlproject-law"],
-                      uri, tmp_path)
-    assert fit.returncode == 0, fit.stderr
-    assert int(client.get_model_version_by_alias("mlproject-law", "champion").version) in (1, 2)
+def test_mark_refused_project_run_only_labels_empty_project_runs(store, monkeypatch) -> None:
+    from mixscale._cliopts import _mark_refused_project_run
 
-    bad = _mlflow_run(["-e", "design", "-P", "subset_sizes=99999"], uri, tmp_path)
-    assert bad.returncode != 0
-    assert "subset size 99999 is more than" in bad.stderr
-    assert "Traceback" not in bad.stdout
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store.uri)
+    client, exp = store.client, store.new_experiment()
+    project = {"mlflow.source.type": "PROJECT"}
+    empty = client.create_run(exp, tags=project).info.run_id
+    client.log_param(empty, "model", "recipe")  # what `mlflow run` logs itself
+    assert _mark_refused_project_run(empty, "train", "Error text")
+    run = client.get_run(empty)
+    assert run.info.run_name == "refused-train" and run.data.tags[tr.KIND] == "refused"
+    assert run.data.tags[tr.ERROR] == "refused: Error text"
+
+    with_metric = client.create_run(exp, tags=project).info.run_id
+    client.log_metric(with_metric, "test_accuracy", 0.5)
+    design = client.create_run(exp, tags={**project, tr.KIND: "design"}).info.run_id
+    parent = client.create_run(exp, tags={**project, tr.KIND: "launcher"}).info.run_id
+    client.create_run(exp, tags={tr.PARENT: parent})
+    not_project = client.create_run(exp).info.run_id
+    for run_id in (with_metric, design, parent, not_project):
+        assert not _mark_refused_project_run(run_id, "train", "Error text")
+        assert tr.ERROR not in client.get_run(run_id).data.tags

@@ -197,7 +197,7 @@ def _supersede(client: MlflowClient, row: tr.RowSpec, old: Run, resume_skipped: 
     return run_id
 
 
-_ROW_PARAMS = {"total_n", "subset_size", "row", "role", "seed"}
+_ROW_PARAMS = {"total_n", *tr.ROW_PARAMS}  # what a restarted run copies, beside n_<class>
 
 
 def end_row(client: MlflowClient, run_id: str, *, error: BaseException | None = None,

@@ -69,7 +69,7 @@ def test_recipe_from_params_parses_text_and_unpins_device() -> None:
 def test_verify_plan_refuses_bad_seeds_before_training() -> None:
     plan = Plan(class_columns=["n_0"], current=np.zeros(1), caps=np.ones(1), costs=np.ones(1),
                 counts=np.ones(1), target=0.5, epochs=3, predicted=0.4, interval=None,
-                reachable=False, marginal_gain=np.zeros(1))
+                reachable=False, marginal_gain=np.zeros(1), floor=np.zeros(1))
     for bad in (0, MAX_SEEDS + 1, 2.0, True):
         with pytest.raises(MixscaleError, match=rf"`seeds` must be an integer in \[1, 100\].*"
                                                 rf"seeds={bad!r}"):

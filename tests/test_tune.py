@@ -135,7 +135,8 @@ def fresh_dir(tmp_path, monkeypatch) -> Path:
         (["--storage", "sqlite:////nonexistent-dir/x/optuna.db"],
          "cannot open the Optuna storage"),
         (["--dataset", "imagenet"], "unknown dataset 'imagenet'"),
-        (["--epochs", "3", "--lr-milestones", "5"], "`lr_milestones` must be in [1, 3]"),
+        (["--epochs", "3", "--lr-milestones", "5"],
+         "--lr-milestones '5' must be epochs in 1..3 (--epochs 3)"),
     ],
 )
 def test_bad_input_is_refused_before_anything_is_logged(fresh_dir, args, message) -> None:

@@ -29,7 +29,7 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
 from mixscale import tracking as tr
-from mixscale.errors import MixscaleError
+from mixscale.errors import RowTaken
 
 __all__ = ["RowTaken", "CLAIMED", "LEDGER", "LINK", "create_ledger", "claim_link",
            "claim_links", "claim_row", "end_row"]
@@ -37,10 +37,6 @@ __all__ = ["RowTaken", "CLAIMED", "LEDGER", "LINK", "create_ledger", "claim_link
 LEDGER = "mixscale.ledger"  # tag on a row run: the run id of its design's claim ledger
 LINK = "claim"  # ledger param prefix: claim.<row run id>.<previous token> = next token
 CLAIMED = "mixscale.claimed"  # designs without a ledger: the same link as a param of the row
-
-
-class RowTaken(MixscaleError):
-    """The row cannot be claimed: it is FINISHED, RUNNING, or another worker claimed it first."""
 
 
 def create_ledger(client: MlflowClient, design_id: str, experiment_id: str) -> str:

@@ -56,7 +56,7 @@ from mixscale._inputs import check_options, read_features, read_target
 from mixscale._lawbase import LawBase
 from mixscale._lawjson import class_law_from_dict, class_law_to_dict
 from mixscale._metrics import mse, r2
-from mixscale.errors import FitError, MixscaleError
+from mixscale.errors import FitError, MixscaleError, NotFittedError
 
 __all__ = ["ClassLaw", "FAMILY", "PREDICTOR", "N_SHAPE", "class_accuracy_column", "given_weights"]
 
@@ -258,8 +258,6 @@ class ClassLaw(LawBase):
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "raw_params_"):
-            from mixscale.fit import NotFittedError
-
             raise NotFittedError("This ClassLaw instance is not fitted yet. Call 'fit' with "
                                  "appropriate arguments before using this estimator.")
 

@@ -6,7 +6,10 @@ a traceback; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-__all__ = ["MixscaleError", "DesignError", "FitError"]
+__all__ = [
+    "MixscaleError", "DesignError", "FitError", "NotFittedError", "RowTaken",
+    "TrackingUnavailable",
+]
 
 
 class MixscaleError(ValueError):
@@ -19,3 +22,15 @@ class DesignError(MixscaleError):
 
 class FitError(MixscaleError):
     """A scaling law that cannot be fitted (too few rows, every start failed, ...)."""
+
+
+class NotFittedError(MixscaleError, AttributeError):
+    """A fitted law was used before ``fit`` (as scikit-learn's ``NotFittedError``)."""
+
+
+class RowTaken(MixscaleError):
+    """The row cannot be claimed: it is FINISHED, RUNNING, or another worker claimed it first."""
+
+
+class TrackingUnavailable(MixscaleError):
+    """The tracking store kept failing transiently until ``with_retries`` gave up."""

@@ -29,7 +29,7 @@ from mixscale._lawbase import LawBase
 from mixscale._lawjson import CONVENTION, law_from_dict, law_to_dict
 from mixscale._metrics import mse, r2
 from mixscale._summary import fit_all, n_raw_params, parameter_table
-from mixscale.errors import FitError, MixscaleError
+from mixscale.errors import FitError, MixscaleError, NotFittedError
 from mixscale.laws import get_family, get_predictor
 
 __all__ = [
@@ -42,10 +42,6 @@ __all__ = [
     "parameter_table",
     "r2",
 ]
-
-class NotFittedError(MixscaleError, AttributeError):
-    """A :class:`ScalingLaw` was used before ``fit`` (as scikit-learn's ``NotFittedError``)."""
-
 
 class ScalingLaw(LawBase):
     """Per-class dataset-size scaling law ``accuracy = f(z)``, scikit-learn style.

@@ -26,7 +26,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
 
-from mixscale.errors import MixscaleError
+from mixscale.errors import MixscaleError, TrackingUnavailable
 
 T = TypeVar("T")
 
@@ -411,10 +411,6 @@ def _transient(exc: BaseException) -> bool:
 
 _TRANSIENT_CODES = {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED",
                     "DEADLINE_EXCEEDED"}
-
-
-class TrackingUnavailable(MixscaleError):
-    """The tracking store kept failing transiently until :func:`with_retries` gave up."""
 
 
 def _describe(exc: BaseException) -> tuple[str, str]:

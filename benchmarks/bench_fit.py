@@ -29,7 +29,7 @@ from mlflow.entities import Metric
 from mixscale import tracking as tr
 from mixscale.design import FeasibleSampler
 from mixscale.fit import fit_all
-from mixscale.laws import FAMILIES
+from mixscale.fit.laws import FAMILIES
 
 K = 10
 CAP = 5000

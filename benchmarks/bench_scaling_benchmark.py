@@ -4,7 +4,7 @@ Data: ``../shared/data/scaling_benchmark/benchmark.vision.csv`` (Alabdulmohsin, 
 Zhai 2022; 72 image-classification curves, see ``SOURCE.md`` beside it). Protocol, per curve:
 fit on the ``Training == 1`` rows (x = seen examples, y = downstream error), predict the
 ``Training == 0`` rows (larger x), and score with the RMSE of ``log(predicted error) -
-log(true error)``. Each one-dimensional family of :mod:`mixscale.laws` is fitted to accuracy
+log(true error)``. Each one-dimensional family of :mod:`mixscale.fit.laws` is fitted to accuracy
 ``1 - error`` against ``z = x / max(x of the training rows)`` with the same multi-start bounded
 least squares the estimator uses (the family's start grid plus seeded random starts).
 
@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import least_squares
 
-from mixscale.laws import FAMILIES
+from mixscale.fit.laws import FAMILIES
 
 DEFAULT_CSV = (Path(__file__).resolve().parents[2] / "shared" / "data" / "scaling_benchmark"
                / "benchmark.vision.csv")

@@ -24,7 +24,7 @@ def assemble_table(client: MlflowClient, design_ids: Iterable[str], *,
 
     With ``class_metrics`` the table also has ``accuracy_<class>``, each row's
     ``<metric>_<class>`` at the same epoch (NaN where a run did not log it), for
-    :class:`mixscale.classlaw.ClassLaw`; that costs one more request per run and class.
+    :class:`mixscale.fit.classlaw.ClassLaw`; that costs one more request per run and class.
 
     Returns
     -------

@@ -4,7 +4,7 @@ Every fitted law becomes a version of one registered model (default ``mixscale-<
 with the alias ``<family>-<predictor>``; the law with the lowest validation MSE also gets the
 alias ``champion``, so ``models:/<name>@champion`` always names the current best law. The model
 and every version carry a description (what the law is, what it was fitted on, how it was
-chosen) and each version the tag ``mixscale.health`` (see :mod:`mixscale._fitreport`).
+chosen) and each version the tag ``mixscale.health`` (see :mod:`mixscale.fit.report`).
 """
 
 from __future__ import annotations
@@ -19,15 +19,14 @@ import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 
-from mixscale import _fitreport as report
 from mixscale import plots
 from mixscale import tracking as tr
-from mixscale.classlaw import FAMILY as CLASS_FAMILY
-from mixscale.classlaw import N_SHAPE, ClassLaw, class_accuracy_column
-from mixscale.classlaw import PREDICTOR as CLASS_PREDICTOR
 from mixscale.config import FitConfig
 from mixscale.errors import MixscaleError
-from mixscale.fit import fit_all, parameter_table
+from mixscale.fit import fit_all, parameter_table, report
+from mixscale.fit.classlaw import FAMILY as CLASS_FAMILY
+from mixscale.fit.classlaw import N_SHAPE, ClassLaw, class_accuracy_column
+from mixscale.fit.classlaw import PREDICTOR as CLASS_PREDICTOR
 from mixscale.serving import CHAMPION, log_law, set_alias
 
 __all__ = ["fit_and_log", "fit_table_and_log", "extrapolation_summary", "class_law_summary",
@@ -79,7 +78,7 @@ def extrapolation_summary(table: pd.DataFrame, features: list[str], config: FitC
     DataFrame
         ``family, predictor, extrap_mse, extrap_r2, extrap_rmse_points, extrap_note`` (empty
         when there is only one size); ``extrap_r2`` is NaN, and ``extrap_note`` says why,
-        where the held-out accuracies barely vary (:mod:`mixscale._fitreport`).
+        where the held-out accuracies barely vary (:mod:`mixscale.fit.report`).
     """
     split = _extrapolation_split(table)
     if split is None:
@@ -98,7 +97,7 @@ def extrapolation_summary(table: pd.DataFrame, features: list[str], config: FitC
 
 def class_law_summary(table: pd.DataFrame, features: list[str], config: FitConfig
                       ) -> tuple[ClassLaw | None, dict[str, object]]:
-    """Fit the per-class law (:mod:`mixscale.classlaw`) and score it like the other laws.
+    """Fit the per-class law (:mod:`mixscale.fit.classlaw`) and score it like the other laws.
 
     Returns the fitted law (None when it failed) and its row of the fit summary: train and
     validation MSE/r^2, and with ``config.extrapolate`` the score on the largest subset size of

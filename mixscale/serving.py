@@ -39,7 +39,7 @@ def served_class_column(class_column: str) -> str:
     A class whose key is ``lower`` or ``upper`` becomes ``accuracy_class_lower`` or
     ``accuracy_class_upper`` instead, so that it does not collide with the interval outputs
     ``accuracy_lower``/``accuracy_upper``. (The fit table keeps ``accuracy_<class>``:
-    :func:`mixscale.classlaw.class_accuracy_column`.)
+    :func:`mixscale.fit.classlaw.class_accuracy_column`.)
 
     Parameters
     ----------
@@ -129,7 +129,7 @@ class LawModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         """Rebuild the law (a ScalingLaw or a ClassLaw) from its JSON artifact."""
-        from mixscale._lawjson import read_law
+        from mixscale.fit.lawjson import read_law
 
         self.law = read_law(Path(context.artifacts[LAW_ARTIFACT]).read_text())
 

@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mixscale._lawjson import read_law
-from mixscale.classlaw import ClassLaw, class_accuracy_column
 from mixscale.errors import FitError, MixscaleError
 from mixscale.fit import NotFittedError
+from mixscale.fit.classlaw import ClassLaw, class_accuracy_column
+from mixscale.fit.lawjson import read_law
 from mixscale.plan import plan_counts
 
 CLASSES = ["n_a", "n_b", "n_c"]

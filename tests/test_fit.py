@@ -19,7 +19,7 @@ from mixscale.fit import (
     parameter_table,
     r2,
 )
-from mixscale.laws import get_family
+from mixscale.fit.laws import get_family
 
 MAX_COUNT = 400  # largest class count in every simulated design (the common count scale)
 EPOCHS = tuple(range(5, 61, 5))  # 5 and below min_epoch=10 are dropped by fit
@@ -247,14 +247,14 @@ def test_too_few_rows_is_a_fit_error():
 
 
 def test_every_start_failing_is_a_fit_error(monkeypatch):
-    import mixscale._lsq
+    import mixscale.fit.lsq
 
     X, y, *_ = simulate("power", (0.0, 0.8, 0.5), _true_weights(2), (0.3,), n_runs=4)
 
     def broken(*args, **kwargs):
         raise ValueError("Residuals are not finite in the initial point.")
 
-    monkeypatch.setattr(mixscale._lsq, "least_squares", broken)
+    monkeypatch.setattr(mixscale.fit.lsq, "least_squares", broken)
     with pytest.raises(FitError, match=r"every start .* failed \(3 starts\).*not finite"):
         ScalingLaw(family="power", predictor="m0", n_starts=3).fit(X, y)
 

@@ -11,9 +11,9 @@ import pytest
 
 from mixscale import plots
 from mixscale import tracking as tr
-from mixscale._fitreport import FLAT_STD, law_health
 from mixscale.config import FitConfig
 from mixscale.fit import ScalingLaw
+from mixscale.fit.report import FLAT_STD, law_health
 from mixscale.fitstage import HEALTH_TAG, extrapolation_summary, fit_table_and_log
 
 SIZES = (10, 40, 160)

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mixscale.errors import MixscaleError
-from mixscale.laws import (
+from mixscale.fit.laws import (
     FAMILIES,
     PREDICTORS,
     Z_MIN,
@@ -237,7 +237,7 @@ def test_analytic_gradients_match_finite_differences(family_name):
 
 
 def test_m4_clip_matches_the_laws_clip():
-    from mixscale import _m4
+    from mixscale.fit import m4 as _m4
 
     assert _m4.Z_MIN == Z_MIN
 

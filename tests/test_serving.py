@@ -60,7 +60,7 @@ def test_per_class_law_serves_each_class_and_an_interval(pipeline) -> None:
 
 
 def test_served_model_does_not_import_torch() -> None:
-    code = ("import sys, mixscale.serving, mixscale.fit, mixscale.laws, mixscale._law_model; "
+    code = ("import sys, mixscale.serving, mixscale.fit, mixscale.fit.laws, mixscale._law_model; "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
@@ -323,7 +323,7 @@ def test_http_interval_param(server) -> None:
 # --- per-class outputs beside the interval outputs -----------------------------------------
 def _class_law_with_interval_names():
     """A small fitted ClassLaw (tests/test_classlaw.py's) whose classes are a, upper, lower."""
-    from mixscale.classlaw import ClassLaw
+    from mixscale.fit.classlaw import ClassLaw
     from tests.test_classlaw import _table
 
     names = {"b": "upper", "c": "lower"}

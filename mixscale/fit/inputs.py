@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from mixscale.errors import FitError, MixscaleError
-from mixscale.laws import get_family, get_predictor
+from mixscale.fit.laws import get_family, get_predictor
 
 __all__: list[str] = []  # private module
 

@@ -1,6 +1,6 @@
 """What every fitted law shares (private): kept bootstrap replicates, percentile prediction
 intervals and the JSON round trip. Base of :class:`mixscale.fit.ScalingLaw` and
-:class:`mixscale.classlaw.ClassLaw`."""
+:class:`mixscale.fit.classlaw.ClassLaw`."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any, Self
 import numpy as np
 import pandas as pd
 
-from mixscale._bootstrap import BootstrapResult
 from mixscale.errors import MixscaleError
+from mixscale.fit.bootstrap import BootstrapResult
 
 __all__: list[str] = []  # private module
 

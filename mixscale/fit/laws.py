@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mixscale._m4 import m4_fraction, m4_gradient
 from mixscale.errors import MixscaleError
+from mixscale.fit.m4 import m4_fraction, m4_gradient
 
 __all__ = [
     "FAMILIES",

@@ -1,7 +1,8 @@
 """The scaling-law estimator: fit, predict, score, uncertainty and a JSON round-trip.
 
-:class:`ScalingLaw` fits ``accuracy = f(z)`` (a family of :mod:`mixscale.laws`) where ``z`` is a
-linear predictor (the paper's models 0-3) of scaled per-class counts ``n_<class>`` and ``epoch``.
+:class:`ScalingLaw` fits ``accuracy = f(z)`` (a family of :mod:`mixscale.fit.laws`) where ``z``
+is a linear predictor (the paper's models 0-3) of scaled per-class counts ``n_<class>`` and
+``epoch``.
 
 Scaling. All class columns share one scale, the largest class count over all classes and
 training rows, so the class weights compare directly as "value of one image of class c" (the
@@ -22,15 +23,15 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from mixscale import _lsq
-from mixscale._bootstrap import BootstrapResult, bootstrap_law
-from mixscale._inputs import check_options, read_features, read_target
-from mixscale._lawbase import LawBase
-from mixscale._lawjson import CONVENTION, law_from_dict, law_to_dict
-from mixscale._metrics import mse, r2
-from mixscale._summary import fit_all, n_raw_params, parameter_table
 from mixscale.errors import FitError, MixscaleError, NotFittedError
-from mixscale.laws import get_family, get_predictor
+from mixscale.fit import lsq as _lsq
+from mixscale.fit.base import LawBase
+from mixscale.fit.bootstrap import BootstrapResult, bootstrap_law
+from mixscale.fit.inputs import check_options, read_features, read_target
+from mixscale.fit.lawjson import CONVENTION, law_from_dict, law_to_dict
+from mixscale.fit.laws import get_family, get_predictor
+from mixscale.fit.metrics import mse, r2
+from mixscale.fit.summary import fit_all, n_raw_params, parameter_table
 
 __all__ = [
     "CONVENTION",
@@ -49,9 +50,9 @@ class ScalingLaw(LawBase):
     Parameters
     ----------
     family : str
-        Outer function, a key of :data:`mixscale.laws.FAMILIES`.
+        Outer function, a key of :data:`mixscale.fit.laws.FAMILIES`.
     predictor : str
-        Linear predictor, a key of :data:`mixscale.laws.PREDICTORS` (paper models 0-3).
+        Linear predictor, a key of :data:`mixscale.fit.laws.PREDICTORS` (paper models 0-3).
     min_epoch : int
         ``fit`` and ``score`` drop rows with ``epoch < min_epoch`` (paper: 10).
     loss : {"linear", "huber"}
@@ -254,7 +255,7 @@ class ScalingLaw(LawBase):
         """MSE, r^2 and row count on the rows of ``X`` with ``epoch >= min_epoch``.
 
         Predictions are clipped to [0, 1] first, as served models and
-        :class:`~mixscale.classlaw.ClassLaw` clip them, so scores compare laws as they are
+        :class:`~mixscale.fit.classlaw.ClassLaw` clip them, so scores compare laws as they are
         used: a law that runs away outside the design costs at most the distance to 0 or 1.
         """
         self._check_fitted()

@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from mixscale._inputs import read_features
 from mixscale.errors import FitError
-from mixscale.laws import FAMILIES, PREDICTORS, get_family, get_predictor
+from mixscale.fit.inputs import read_features
+from mixscale.fit.laws import FAMILIES, PREDICTORS, get_family, get_predictor
 
 if TYPE_CHECKING:
-    from mixscale.fit import ScalingLaw
+    from mixscale.fit.scaling import ScalingLaw
 
 __all__ = ["fit_all", "n_raw_params", "parameter_table"]
 
@@ -61,7 +61,7 @@ def fit_all(
     X_val, y_val : pandas.DataFrame, array_like, optional
         Validation design; without it the ``val_*`` columns are ``nan``.
     families, predictors : list of str, optional
-        Subsets of :data:`~mixscale.laws.FAMILIES` / :data:`~mixscale.laws.PREDICTORS`
+        Subsets of :data:`~mixscale.fit.laws.FAMILIES` / :data:`~mixscale.fit.laws.PREDICTORS`
         (default: all).
     groups : array_like, optional
         Passed to every :meth:`ScalingLaw.fit`.
@@ -77,7 +77,9 @@ def fit_all(
         val_mse, val_r2, error`` (``error`` holds the :class:`FitError` message of a failed
         combination, else ``None``).
     """
-    from mixscale.fit import ScalingLaw  # fit.py re-exports this module: import at call time
+    from mixscale.fit.scaling import (
+        ScalingLaw,  # fit.py re-exports this module: import at call time
+    )
 
     families = list(FAMILIES) if families is None else list(families)
     predictors = list(PREDICTORS) if predictors is None else list(predictors)

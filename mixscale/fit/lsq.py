@@ -18,7 +18,7 @@ import numpy as np
 from scipy.optimize import OptimizeResult, least_squares
 
 from mixscale.errors import FitError
-from mixscale.laws import Family
+from mixscale.fit.laws import Family
 
 __all__: list[str] = []  # private module
 

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mixscale._lsq import COUNT_WEIGHT_WIDTH
-from mixscale.laws import FAMILIES, PREDICTORS
+from mixscale.fit.laws import FAMILIES, PREDICTORS
+from mixscale.fit.lsq import COUNT_WEIGHT_WIDTH
 
 __all__: list[str] = []  # private module
 

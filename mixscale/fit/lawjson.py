@@ -3,7 +3,7 @@
 A served law is rebuilt from this dict in :meth:`mixscale.serving.LawModel.load_context`, so
 the format is versioned and checked field by field when read back. :func:`read_law` reads
 either kind of law (:class:`~mixscale.fit.ScalingLaw` or
-:class:`~mixscale.classlaw.ClassLaw`) by the ``format`` its JSON names.
+:class:`~mixscale.fit.classlaw.ClassLaw`) by the ``format`` its JSON names.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from mixscale._lawbase import check_design
-from mixscale._summary import n_raw_params
 from mixscale.errors import MixscaleError
+from mixscale.fit.base import check_design
+from mixscale.fit.summary import n_raw_params
 
 CONVENTION = "count weights (w_n_<class> or w_total_n) sum to 1; epoch weights in the same units"
 _FORMAT = "mixscale.ScalingLaw"
@@ -109,10 +109,10 @@ def read_law(text: str) -> Any:
     """A fitted law from its JSON: a ``ClassLaw`` or a ``ScalingLaw``, by ``format``."""
     d = json.loads(text)
     if isinstance(d, dict) and d.get("format") == CLASS_FORMAT:
-        from mixscale.classlaw import ClassLaw
+        from mixscale.fit.classlaw import ClassLaw
 
         return ClassLaw.from_dict(d)
-    from mixscale.fit import ScalingLaw
+    from mixscale.fit.scaling import ScalingLaw
 
     return ScalingLaw.from_dict(d)
 
@@ -128,7 +128,7 @@ _CLASS_KEYS = ("options", "class_columns", "count_scale", "total_scale", "epoch_
 
 
 def class_law_to_dict(law: Any) -> dict[str, Any]:
-    """A fitted :class:`~mixscale.classlaw.ClassLaw` as plain JSON types."""
+    """A fitted :class:`~mixscale.fit.classlaw.ClassLaw` as plain JSON types."""
     return {
         "format": CLASS_FORMAT, "version": CLASS_FORMAT_VERSION, "family": law.family,
         "predictor": law.predictor,
@@ -150,7 +150,7 @@ def class_law_to_dict(law: Any) -> dict[str, Any]:
 
 def class_law_from_dict(cls: type, d: dict[str, Any]) -> Any:
     """Rebuild a fitted per-class law of class ``cls`` from :func:`class_law_to_dict` output."""
-    from mixscale.classlaw import N_SHAPE, given_weights
+    from mixscale.fit.classlaw import N_SHAPE, given_weights
 
     if not isinstance(d, dict) or d.get("format") != CLASS_FORMAT:
         raise MixscaleError(f"not a {CLASS_FORMAT} dict: `format` is {_get(d, 'format')!r}.")

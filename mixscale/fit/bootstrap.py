@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from mixscale import _lsq
 from mixscale.errors import FitError, MixscaleError
+from mixscale.fit import lsq as _lsq
 
 __all__ = ["BootstrapResult", "bootstrap_law"]
 

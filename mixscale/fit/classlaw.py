@@ -51,12 +51,12 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import least_squares, nnls
 
-from mixscale._bootstrap import BootstrapResult
-from mixscale._inputs import check_options, read_features, read_target
-from mixscale._lawbase import LawBase
-from mixscale._lawjson import class_law_from_dict, class_law_to_dict
-from mixscale._metrics import mse, r2
 from mixscale.errors import FitError, MixscaleError, NotFittedError
+from mixscale.fit.base import LawBase
+from mixscale.fit.bootstrap import BootstrapResult
+from mixscale.fit.inputs import check_options, read_features, read_target
+from mixscale.fit.lawjson import class_law_from_dict, class_law_to_dict
+from mixscale.fit.metrics import mse, r2
 
 __all__ = ["ClassLaw", "FAMILY", "PREDICTOR", "N_SHAPE", "class_accuracy_column", "given_weights"]
 

@@ -1,4 +1,4 @@
-"""Numerics of the M4 law (private; :func:`mixscale.laws.m4_law` is the public face).
+"""Numerics of the M4 law (private; :func:`mixscale.fit.laws.m4_law` is the public face).
 
 M4 (Alabdulmohsin et al. 2022) defines the error implicitly. With ``t = (eps - eps_inf) /
 delta`` in (0, 1) the equation is ``log t - alpha * log(1 - t) = log K``; it is solved in

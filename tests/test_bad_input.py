@@ -245,7 +245,7 @@ def test_skip_bad_images_logs_what_was_skipped_and_rows_train_on_the_same_images
 
 
 def test_a_dataset_not_found_lists_where_mixscale_looked(fresh_dir, monkeypatch) -> None:
-    from mixscale import data
+    from mixscale.data import datasets as data
 
     monkeypatch.setitem(data.SYSTEM_DATA_DIRS, "fashion-mnist", fresh_dir / "no-package")
     result = CliRunner().invoke(cli, ["design", "--dataset", "fashion-mnist", "--data-dir",

@@ -331,7 +331,7 @@ def _idx_set(folder: Path, *, gz: bool, offset: int = 0) -> np.ndarray:
 @pytest.fixture()
 def no_system_dir(tmp_path, monkeypatch) -> Path:
     """Point the system folder somewhere empty, so the machine's own package plays no part."""
-    from mixscale import data
+    from mixscale.data import datasets as data
 
     system = tmp_path / "usr-share-datasets-fashion-mnist"
     monkeypatch.setitem(data.SYSTEM_DATA_DIRS, "fashion-mnist", system)

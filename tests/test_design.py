@@ -11,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from mixscale import design
 from mixscale.design import (
     DesignQuality,
     FeasibleSampler,
@@ -19,6 +18,7 @@ from mixscale.design import (
     design_quality,
     maximin_design,
 )
+from mixscale.design import maximin as design
 from mixscale.errors import DesignError, MixscaleError
 
 

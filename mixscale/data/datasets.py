@@ -1,4 +1,4 @@
-"""Datasets, per-class index tables and deterministic per-row subsets.
+"""Datasets and their per-class index tables.
 
 A dataset is held as numpy arrays: images ``N x C x H x W`` (uint8 in 0..255, or float32 in
 0..1), unnormalised, plus a per-channel ``mean``/``std`` (on the 0..1 scale) that the training
@@ -21,14 +21,12 @@ Datasets (``name`` in :func:`load_dataset`):
   folders split like digits. All images must share one size; they are read as grey when every
   image is grey, else as RGB.
 
-Per-class availability in the training split (:attr:`ImageDataset.available`) caps the design.
-A row's subset is drawn per class without replacement from a generator seeded by the row's
-seed, so the same row and seed always give the same images.
+Per-class availability in the training split (:attr:`ImageDataset.available`) caps the design;
+a row's images are drawn by :mod:`mixscale.data.subsets`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 import struct
 from collections.abc import Mapping
@@ -41,14 +39,7 @@ import numpy as np
 from mixscale.config import DATASETS
 from mixscale.errors import MixscaleError
 
-__all__ = [
-    "ImageDataset",
-    "design_dataset",
-    "load_dataset",
-    "sanitize_class_name",
-    "sample_subset",
-    "subset_hash",
-]
+__all__ = ["ImageDataset", "design_dataset", "load_dataset", "sanitize_class_name"]
 
 SPLIT_SEED = 0  # the train/test split is fixed: every row of every design sees the same test set
 TEST_FRACTION = 0.25  # share of each class held out as the test split (digits, imagefolder)
@@ -498,46 +489,3 @@ def design_dataset(params: Mapping[str, str], *, data_dir: str | Path = DEFAULT_
     so every row's subset indices mean what they meant to the design)."""
     return load_dataset(params["dataset"], data_dir=data_dir, download=download,
                         skip_bad_images=params.get("skip_bad_images") == "True")
-
-
-def sample_subset(labels: np.ndarray, counts: np.ndarray, *, seed: int) -> np.ndarray:
-    """Indices of exactly ``counts[c]`` images of each class, drawn without replacement.
-
-    Parameters
-    ----------
-    labels : ndarray of int, shape (N,)
-        Labels of the pool to draw from.
-    counts : ndarray of int, shape (n_classes,)
-        Images wanted per class.
-    seed : int
-        Seeds the draw: the same labels, counts and seed give the same indices.
-
-    Returns
-    -------
-    ndarray of int64
-        Sorted indices into ``labels``.
-
-    Raises
-    ------
-    MixscaleError
-        If a count is negative or larger than what the class has.
-    """
-    counts = np.asarray(counts)
-    available = np.bincount(labels, minlength=len(counts))
-    rng = np.random.default_rng(seed)
-    chosen = []
-    for c, n in enumerate(counts):
-        if n < 0 or n > available[c]:
-            raise MixscaleError(
-                f"class {c} needs 0 <= count <= {available[c]} (images available), "
-                f"but got count={n}."
-            )
-        pool = np.flatnonzero(labels == c)
-        chosen.append(rng.choice(pool, size=int(n), replace=False))
-    return np.sort(np.concatenate(chosen)).astype(np.int64)
-
-
-def subset_hash(indices: np.ndarray) -> str:
-    """Short, stable hash of a subset's image indices (logged so subsets can be compared)."""
-    data = np.ascontiguousarray(np.sort(np.asarray(indices, dtype=np.int64))).tobytes()
-    return hashlib.sha256(data).hexdigest()[:12]

@@ -29,7 +29,7 @@ from typing import Literal
 
 import numpy as np
 
-from mixscale._sampling import (
+from mixscale.design.sampling import (
     _ENUMERATE_LIMIT,
     FeasibleSampler,
     _as_int,

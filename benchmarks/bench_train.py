@@ -45,7 +45,6 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from mixscale.config import TrainConfig
 from mixscale.data import load_dataset, sample_subset
-from mixscale.models import build_model
 from mixscale.train import (
     TrainSettings,
     prepare_images,
@@ -53,6 +52,7 @@ from mixscale.train import (
     resolve_settings,
     train_model,
 )
+from mixscale.train.nets import build_model
 
 
 class _Trainer:

@@ -1,6 +1,6 @@
 """Row checkpoints in the tracking store: save, find, load and discard them.
 
-With ``train --checkpoint-every N`` a row's training state (:mod:`mixscale._trainstate`) is
+With ``train --checkpoint-every N`` a row's training state (:mod:`mixscale.train.state`) is
 saved every N epochs as the artifact ``checkpoint/state.pt`` of the row's run, overwritten
 each time, so it works with any artifact store (a remote tracking server's included). Only
 after the upload succeeded is the run tagged ``mixscale.checkpoint`` with the epoch, size and

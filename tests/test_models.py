@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from mixscale.errors import MixscaleError
-from mixscale.models import build_model, resolve_stem
+from mixscale.train.nets import build_model, resolve_stem
 
 
 @pytest.mark.parametrize(("channels", "size"), [(1, 8), (3, 32)])

@@ -8,7 +8,7 @@ Python work. Evaluation is batched under ``torch.no_grad()``. On CUDA the networ
 channels-last under mixed precision (bf16 autocast, or fp16 with a ``GradScaler``); on CPU in
 fp32. With ``checkpoint_every`` the loop hands its whole state to a callback every few epochs,
 and a later call continues from such a state (``resume``) exactly where it stopped: on CPU the
-result is bit-for-bit that of an uninterrupted run (see :mod:`mixscale._trainstate`). This
+result is bit-for-bit that of an uninterrupted run (see :mod:`mixscale.train.state`). This
 module never imports mlflow.
 """
 
@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from mixscale._trainstate import capture_state, restore_state
 from mixscale.config import TrainConfig
 from mixscale.errors import MixscaleError
-from mixscale.models import build_model, resolve_stem
+from mixscale.train.nets import build_model, resolve_stem
+from mixscale.train.state import capture_state, restore_state
 
 __all__ = ["TrainResult", "TrainSettings", "resolve_device", "resolve_settings", "lr_at_epoch",
            "prepare_images", "random_crop_flip", "evaluate", "train_model"]

@@ -15,6 +15,7 @@ This module never imports mlflow.
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import torch
@@ -22,7 +23,7 @@ from torch import nn
 
 from mixscale.errors import MixscaleError
 
-__all__ = ["STATE_VERSION", "capture_state", "restore_state"]
+__all__ = ["STATE_VERSION", "capture_state", "restore_state", "state_bytes", "state_from_bytes"]
 
 STATE_VERSION = 1
 
@@ -95,3 +96,15 @@ def restore_state(state: dict[str, Any], *, epochs: int, device: torch.device, m
     if device.type == "cuda" and "cuda_rng" in state:
         torch.cuda.set_rng_state(state["cuda_rng"], device)
     return epoch
+
+
+def state_bytes(state: dict[str, Any]) -> bytes:
+    """A captured state as the bytes of a ``state.pt`` file (:func:`torch.save`)."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def state_from_bytes(data: bytes) -> dict[str, Any]:
+    """The state that :func:`state_bytes` wrote, on the CPU, tensors and plain types only."""
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)

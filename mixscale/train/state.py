@@ -16,6 +16,8 @@ This module never imports mlflow.
 from __future__ import annotations
 
 import io
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -100,9 +102,10 @@ def restore_state(state: dict[str, Any], *, epochs: int, device: torch.device, m
 
 def state_bytes(state: dict[str, Any]) -> bytes:
     """A captured state as the bytes of a ``state.pt`` file (:func:`torch.save`)."""
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    return buffer.getvalue()
+    with tempfile.TemporaryDirectory() as tmp:  # a file, so the archive inside is named "state"
+        path = Path(tmp) / "state.pt"
+        torch.save(state, path)
+        return path.read_bytes()
 
 
 def state_from_bytes(data: bytes) -> dict[str, Any]:

@@ -6,14 +6,14 @@ stem on random 3x32x32 ones, this script captures a real state from
 :func:`mixscale.train.train_model` (model, SGD momentum, generators), then times, in one run:
 
 * training throughput on this device (images/s, from the same ``train_model`` call);
-* :func:`mixscale.checkpoint.save_checkpoint` into a SQLite store with local artifacts and into
-  a local ``mlflow server`` (gunicorn, artifacts proxied), median of ``--repeats``;
+* :func:`mixscale.stages.checkpoints.save_checkpoint` into a SQLite store with local artifacts
+  and into a local ``mlflow server`` (gunicorn, artifacts proxied), median of ``--repeats``;
 
 and prints each checkpoint as the number of training images it costs, and the overhead of
 ``--checkpoint-every 1`` for a few subset sizes (save time / epoch time). Then one tracked
 smallcnn row against the server three ways, interleaved: no checkpoints, checkpoints stored
 synchronously, and stored from the evaluation sender's thread as rows do
-(:meth:`mixscale.tracking.EvalSender.call`). The background store hides the upload only where
+(:meth:`mixscale.track.EvalSender.call`). The background store hides the upload only where
 the CPU has time to spare: with a GPU, or ``--threads`` below the core count.
 
 Usage: ``python benchmarks/bench_checkpoint.py [--repeats 5] [--device auto] [--threads N]``
@@ -32,8 +32,8 @@ import numpy as np
 from _server import start_server, stop_server
 from mlflow import MlflowClient
 
-from mixscale import checkpoint as ck
 from mixscale.config import TrainConfig
+from mixscale.stages import checkpoints as ck
 from mixscale.train import resolve_device, train_model
 
 SUBSETS = (1_000, 5_000, 25_000)
@@ -67,7 +67,7 @@ def _row_walls(uri: str, x: np.ndarray, y: np.ndarray, repeats: int) -> dict[str
     """One tracked smallcnn row (10 epochs, an evaluation and a checkpoint after each) three
     ways, interleaved: no checkpoints, checkpoints stored synchronously (training waits, as
     before), and from the sender's thread as :func:`mixscale.workers.run_row` does now."""
-    from mixscale import tracking as tr
+    from mixscale import track as tr
 
     client = MlflowClient(uri)
     exp = client.create_experiment(f"rows-{time.time_ns()}")

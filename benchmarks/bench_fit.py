@@ -26,7 +26,7 @@ from _server import start_server, stop_server
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 
-from mixscale import tracking as tr
+from mixscale import track as tr
 from mixscale.design import FeasibleSampler
 from mixscale.fit import fit_all
 from mixscale.fit.laws import FAMILIES

@@ -39,7 +39,7 @@ from mlflow import MlflowClient
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mixscale import tracking as tr  # noqa: E402
+from mixscale import track as tr  # noqa: E402
 from mixscale.config import DesignSpec  # noqa: E402
 from mixscale.pipeline import prepare_design, run_design  # noqa: E402
 from tests.mlflowserver import MlflowServer  # noqa: E402

@@ -30,7 +30,7 @@ from pathlib import Path
 from _server import start_server, stop_server
 from mlflow import MlflowClient
 
-from mixscale import tracking as tr
+from mixscale import track as tr
 from mixscale.config import DesignSpec
 from mixscale.pipeline import prepare_design, run_design
 

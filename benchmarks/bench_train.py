@@ -209,11 +209,11 @@ def _case(title: str, x: np.ndarray, y: np.ndarray, config: TrainConfig, mean, s
 
 def _tracking_overhead(repeats: int, epochs: int, device: str, uri: str, store: str) -> None:
     """One digits row without tracking, tracked as rows are (evaluations from a background
-    thread, :class:`mixscale.tracking.EvalSender`), and tracked with every evaluation sent
+    thread, :class:`mixscale.track.EvalSender`), and tracked with every evaluation sent
     synchronously, interleaved; plus the time spent inside tracking calls."""
     from mlflow import MlflowClient
 
-    from mixscale import tracking as tr
+    from mixscale import track as tr
 
     ds = load_dataset("digits")
     idx = sample_subset(ds.train_labels, np.full(10, 48), seed=0)

@@ -271,7 +271,7 @@ def _mark_refused_project_run(run_id: str, entry_point: str, message: str) -> bo
     from mlflow import MlflowClient
     from mlflow.entities import ViewType
 
-    from mixscale import tracking as tr
+    from mixscale import track as tr
 
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
@@ -303,7 +303,7 @@ class _Session:
     def __init__(self, kw: dict[str, Any]) -> None:
         from mlflow import MlflowClient
 
-        from mixscale import tracking as tr
+        from mixscale import track as tr
 
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
@@ -319,7 +319,7 @@ class _Session:
 
     def mark_launcher(self, **tags: str) -> None:
         """Tag the project run of a `mlflow run` that only launches work on other runs."""
-        from mixscale import tracking as tr
+        from mixscale import track as tr
 
         if self.project_run_id:
             tr.log_params(self.client, self.project_run_id, {},
@@ -359,7 +359,7 @@ def _tune_base(kw: dict[str, Any], epochs: int | None = None) -> TrainConfig:
 def _tune_setup(kw: dict[str, Any], base: TrainConfig, **config: Any) -> Any:
     """Validate the study's settings and open its storage (before anything is logged)."""
     from mixscale import tune as tu
-    from mixscale.tracking import resolve_tracking_uri
+    from mixscale.track import resolve_tracking_uri
 
     space = tu.SearchSpace(
         lr=tu.parse_range("lr_range", kw.get("lr_range", "0.001,0.3"), log=True),
@@ -447,7 +447,7 @@ def _log_plan(client: Any, run_id: str, kw: dict[str, Any], plan: Any) -> None:
     """Log a plan on its run: params, metrics, plan.json, plan.csv and plan.png."""
     import json
 
-    from mixscale import tracking as tr
+    from mixscale import track as tr
     from mixscale.plan import plan_figure
     from mixscale.plots import close
 

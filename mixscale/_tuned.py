@@ -8,7 +8,7 @@ from typing import Any
 
 from mlflow import MlflowClient
 
-from mixscale import tracking as tr
+from mixscale import track as tr
 from mixscale._tunespace import SEARCHED
 from mixscale.errors import MixscaleError
 

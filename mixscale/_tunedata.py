@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from mlflow import MlflowClient
 
-from mixscale import tracking as tr
+from mixscale import track as tr
 from mixscale.config import TrainConfig
 from mixscale.errors import MixscaleError
 

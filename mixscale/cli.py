@@ -94,7 +94,7 @@ def train_row_cmd(**kw: Any) -> None:
     Inside `mlflow run` the project run is a launcher (it holds the parameters as given, e.g.
     ``model=recipe``); the ad-hoc counts train in their own run nested under it.
     """
-    from mixscale import tracking as tr
+    from mixscale import track as tr
     from mixscale.data import load_dataset
     from mixscale.pipeline import check_adhoc_counts, train_counts, train_rows
 
@@ -155,7 +155,7 @@ def train_row_cmd(**kw: Any) -> None:
 def train_cmd(**kw: Any) -> None:
     """Train every pending row of a design (or this worker's share of them)."""
     from mixscale.pipeline import train_rows
-    from mixscale.tracking import DESIGN
+    from mixscale.track import DESIGN
     from mixscale.workers import resolve_worker
 
     config = _train_config(kw)
@@ -193,7 +193,7 @@ def status_cmd(**kw: Any) -> None:
     """Where a design stands: rows by status, heartbeats, errors (logs nothing)."""
     from mlflow import MlflowClient
 
-    from mixscale import tracking as tr
+    from mixscale import track as tr
     from mixscale.status import design_status, status_lines
 
     uri = tr.resolve_tracking_uri(kw["tracking_uri"])
@@ -237,7 +237,7 @@ def fit_cmd(**kw: Any) -> None:
 @_friendly
 def main_cmd(**kw: Any) -> None:
     """The whole pipeline: design -> train every row -> fit, register and serve-ready."""
-    from mixscale import tracking as tr
+    from mixscale import track as tr
     from mixscale.pipeline import prepare_design, run_design, run_fit, serve_command, train_rows
 
     spec, config, fit_config = _design_spec(kw), _train_config(kw), _fit_config(kw)
@@ -397,7 +397,7 @@ def plan_cmd(**kw: Any) -> None:
     `mlflow run` the project run is a launcher holding the parameters as given (``caps=''``,
     ``epochs=0``); the plan run, nested under it, logs the resolved values.
     """
-    from mixscale import tracking as tr
+    from mixscale import track as tr
     from mixscale.plan import INTERVAL_LEVEL, plan_counts
     from mixscale.verify import check_counts, prepare_verification, run_verification
 

@@ -20,7 +20,7 @@ import pandas as pd
 from mlflow import MlflowClient
 
 from mixscale import plots
-from mixscale import tracking as tr
+from mixscale import track as tr
 from mixscale.config import FitConfig
 from mixscale.errors import MixscaleError
 from mixscale.fit import fit_all, parameter_table, report
@@ -190,7 +190,7 @@ def fit_table_and_log(config: FitConfig, client: MlflowClient, experiment_id: st
     config, client, experiment_id, run_id, parent_run_id, echo
         As for :func:`mixscale.pipeline.run_fit`.
     table : pandas.DataFrame
-        The fit table, as :func:`mixscale.tracking.assemble_table` returns it.
+        The fit table, as :func:`mixscale.track.assemble_table` returns it.
     design_ids : list of str
         The designs ``table`` comes from (logged and named in the descriptions).
     dataset : str

@@ -2,7 +2,7 @@
 
 Each stage validates its whole input before it logs anything, takes an explicit
 :class:`mlflow.MlflowClient`, and can adopt an existing run (the one ``mlflow run`` created) or
-nest under a parent. Talking to the server goes through :mod:`mixscale.tracking` and
+nest under a parent. Talking to the server goes through :mod:`mixscale.track` and
 :mod:`mixscale.serving`; this module holds the order of things.
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 
-from mixscale import tracking as tr
+from mixscale import track as tr
 from mixscale.config import DesignSpec, FitConfig, TrainConfig
 from mixscale.data import ImageDataset, design_dataset, load_dataset
 from mixscale.errors import MixscaleError

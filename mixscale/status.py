@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from mixscale import tracking as tr
+from mixscale import track as tr
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

@@ -29,7 +29,7 @@ from typing import Any
 import optuna
 from mlflow import MlflowClient
 
-from mixscale import tracking as tr
+from mixscale import track as tr
 from mixscale._tuned import best_params_from_run, tuned_values
 from mixscale._tunedata import TrialData, load_trial_data, validation_split
 from mixscale._tunespace import (

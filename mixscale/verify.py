@@ -21,7 +21,7 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from mixscale import tracking as tr
+from mixscale import track as tr
 from mixscale.config import TrainConfig, milestones_within
 from mixscale.errors import MixscaleError
 from mixscale.plan import Plan

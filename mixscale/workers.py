@@ -4,7 +4,7 @@ Three ways to spread rows, with the existing engines and no coordination service
 
 * **Pulling** (the same ``train --design-id`` on several machines): every worker walks the rows
   and claims each just before training it. A claim reads the row afresh and is atomic
-  (:func:`mixscale.tracking.claim_row`), so a row taken by another worker is skipped.
+  (:func:`mixscale.track.claim_row`), so a row taken by another worker is skipped.
 
 * **Static partitions** (``train --worker I --workers N``): worker ``I`` owns exactly the rows
   with ``row % N == I``. Kubernetes Indexed Jobs (``JOB_COMPLETION_INDEX``) and Slurm job arrays
@@ -27,7 +27,7 @@ A restart ends the stale run KILLED and tags it superseded; if its worker was al
 its next ``end_row`` sees the tag and ends the run KILLED, never FINISHED.
 
 Checkpoints (``--checkpoint-every N``). A row to restart whose run holds a checkpoint made
-under the same recipe resumes in that same run instead (:mod:`mixscale.checkpoint`); every
+under the same recipe resumes in that same run instead (:mod:`mixscale.track.checkpoints`); every
 claim sets a new token on the run, so a worker presumed dead that was alive after all stops at
 its next checkpoint and never ends the run it lost.
 """
@@ -43,7 +43,7 @@ from typing import Any
 
 from mlflow import MlflowClient
 
-from mixscale import tracking as tr
+from mixscale import track as tr
 from mixscale.config import TrainConfig
 from mixscale.errors import MixscaleError
 
@@ -120,7 +120,7 @@ def select_rows(rows: Sequence[tr.RowSpec], *, worker: int = 0, workers: int = 0
     Parameters
     ----------
     rows : sequence of RowSpec
-        The design's current rows (:func:`mixscale.tracking.list_rows`).
+        The design's current rows (:func:`mixscale.track.list_rows`).
     worker, workers : int
         With ``workers >= 1``, only rows with ``row % workers == worker``; RUNNING rows among
         them are taken over (this worker is their only owner). ``workers == 0``: every row.
@@ -170,7 +170,7 @@ def claim_recipe(config: TrainConfig, settings: Any = None) -> dict[str, object]
     ``settings`` (resolved on the training machine) gives every logged param. Without them (a
     Ray driver cannot know what its tasks resolve) the params that ``auto`` choices resolve
     (``device``, ``augment``, ``stem``, ``precision``) are left out; the task itself checks
-    them (:func:`mixscale.checkpoint.prepare_resume`).
+    them (:func:`mixscale.stages.checkpoints.prepare_resume`).
     """
     if not config.checkpoint_every:
         return None
@@ -195,12 +195,12 @@ def run_row(client: MlflowClient, row: tr.RowSpec, run_id: str, *, dataset: Any,
     row was taken over learns it when its next checkpoint is due, or at the end.
 
     On any error the run is ended FAILED with the error as a tag (best effort: if the server is
-    unreachable, or :class:`~mixscale.tracking.TrackingUnavailable` says it was, the run stays
+    unreachable, or :class:`~mixscale.track.TrackingUnavailable` says it was, the run stays
     RUNNING, and the partition's rerun or ``--stale-after`` restarts it), and the error is
     raised.
     """
-    from mixscale import checkpoint as ck
     from mixscale.data import sample_subset, subset_hash
+    from mixscale.stages import checkpoints as ck
     from mixscale.train import train_model
 
     sender = tr.EvalSender(client, run_id)  # evaluations travel while training goes on

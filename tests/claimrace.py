@@ -6,7 +6,7 @@ import threading
 
 from mlflow import MlflowClient
 
-from mixscale import tracking as tr
+from mixscale import track as tr
 
 
 def race_claims(uri: str, row: tr.RowSpec, workers: int = 8) -> tuple[list, list, list]:

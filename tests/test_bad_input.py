@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner, Result
 from mlflow.entities import Param
 
-from mixscale import tracking as tr
+from mixscale import track as tr
 from mixscale.cli import cli
 from tests.ports import free_port
 

@@ -23,14 +23,14 @@ import torch
 from click.testing import CliRunner
 from mlflow import MlflowClient
 
-from mixscale import checkpoint as ck
-from mixscale import tracking as tr
+from mixscale import track as tr
 from mixscale import workers as wk
 from mixscale.cli import cli
 from mixscale.config import DesignSpec, TrainConfig
 from mixscale.data import load_dataset, sample_subset
 from mixscale.errors import MixscaleError
 from mixscale.pipeline import prepare_design, run_design, train_rows
+from mixscale.stages import checkpoints as ck
 from mixscale.train import resolve_settings, train_model
 from mixscale.verify import recipe_from_params, verify_config
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from mlflow import MlflowClient
 
-from mixscale import tracking as tr
+from mixscale import track as tr
 from mixscale.config import DesignSpec, TrainConfig
 from mixscale.pipeline import prepare_design, run_design, train_rows
 from mixscale.status import design_status

@@ -105,7 +105,7 @@ def test_help_lists_every_stage() -> None:
 
 
 def test_train_row_ad_hoc_counts(store) -> None:
-    from mixscale import tracking as tr
+    from mixscale import track as tr
 
     result = CliRunner().invoke(cli, [
         "train-row", "--tracking-uri", store.uri, "--experiment", "adhoc",

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from mixscale import plots
-from mixscale import tracking as tr
+from mixscale import track as tr
 from mixscale.config import FitConfig
 from mixscale.fit import ScalingLaw
 from mixscale.fit.report import FLAT_STD, law_health
@@ -22,7 +22,7 @@ EPOCHS = (3, 6, 9, 12)
 
 def fit_table(*, shape: str = "power", flat_largest: bool = False, seed: int = 0,
               n_classes: int = 3, n_train: int = 4, n_val: int = 2) -> pd.DataFrame:
-    """A tiny fit table (the columns of :func:`mixscale.tracking.assemble_table`).
+    """A tiny fit table (the columns of :func:`mixscale.track.assemble_table`).
 
     ``shape="power"`` follows a power law a power law can fit; ``"log"`` follows a logarithm,
     which a power law only reaches with its offset at the lower bound. ``flat_largest`` makes

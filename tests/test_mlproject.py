@@ -16,7 +16,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from mixscale import tracking as tr
+from mixscale import track as tr
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from mixscale import fitstage
-from mixscale import tracking as tr
+from mixscale import track as tr
 from mixscale.config import FitConfig
 from mixscale.fit import fit_all
 

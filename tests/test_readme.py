@@ -27,7 +27,7 @@ import pytest
 from click.testing import CliRunner
 from mlflow import MlflowClient
 
-from mixscale import tracking as tr
+from mixscale import track as tr
 from mixscale.cli import cli
 
 ROOT = Path(__file__).resolve().parents[1]

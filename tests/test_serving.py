@@ -177,7 +177,7 @@ def _synthetic_law(n_runs: int = 30, seed: int = 0):
 
 
 def test_pyfunc_round_trip_equals_in_process_and_serves_intervals(store) -> None:
-    from mixscale import tracking as tr
+    from mixscale import track as tr
     from mixscale.serving import log_law
 
     law, X, y, groups = _synthetic_law()
@@ -199,7 +199,7 @@ def test_pyfunc_round_trip_equals_in_process_and_serves_intervals(store) -> None
 
 
 def test_law_without_bootstrap_refuses_interval(store) -> None:
-    from mixscale import tracking as tr
+    from mixscale import track as tr
     from mixscale.serving import log_law
 
     law, X, _, _ = _synthetic_law(seed=2)
@@ -230,7 +230,7 @@ def _bad_requests(law) -> list[tuple[pd.DataFrame, str]]:
 
 def test_served_input_is_checked_as_sent_and_predictions_clip_to_one(store) -> None:
     """In process, through MLflow's pyfunc (as the server calls it)."""
-    from mixscale import tracking as tr
+    from mixscale import track as tr
     from mixscale.serving import log_law
 
     law, X, _, _ = _synthetic_law(seed=4)

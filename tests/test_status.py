@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
-from mixscale import tracking as tr
+from mixscale import track as tr
 from mixscale.cli import cli
 from mixscale.config import DesignSpec
 from mixscale.pipeline import prepare_design, run_design

@@ -27,7 +27,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-from mixscale import tracking as tr
+from mixscale import track as tr
 from mixscale import workers as wk
 from mixscale.cli import cli
 from mixscale.config import DesignSpec, TrainConfig

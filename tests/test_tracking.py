@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mixscale import tracking as tr
+from mixscale import track as tr
 from mixscale.config import DesignSpec
 from mixscale.errors import MixscaleError
 from mixscale.pipeline import prepare_design, run_design

@@ -21,7 +21,7 @@ import pytest
 from click.testing import CliRunner
 from mlflow import MlflowClient
 
-from mixscale import tracking as tr
+from mixscale import track as tr
 from mixscale import tune as tu
 from mixscale.cli import cli, tune_cmd
 from mixscale.errors import MixscaleError

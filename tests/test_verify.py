@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from mixscale import tracking as tr
+from mixscale import track as tr
 from mixscale._cliopts import _MAX_SEEDS
 from mixscale.cli import cli
 from mixscale.config import TrainConfig

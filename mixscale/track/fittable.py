@@ -1,5 +1,5 @@
 """The fit table from the tracking store (private; re-exported as
-:func:`mixscale.tracking.assemble_table`)."""
+:func:`mixscale.track.assemble_table`)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pandas as pd
 from mlflow import MlflowClient
 
 from mixscale.errors import MixscaleError
+from mixscale.track.rows import design_class_keys, list_rows
 
 __all__ = ["assemble_table"]
 
@@ -32,8 +33,6 @@ def assemble_table(client: MlflowClient, design_ids: Iterable[str], *,
         Columns ``accuracy, n_<class>..., epoch, total_n, subset_size, role, run_id, design_id``
         [, ``accuracy_<class>...``], one row per (run, logged epoch), sorted by run and epoch.
     """
-    from mixscale.tracking import design_class_keys, list_rows
-
     design_ids = list(design_ids)
     keys = None
     frames = []

@@ -1,5 +1,5 @@
 """Sending a row's evaluations from a background thread (private; re-exported as
-:class:`mixscale.tracking.EvalSender`)."""
+:class:`mixscale.track.EvalSender`)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from mlflow import MlflowClient
+
+from mixscale.track.runs import log_eval
 
 __all__ = ["EvalSender"]
 
@@ -50,8 +52,6 @@ class EvalSender:
 
     def log(self, epoch: int, metrics: Mapping[str, float]) -> None:
         """Queue one evaluation (the metrics are copied now)."""
-        from mixscale.tracking import log_eval
-
         values = dict(metrics)
         self._submit(lambda: log_eval(self.client, self.run_id, epoch, values))
 

@@ -1,0 +1,1 @@
+"""Orchestration: each pipeline stage as a function of typed configs, a client and run ids."""

@@ -1,0 +1,162 @@
+"""Stage runs: finding the experiment, starting, logging to and ending runs."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+
+from mixscale.track.names import ERROR, HEARTBEAT, KIND, MAX_TAG, PARENT
+from mixscale.track.store import with_retries
+
+__all__ = ["experiment_for", "start_stage_run", "end_run", "log_params", "log_metrics",
+           "log_artifacts", "log_eval"]
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+def experiment_for(client: MlflowClient, name: str, *, run_id: str | None = None) -> str:
+    """The experiment id to log into: the given run's, else experiment ``name`` (created, or
+    found when another process created it at the same moment)."""
+    if run_id:
+        return client.get_run(run_id).info.experiment_id
+    env_id = os.environ.get("MLFLOW_EXPERIMENT_ID")
+    if env_id and not name:
+        return env_id
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name)
+    except MlflowException:
+        # Workers started together race to create it: the loser finds the winner's.
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def start_stage_run(client: MlflowClient, experiment_id: str, *, kind: str, name: str,
+                    tags: Mapping[str, str] | None = None, parent_run_id: str | None = None,
+                    run_id: str | None = None) -> str:
+    """Create a stage run (or adopt ``run_id``, e.g. the run ``mlflow run`` made) and tag it."""
+    all_tags = {KIND: kind, **(tags or {})}
+    if parent_run_id:
+        all_tags[PARENT] = parent_run_id
+    if run_id is None:
+        run_id = client.create_run(experiment_id, tags=all_tags, run_name=name).info.run_id
+    else:
+        client.update_run(run_id, name=name)
+        log_params(client, run_id, {}, tags=all_tags)
+    return run_id
+
+
+def end_run(client: MlflowClient, run_id: str, *, error: BaseException | None = None) -> None:
+    """Mark a run FINISHED, or FAILED with the error as the ``mixscale.error`` tag."""
+    if error is not None:
+        client.set_tag(run_id, ERROR, f"{type(error).__name__}: {error}"[:MAX_TAG])
+    client.set_terminated(run_id, "FAILED" if error is not None else "FINISHED")
+
+
+def log_params(client: MlflowClient, run_id: str, params: Mapping[str, object], *,
+               tags: Mapping[str, str] | None = None, skip_existing: bool = False) -> None:
+    """Log params and tags in one request.
+
+    With ``skip_existing``, keys the run already has are left as they are: ``mlflow run``
+    logs the MLproject parameters on the run it creates, and MLflow refuses to change a param.
+    """
+    if skip_existing:
+        existing = client.get_run(run_id).data.params
+        params = {k: v for k, v in params.items() if k not in existing}
+    client.log_batch(
+        run_id,
+        params=[Param(k, str(v)) for k, v in params.items()],
+        tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
+    )
+
+
+def log_metrics(client: MlflowClient, run_id: str, metrics: Mapping[str, float], *,
+                step: int = 0) -> None:
+    """Log many metrics at one step in one request (non-finite values are skipped)."""
+    ts = int(time.time() * 1000)
+    batch = [Metric(k, float(v), ts, step) for k, v in metrics.items() if np.isfinite(v)]
+    for i in range(0, len(batch), 1000):
+        client.log_batch(run_id, metrics=batch[i:i + 1000])
+
+
+def log_artifacts(client: MlflowClient, run_id: str, files: Mapping[str, object],
+                  artifact_path: str | None = None) -> None:
+    """Log named artifacts: DataFrames as CSV, str as text, matplotlib figures as PNG."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, obj in files.items():
+            path = Path(tmp) / name
+            if isinstance(obj, pd.DataFrame):
+                obj.to_csv(path, index=False)
+            elif isinstance(obj, str):
+                path.write_text(obj)
+            else:  # a matplotlib figure
+                obj.savefig(path, dpi=110, bbox_inches="tight")
+        client.log_artifacts(run_id, tmp, artifact_path)
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+def log_eval(client: MlflowClient, run_id: str, epoch: int, metrics: Mapping[str, float]
+             ) -> None:
+    """Log one evaluation's metrics at step ``epoch`` and the heartbeat, in one request.
+
+    The batch is built once, so a repeat after a lost response carries the same timestamps and
+    the store drops it as a duplicate: no step is logged twice.
+    """
+    now = time.time()
+    ts = int(now * 1000)
+    batch = [Metric(k, float(v), ts, epoch) for k, v in metrics.items() if np.isfinite(v)]
+    beat = [RunTag(HEARTBEAT, f"{now:.3f}")]
+    with_retries(lambda: client.log_batch(run_id, metrics=batch, tags=beat),
+                 what=f"logging epoch {epoch} of run {run_id}")

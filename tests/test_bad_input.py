@@ -92,7 +92,7 @@ def test_unreachable_server_fails_fast_with_one_line(fresh_dir) -> None:
     """A real `mixscale` process: no MLflow retries on first contact (they took 250 s)."""
     uri = f"http://127.0.0.1:{free_port()}"
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env["PYTHONPATH"] = str(Path(tr.__file__).resolve().parents[1])  # this code, not another
+    env["PYTHONPATH"] = str(Path(tr.__file__).resolve().parents[2])  # this code, not another
     t0 = time.monotonic()
     proc = subprocess.run([sys.executable, "-c", "from mixscale.cli import main; main()", "fit",
                            "--design-id", "x",

@@ -27,7 +27,7 @@ from mixscale.fit import fit_all, parameter_table, report
 from mixscale.fit.classlaw import FAMILY as CLASS_FAMILY
 from mixscale.fit.classlaw import N_SHAPE, ClassLaw, class_accuracy_column
 from mixscale.fit.classlaw import PREDICTOR as CLASS_PREDICTOR
-from mixscale.serving import CHAMPION, log_law, set_alias
+from mixscale.serve import CHAMPION, log_law, set_alias
 
 __all__ = ["fit_and_log", "fit_table_and_log", "extrapolation_summary", "class_law_summary",
            "default_model_name"]

@@ -3,7 +3,7 @@
 Each stage validates its whole input before it logs anything, takes an explicit
 :class:`mlflow.MlflowClient`, and can adopt an existing run (the one ``mlflow run`` created) or
 nest under a parent. Talking to the server goes through :mod:`mixscale.track` and
-:mod:`mixscale.serving`; this module holds the order of things.
+:mod:`mixscale.serve`; this module holds the order of things.
 """
 
 from __future__ import annotations

@@ -60,8 +60,8 @@ def test_per_class_law_serves_each_class_and_an_interval(pipeline) -> None:
 
 
 def test_served_model_does_not_import_torch() -> None:
-    code = ("import sys, mixscale.serving, mixscale.fit, mixscale.fit.laws, mixscale._law_model; "
-            "print('torch' in sys.modules)")
+    code = ("import sys, mixscale.serve.pyfunc, mixscale.fit, mixscale.fit.laws, "
+            "mixscale.serve.law_model; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
@@ -178,7 +178,7 @@ def _synthetic_law(n_runs: int = 30, seed: int = 0):
 
 def test_pyfunc_round_trip_equals_in_process_and_serves_intervals(store) -> None:
     from mixscale import track as tr
-    from mixscale.serving import log_law
+    from mixscale.serve import log_law
 
     law, X, y, groups = _synthetic_law()
     law.keep_bootstrap(law.bootstrap(X, y, groups=groups, n_boot=30, seed=1))
@@ -200,7 +200,7 @@ def test_pyfunc_round_trip_equals_in_process_and_serves_intervals(store) -> None
 
 def test_law_without_bootstrap_refuses_interval(store) -> None:
     from mixscale import track as tr
-    from mixscale.serving import log_law
+    from mixscale.serve import log_law
 
     law, X, _, _ = _synthetic_law(seed=2)
     run_id = tr.start_stage_run(store.client, store.new_experiment(), kind="fit", name="nb")
@@ -231,7 +231,7 @@ def _bad_requests(law) -> list[tuple[pd.DataFrame, str]]:
 def test_served_input_is_checked_as_sent_and_predictions_clip_to_one(store) -> None:
     """In process, through MLflow's pyfunc (as the server calls it)."""
     from mixscale import track as tr
-    from mixscale.serving import log_law
+    from mixscale.serve import log_law
 
     law, X, _, _ = _synthetic_law(seed=4)
     run_id = tr.start_stage_run(store.client, store.new_experiment(), kind="fit", name="chk")
@@ -256,7 +256,7 @@ def test_served_input_is_checked_as_sent_and_predictions_clip_to_one(store) -> N
 
 
 def test_outside_design_flags_shares_and_totals_outside_the_training_rows() -> None:
-    from mixscale.serving import LawModel
+    from mixscale.serve import LawModel
 
     law, X = _class_law_with_interval_names()
     model = LawModel()
@@ -336,7 +336,7 @@ def _class_law_with_interval_names():
 
 
 def test_served_class_column_keeps_classes_off_the_interval_names() -> None:
-    from mixscale.serving import served_class_column
+    from mixscale.serve import served_class_column
 
     assert served_class_column("n_cat") == "accuracy_cat"
     assert served_class_column("n_0") == "accuracy_0"
@@ -346,7 +346,7 @@ def test_served_class_column_keeps_classes_off_the_interval_names() -> None:
 
 
 def test_classes_named_upper_and_lower_do_not_collide_with_the_interval() -> None:
-    from mixscale.serving import LawModel, law_signature
+    from mixscale.serve import LawModel, law_signature
 
     law, X = _class_law_with_interval_names()
     assert law.class_columns_ == ["n_a", "n_upper", "n_lower"]
@@ -371,7 +371,7 @@ def test_classes_named_upper_and_lower_do_not_collide_with_the_interval() -> Non
 
 def test_law_signature_refuses_repeated_output_names() -> None:
     from mixscale.errors import MixscaleError
-    from mixscale.serving import law_signature
+    from mixscale.serve import law_signature
 
     with pytest.raises(MixscaleError, match=r"\['accuracy_class_upper'\] would each appear "
                                             r"more than once.*'n_upper', 'n_class_upper'"):
@@ -383,7 +383,7 @@ def test_law_signature_refuses_repeated_output_names() -> None:
 def test_a_version_1_scaling_law_is_read_and_served_without_the_flag() -> None:
     from mixscale.fit import ScalingLaw
     from mixscale.plan import default_floor
-    from mixscale.serving import LawModel
+    from mixscale.serve import LawModel
 
     law, X, _, _ = _synthetic_law(seed=5)
     old = {k: v for k, v in law.to_dict().items() if k != "design"} | {"version": 1}

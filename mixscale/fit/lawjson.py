@@ -1,6 +1,6 @@
 """The JSON form of a fitted :class:`~mixscale.fit.ScalingLaw` (private to mixscale.fit).
 
-A served law is rebuilt from this dict in :meth:`mixscale.serving.LawModel.load_context`, so
+A served law is rebuilt from this dict in :meth:`mixscale.serve.LawModel.load_context`, so
 the format is versioned and checked field by field when read back. :func:`read_law` reads
 either kind of law (:class:`~mixscale.fit.ScalingLaw` or
 :class:`~mixscale.fit.classlaw.ClassLaw`) by the ``format`` its JSON names.

@@ -1,8 +1,8 @@
 """Fitted laws as MLflow pyfunc models: the wrapper, its signature, registration and aliases.
 
-The model is logged "from code" (:mod:`mixscale._law_model`): ``load_context`` rebuilds the law
-from its JSON artifact and ``predict`` delegates to :meth:`mixscale.fit.ScalingLaw.predict`. The
-``mixscale`` package travels with the model as ``code_paths``, and nothing here imports torch,
+The model is logged "from code" (:mod:`mixscale.serve.law_model`): ``load_context`` rebuilds the
+law from its JSON artifact and ``predict`` delegates to :meth:`mixscale.fit.ScalingLaw.predict`.
+The ``mixscale`` package travels with the model as ``code_paths``, and nothing here imports torch,
 so ``mlflow models serve`` needs only numpy, scipy, pandas and mlflow.
 """
 
@@ -15,6 +15,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+import scipy
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
@@ -22,14 +23,15 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 from mixscale.errors import MixscaleError
+from mixscale.fit.lawjson import read_law
 
 __all__ = ["LawModel", "check_served_input", "law_signature", "log_law", "served_class_column",
            "set_alias", "CHAMPION", "MAX_SCALE", "OUTSIDE"]
 
 CHAMPION = "champion"  # alias of the law with the best validation MSE
 LAW_ARTIFACT = "law"  # artifact key of the law's JSON inside the logged model
-_PACKAGE_DIR = Path(__file__).resolve().parent
-_MODEL_CODE = _PACKAGE_DIR / "_law_model.py"
+_PACKAGE_DIR = Path(__file__).resolve().parents[1]  # mixscale/, shipped as the code_paths
+_MODEL_CODE = Path(__file__).resolve().parent / "law_model.py"
 _INTERVAL_KEYS = ("lower", "upper")  # accuracy_lower/accuracy_upper are the interval outputs
 
 
@@ -129,8 +131,6 @@ class LawModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         """Rebuild the law (a ScalingLaw or a ClassLaw) from its JSON artifact."""
-        from mixscale.fit.lawjson import read_law
-
         self.law = read_law(Path(context.artifacts[LAW_ARTIFACT]).read_text())
 
     def predict(self, context: object, model_input: pd.DataFrame,
@@ -199,8 +199,6 @@ def law_signature(class_columns: Sequence[str], *, per_class: bool = False
 
 
 def _pip_requirements() -> list[str]:
-    import scipy
-
     return [f"mlflow=={mlflow.__version__}", f"numpy=={np.__version__}",
             f"pandas=={pd.__version__}", f"scipy=={scipy.__version__}"]
 

@@ -448,8 +448,7 @@ def _log_plan(client: Any, run_id: str, kw: dict[str, Any], plan: Any) -> None:
     import json
 
     from mixscale import track as tr
-    from mixscale.plan import plan_figure
-    from mixscale.plots import close
+    from mixscale.plots import close, plan_figure
 
     tr.log_params(client, run_id, {
         "model_uri": kw["model_uri"], "target": kw["target"], "epochs": plan.epochs,

@@ -1,4 +1,4 @@
-"""Matplotlib figures (Agg backend) of designs, learning curves and fitted laws.
+"""Matplotlib figures (Agg backend) of designs, learning curves, fitted laws and plans.
 
 Each function takes plain tables and returns a :class:`matplotlib.figure.Figure`; the caller
 logs it and closes it.
@@ -7,6 +7,7 @@ logs it and closes it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -16,8 +17,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+if TYPE_CHECKING:
+    from mixscale.plan import Plan
+
 __all__ = ["design_heatmap", "accuracy_vs_epoch", "accuracy_vs_size", "predicted_vs_observed",
-           "class_coefficients", "class_curves", "close"]
+           "class_coefficients", "class_curves", "plan_figure", "close"]
 
 
 _ROLE_NAMES = {"train": "training rows", "validation": "validation rows"}
@@ -196,3 +200,21 @@ def class_curves(law, *, per_class: int, epochs: int) -> Figure:
 def close(fig: Figure) -> None:
     """Release a figure's memory."""
     plt.close(fig)
+
+
+def plan_figure(plan: Plan) -> Figure:
+    """Bar chart of current vs planned images per class (a matplotlib figure; caller closes)."""
+    labels = [c.removeprefix("n_") for c in plan.class_columns]
+    pos = np.arange(len(labels))
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(labels) + 2), 3.6))
+    ax.bar(pos - 0.2, plan.current, width=0.4, label="current")
+    ax.bar(pos + 0.2, plan.counts, width=0.4, label="plan" if plan.reachable else "caps")
+    ax.set_xticks(pos, labels)
+    ax.set_xlabel("class")
+    ax.set_ylabel("images")
+    state = "" if plan.reachable else " (target out of reach)"
+    ax.set_title(f"target {plan.target:.3f} at {plan.epochs} epochs: predicted "
+                 f"{plan.predicted:.3f}, cost {plan.cost:g}{state}")
+    ax.legend()
+    fig.tight_layout()
+    return fig

@@ -43,7 +43,7 @@ from scipy.optimize import minimize
 from mixscale.errors import MixscaleError
 from mixscale.fit import ScalingLaw
 
-__all__ = ["Plan", "plan_counts", "plan_figure", "default_floor", "INTERVAL_LEVEL"]
+__all__ = ["Plan", "plan_counts", "default_floor", "INTERVAL_LEVEL"]
 
 INTERVAL_LEVEL = 0.9  # coverage of the plan's bootstrap prediction interval
 _MAX_STEPS = 100_000  # bound on the one-image rounding steps
@@ -449,21 +449,3 @@ def plan_counts(law: ScalingLaw, *, current: Sequence[float] | np.ndarray,
                 warnings=tuple(notes))
 
 
-def plan_figure(plan: Plan) -> Any:
-    """Bar chart of current vs planned images per class (a matplotlib figure; caller closes)."""
-    from mixscale.plots import plt
-
-    labels = [c.removeprefix("n_") for c in plan.class_columns]
-    pos = np.arange(len(labels))
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(labels) + 2), 3.6))
-    ax.bar(pos - 0.2, plan.current, width=0.4, label="current")
-    ax.bar(pos + 0.2, plan.counts, width=0.4, label="plan" if plan.reachable else "caps")
-    ax.set_xticks(pos, labels)
-    ax.set_xlabel("class")
-    ax.set_ylabel("images")
-    state = "" if plan.reachable else " (target out of reach)"
-    ax.set_title(f"target {plan.target:.3f} at {plan.epochs} epochs: predicted "
-                 f"{plan.predicted:.3f}, cost {plan.cost:g}{state}")
-    ax.legend()
-    fig.tight_layout()
-    return fig

@@ -334,7 +334,7 @@ def _with_tuned(kw: dict[str, Any], config: TrainConfig, session: _Session) -> T
     run_id = (kw.get("hparams_from") or "").strip()
     if not run_id:
         return config
-    from mixscale._tuned import best_params_from_run, tuned_values
+    from mixscale.tune import best_params_from_run, tuned_values
 
     config = _train_config(kw, best_params_from_run(session.client, run_id))
     click.echo(f"hparams from tune run {run_id}: {tuned_values(vars(config))}")

@@ -40,7 +40,6 @@ from mixscale._cliopts import (
     _tune_setup,
     _with_tuned,
 )
-from mixscale._tunespace import PRUNERS, SAMPLERS, SearchSpace, TuneConfig
 from mixscale.config import (
     AUGMENTS,
     DEVICES,
@@ -52,6 +51,7 @@ from mixscale.config import (
     split_list,
 )
 from mixscale.errors import MixscaleError
+from mixscale.tune import PRUNERS, SAMPLERS, SearchSpace, TuneConfig
 
 __all__ = ["cli", "main", "design_cmd", "train_row_cmd", "train_cmd", "fit_cmd", "main_cmd",
            "tune_cmd", "plan_cmd", "status_cmd", "entry_point"]
@@ -287,7 +287,7 @@ def main_cmd(**kw: Any) -> None:
 
 
 # --- tune: Optuna search of lr, momentum, weight decay and batch size (mixscale.tune) -------
-# Defaults come from the study dataclasses (mixscale._tunespace imports no optuna).
+# Defaults come from the study dataclasses (mixscale.tune.space imports no optuna).
 _TC, _SS = TuneConfig(), SearchSpace()
 
 

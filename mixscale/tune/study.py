@@ -30,9 +30,9 @@ import optuna
 from mlflow import MlflowClient
 
 from mixscale import track as tr
-from mixscale._tuned import best_params_from_run, tuned_values
-from mixscale._tunedata import TrialData, load_trial_data, validation_split
-from mixscale._tunespace import (
+from mixscale.config import TrainConfig
+from mixscale.errors import MixscaleError
+from mixscale.tune.space import (
     PRUNERS,
     SAMPLERS,
     SEARCHED,
@@ -43,8 +43,8 @@ from mixscale._tunespace import (
     parse_choices,
     parse_range,
 )
-from mixscale.config import TrainConfig
-from mixscale.errors import MixscaleError
+from mixscale.tune.trialdata import TrialData, load_trial_data, validation_split
+from mixscale.tune.tuned import best_params_from_run, tuned_values
 
 __all__ = ["SEARCHED", "SAMPLERS", "PRUNERS", "TRIAL_STATE", "STUDY", "SearchSpace",
            "TuneConfig", "TuneSetup", "TuneResult", "parse_range", "parse_choices",

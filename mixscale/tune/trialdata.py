@@ -1,4 +1,4 @@
-"""What a tuning study's trials train on and are scored on (private to :mod:`mixscale.tune`).
+"""What a tuning study's trials train on and are scored on (used by :mod:`mixscale.tune.study`).
 
 A validation split carved from the *training* data, stratified and seeded
 (:func:`validation_split`), and the images each trial trains on: a design row's exact subset

@@ -1,4 +1,4 @@
-"""A tune run's best values, read back for ``--hparams-from`` (private; no optuna import, so
+"""A tune run's best values, read back for ``--hparams-from`` (no optuna import, so
 training with tuned values never loads it). Re-exported by :mod:`mixscale.tune`."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from typing import Any
 from mlflow import MlflowClient
 
 from mixscale import track as tr
-from mixscale._tunespace import SEARCHED
 from mixscale.errors import MixscaleError
+from mixscale.tune.space import SEARCHED
 
 __all__ = ["best_params_from_run", "tuned_values"]
 

@@ -1,6 +1,6 @@
 """What a tuning study searches and how it is configured (no optuna import).
 
-Private to :mod:`mixscale.tune`, which re-exports the public names: search ranges parsed and
+Re-exported by :mod:`mixscale.tune`: search ranges parsed and
 validated from the command line, the study's options, and where its storage lives by default.
 """
 

@@ -66,7 +66,7 @@ def _save_seconds(uri: str, state: dict, repeats: int) -> float:
 def _row_walls(uri: str, x: np.ndarray, y: np.ndarray, repeats: int) -> dict[str, float]:
     """One tracked smallcnn row (10 epochs, an evaluation and a checkpoint after each) three
     ways, interleaved: no checkpoints, checkpoints stored synchronously (training waits, as
-    before), and from the sender's thread as :func:`mixscale.workers.run_row` does now."""
+    before), and from the sender's thread as :func:`mixscale.stages.rows.run_row` does now."""
     from mixscale import track as tr
 
     client = MlflowClient(uri)

@@ -35,8 +35,8 @@ from mlflow import MlflowClient
 from mixscale.config import TrainConfig
 from mixscale.data import load_dataset, sample_subset
 from mixscale.plan import plan_counts
+from mixscale.stages.verify import resolve_recipe, verify_config
 from mixscale.train import train_model
-from mixscale.verify import resolve_recipe, verify_config
 
 MODEL = "mixscale-digits"
 LAWS = ("perclass-own-total", "champion", "power-m1")

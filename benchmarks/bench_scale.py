@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from mixscale import track as tr  # noqa: E402
 from mixscale.config import DesignSpec  # noqa: E402
-from mixscale.pipeline import prepare_design, run_design  # noqa: E402
+from mixscale.stages.design import prepare_design, run_design  # noqa: E402
 from tests.mlflowserver import MlflowServer  # noqa: E402
 from tests.postgres import start_cluster  # noqa: E402
 

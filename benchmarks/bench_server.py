@@ -32,7 +32,7 @@ from mlflow import MlflowClient
 
 from mixscale import track as tr
 from mixscale.config import DesignSpec
-from mixscale.pipeline import prepare_design, run_design
+from mixscale.stages.design import prepare_design, run_design
 
 SERVERS = (("MLflow default: uvicorn, 4 workers", 4, False),
            ("uvicorn, 1 worker", 1, False),

@@ -68,7 +68,7 @@ def cli() -> None:
 @_friendly
 def design_cmd(**kw: Any) -> None:
     """Create a maximin mixture design: a parent run with one SCHEDULED child run per row."""
-    from mixscale.pipeline import prepare_design, run_design
+    from mixscale.stages.design import prepare_design, run_design
 
     prepared = prepare_design(_design_spec(kw), data_dir=kw["data_dir"],
                               download=kw["download"])  # validated before any logging
@@ -96,7 +96,7 @@ def train_row_cmd(**kw: Any) -> None:
     """
     from mixscale import track as tr
     from mixscale.data import load_dataset
-    from mixscale.pipeline import check_adhoc_counts, train_counts, train_rows
+    from mixscale.stages.rows import check_adhoc_counts, train_counts, train_rows
 
     if bool(kw["run_id"].strip()) == bool(kw["counts"].strip()):
         raise MixscaleError("train-row needs exactly one of --run-id (a design row) or "
@@ -154,9 +154,8 @@ def train_row_cmd(**kw: Any) -> None:
 @_friendly
 def train_cmd(**kw: Any) -> None:
     """Train every pending row of a design (or this worker's share of them)."""
-    from mixscale.pipeline import train_rows
+    from mixscale.stages.rows import resolve_worker, train_rows
     from mixscale.track import DESIGN
-    from mixscale.workers import resolve_worker
 
     config = _train_config(kw)
     worker = resolve_worker(kw["worker"], kw["workers"])  # validated before any logging
@@ -168,7 +167,7 @@ def train_cmd(**kw: Any) -> None:
         if kw["workers"] or kw["executor"] != "local":
             raise MixscaleError("--max-parallel runs its own local partitions; it cannot be "
                                 "combined with --workers or --executor ray.")
-        from mixscale.workers import train_in_processes
+        from mixscale.stages.rows import train_in_processes
 
         n = train_in_processes(session.uri, kw["design_id"], config,
                                max_parallel=kw["max_parallel"], echo=click.echo)
@@ -194,7 +193,7 @@ def status_cmd(**kw: Any) -> None:
     from mlflow import MlflowClient
 
     from mixscale import track as tr
-    from mixscale.status import design_status, status_lines
+    from mixscale.stages.status import design_status, status_lines
 
     uri = tr.resolve_tracking_uri(kw["tracking_uri"])
     click.echo(f"tracking URI: {uri}")
@@ -212,7 +211,7 @@ def status_cmd(**kw: Any) -> None:
 @_friendly
 def fit_cmd(**kw: Any) -> None:
     """Fit scaling laws to a design's FINISHED rows; log, register, alias the champion."""
-    from mixscale.pipeline import run_fit, serve_command
+    from mixscale.stages.fit import run_fit, serve_command
 
     config = _fit_config(kw)
     design_ids = split_list("design_id", kw["design_ids"])
@@ -238,7 +237,9 @@ def fit_cmd(**kw: Any) -> None:
 def main_cmd(**kw: Any) -> None:
     """The whole pipeline: design -> train every row -> fit, register and serve-ready."""
     from mixscale import track as tr
-    from mixscale.pipeline import prepare_design, run_design, run_fit, serve_command, train_rows
+    from mixscale.stages.design import prepare_design, run_design
+    from mixscale.stages.fit import run_fit, serve_command
+    from mixscale.stages.rows import train_rows
 
     spec, config, fit_config = _design_spec(kw), _train_config(kw), _fit_config(kw)
     t0 = time.perf_counter()
@@ -399,7 +400,7 @@ def plan_cmd(**kw: Any) -> None:
     """
     from mixscale import track as tr
     from mixscale.plan import INTERVAL_LEVEL, plan_counts
-    from mixscale.verify import check_counts, prepare_verification, run_verification
+    from mixscale.stages.verify import check_counts, prepare_verification, run_verification
 
     session = _Session(kw)
     law = _load_law(kw["model_uri"], session.uri)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from mixscale.errors import MixscaleError
 
 __all__ = [
+    "Echo",
     "DATASETS",
     "MODELS",
     "AUGMENTS",
@@ -34,6 +36,8 @@ __all__ = [
     "split_list",
     "parse_name_list",
 ]
+
+Echo = Callable[[str], None]  # how a stage prints one line of progress (print by default)
 
 
 class _DatasetNames(tuple):

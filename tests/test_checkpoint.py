@@ -24,15 +24,16 @@ from click.testing import CliRunner
 from mlflow import MlflowClient
 
 from mixscale import track as tr
-from mixscale import workers as wk
 from mixscale.cli import cli
 from mixscale.config import DesignSpec, TrainConfig
 from mixscale.data import load_dataset, sample_subset
 from mixscale.errors import MixscaleError
-from mixscale.pipeline import prepare_design, run_design, train_rows
 from mixscale.stages import checkpoints as ck
+from mixscale.stages import rows as wk
+from mixscale.stages.design import prepare_design, run_design
+from mixscale.stages.rows import train_rows
+from mixscale.stages.verify import recipe_from_params, verify_config
 from mixscale.train import resolve_settings, train_model
-from mixscale.verify import recipe_from_params, verify_config
 
 MIXSCALE = str(Path(sys.executable).parent / "mixscale")
 SPEC = DesignSpec(subset_sizes=(40,), rows_per_size=2, val_rows_per_size=0, iterations=50,

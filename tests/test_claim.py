@@ -12,8 +12,9 @@ from mlflow import MlflowClient
 
 from mixscale import track as tr
 from mixscale.config import DesignSpec, TrainConfig
-from mixscale.pipeline import prepare_design, run_design, train_rows
-from mixscale.status import design_status
+from mixscale.stages.design import prepare_design, run_design
+from mixscale.stages.rows import train_rows
+from mixscale.stages.status import design_status
 from tests.claimrace import race_claims
 
 SPEC = DesignSpec(subset_sizes=(30, 50), rows_per_size=3, val_rows_per_size=1, iterations=50,

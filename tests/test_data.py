@@ -227,7 +227,7 @@ def test_imagefolder_without_split_is_split_like_digits(tmp_path) -> None:
     np.testing.assert_array_equal(ds.available, [6, 6, 6])
     np.testing.assert_array_equal(np.bincount(ds.test_labels), [2, 2, 2])
     # availability feeds the design: its caps are the per-class counts
-    from mixscale.pipeline import build_design_table
+    from mixscale.stages.design import build_design_table
 
     table, _ = build_design_table(DesignSpec(dataset=f"imagefolder:{tmp_path}",
                                              subset_sizes=(18,), rows_per_size=1,

@@ -14,7 +14,7 @@ from mixscale import track as tr
 from mixscale.config import FitConfig
 from mixscale.fit import ScalingLaw
 from mixscale.fit.report import FLAT_STD, law_health
-from mixscale.fitstage import HEALTH_TAG, extrapolation_summary, fit_table_and_log
+from mixscale.stages.fit import HEALTH_TAG, extrapolation_summary, fit_table_and_log
 
 SIZES = (10, 40, 160)
 EPOCHS = (3, 6, 9, 12)

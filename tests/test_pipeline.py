@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mixscale import fitstage
 from mixscale import track as tr
 from mixscale.config import FitConfig
 from mixscale.fit import fit_all
+from mixscale.stages import fit as fitstage
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from mixscale.progress import Progress, eta_seconds, format_duration
+from mixscale.stages.progress import Progress, eta_seconds, format_duration
 
 
 class Clock:

@@ -7,8 +7,8 @@ from click.testing import CliRunner
 from mixscale import track as tr
 from mixscale.cli import cli
 from mixscale.config import DesignSpec
-from mixscale.pipeline import prepare_design, run_design
-from mixscale.status import design_status, status_lines
+from mixscale.stages.design import prepare_design, run_design
+from mixscale.stages.status import design_status, status_lines
 
 SPEC = DesignSpec(subset_sizes=(30, 50), rows_per_size=2, val_rows_per_size=1, iterations=20,
                   seed=5)

@@ -28,11 +28,12 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from mixscale import track as tr
-from mixscale import workers as wk
 from mixscale.cli import cli
 from mixscale.config import DesignSpec, TrainConfig
 from mixscale.errors import MixscaleError
-from mixscale.pipeline import prepare_design, run_design, train_rows
+from mixscale.stages import rows as wk
+from mixscale.stages.design import prepare_design, run_design
+from mixscale.stages.rows import train_rows
 from tests.claimrace import race_claims
 from tests.mlflowserver import MlflowServer
 
@@ -447,7 +448,7 @@ def test_ray_executor(server, client, tmp_path, single_worker_table) -> None:
 def test_max_parallel_local_processes_then_rerun_restarts_killed_rows(tmp_path) -> None:
     """`train --max-parallel 2` on a SQLite store: two local processes, one partition each;
     a run killed mid-row is completed by rerunning the same command."""
-    from mixscale.pipeline import prepare_design, run_design
+    from mixscale.stages.design import prepare_design, run_design
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(uri)

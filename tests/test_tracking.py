@@ -9,7 +9,7 @@ import pytest
 from mixscale import track as tr
 from mixscale.config import DesignSpec
 from mixscale.errors import MixscaleError
-from mixscale.pipeline import prepare_design, run_design
+from mixscale.stages.design import prepare_design, run_design
 from tests.claimrace import race_claims
 
 
@@ -140,7 +140,7 @@ def test_concurrent_assembly_equals_sequential(design) -> None:
     ("imagefolder:/data/my pets/", "mixscale-imagefolder-my-pets"),
 ])
 def test_default_model_name_is_registry_safe(dataset: str, name: str) -> None:
-    from mixscale.fitstage import default_model_name
+    from mixscale.stages.fit import default_model_name
 
     assert default_model_name(dataset) == name
 

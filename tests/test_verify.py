@@ -17,7 +17,7 @@ from mixscale.cli import cli
 from mixscale.config import TrainConfig
 from mixscale.errors import MixscaleError
 from mixscale.plan import Plan
-from mixscale.verify import (
+from mixscale.stages.verify import (
     MAX_SEEDS,
     recipe_from_params,
     resolve_recipe,

@@ -1,5 +1,5 @@
 """How a fit reports on itself (private): law health, extrapolation in accuracy points, the
-order of ``fit_summary.csv`` and the registry's descriptions. Used by :mod:`mixscale.fitstage`.
+order of ``fit_summary.csv`` and the registry's descriptions. Used by :mod:`mixscale.stages.fit`.
 
 Health. A parameter is *at a bound* when it lies within :data:`BOUND_TOL` of its box's width
 from either end of the box the fit explored. Its standard error is *huge* when it is larger

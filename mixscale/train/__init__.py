@@ -16,8 +16,9 @@ from mixscale.train.loop import (
     random_crop_flip,
     resolve_device,
     resolve_settings,
+    set_threads,
     train_model,
 )
 
 __all__ = ["TrainResult", "TrainSettings", "resolve_device", "resolve_settings", "lr_at_epoch",
-           "prepare_images", "random_crop_flip", "evaluate", "train_model"]
+           "prepare_images", "random_crop_flip", "evaluate", "train_model", "set_threads"]

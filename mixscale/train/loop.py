@@ -30,7 +30,7 @@ from mixscale.train.nets import build_model, resolve_stem
 from mixscale.train.state import capture_state, restore_state
 
 __all__ = ["TrainResult", "TrainSettings", "resolve_device", "resolve_settings", "lr_at_epoch",
-           "prepare_images", "random_crop_flip", "evaluate", "train_model"]
+           "prepare_images", "random_crop_flip", "evaluate", "train_model", "set_threads"]
 
 MetricsCallback = Callable[[int, dict[str, float]], None]
 EpochCallback = Callable[[int], None]
@@ -362,3 +362,8 @@ def train_model(
     return TrainResult(history=history, seconds=seconds,
                        images_per_second=n * config.epochs / max(train_seconds, 1e-9),
                        settings=settings)
+
+
+def set_threads(n: int) -> None:
+    """Let torch use ``n`` CPU threads (at least 1) in this process."""
+    torch.set_num_threads(max(1, n))

@@ -30,7 +30,7 @@ import optuna
 from mlflow import MlflowClient
 
 from mixscale import track as tr
-from mixscale.config import TrainConfig
+from mixscale.config import Echo, TrainConfig
 from mixscale.errors import MixscaleError
 from mixscale.tune.space import (
     PRUNERS,
@@ -56,7 +56,6 @@ STUDY = "mixscale.study"  # the study name, on the parent and on each trial run
 _RECIPE_ATTR = "mixscale.recipe"  # user attr of the enqueued trial that tries the recipe
 _FINGERPRINT_ATTR = "mixscale.fingerprint"  # what a study's objective is (refused on change)
 
-Echo = Callable[[str], None]
 
 
 def _open_storage(url: str) -> optuna.storages.RDBStorage:

@@ -1,4 +1,5 @@
-"""Training a design's rows on several machines: which rows a worker owns, and how it runs them.
+"""The train stage: a design's rows, on one machine or several; which rows a worker owns, and how
+it runs them.
 
 Three ways to spread rows, with the existing engines and no coordination service of our own:
 
@@ -34,24 +35,33 @@ its next checkpoint and never ends the run it lost.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import multiprocessing as mp
 import os
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from mlflow import MlflowClient
 
 from mixscale import track as tr
-from mixscale.config import TrainConfig
+from mixscale.config import Echo, TrainConfig
+from mixscale.data import design_dataset, load_dataset, sample_subset, subset_hash
+from mixscale.data.datasets import ImageDataset
 from mixscale.errors import MixscaleError
+from mixscale.stages import checkpoints as ck
+from mixscale.stages.progress import Progress
+from mixscale.train import resolve_settings, set_threads, train_model
 
 __all__ = ["Assignment", "WORKER_ENV_VARS", "EXECUTORS", "resolve_worker", "select_rows",
            "configure_http_retries", "row_params", "claim_recipe", "run_row",
-           "train_with_ray"]
+           "train_with_ray", "train_in_processes", "train_rows", "check_adhoc_counts",
+           "train_counts"]
 
-Echo = Callable[[str], None]
 
 # Where `--worker env` reads the worker index, in this order.
 WORKER_ENV_VARS: tuple[str, ...] = ("JOB_COMPLETION_INDEX", "SLURM_ARRAY_TASK_ID")
@@ -199,9 +209,6 @@ def run_row(client: MlflowClient, row: tr.RowSpec, run_id: str, *, dataset: Any,
     RUNNING, and the partition's rerun or ``--stale-after`` restarts it), and the error is
     raised.
     """
-    from mixscale.data import sample_subset, subset_hash
-    from mixscale.stages import checkpoints as ck
-    from mixscale.train import train_model
 
     sender = tr.EvalSender(client, run_id)  # evaluations travel while training goes on
     start = ck.Resume(state=None, claim=None, logged_epoch=0)
@@ -257,20 +264,14 @@ def run_row(client: MlflowClient, row: tr.RowSpec, run_id: str, *, dataset: Any,
 
 @functools.lru_cache(maxsize=2)
 def _dataset(name: str, data_dir: str, download: bool) -> Any:
-    from mixscale.data import load_dataset
-
     return load_dataset(name, data_dir=data_dir, download=download)
 
 
 def _ray_row(tracking_uri: str, row: tr.RowSpec, run_id: str, dataset_name: str,
              config: TrainConfig, threads: int) -> tuple[int, float, float]:
     """Body of one Ray task: train one claimed row (runs in a Ray worker process)."""
-    import torch
-
-    from mixscale.train import resolve_settings
-
     configure_http_retries()
-    torch.set_num_threads(max(1, threads))
+    set_threads(threads)
     client = MlflowClient(tracking_uri)
     dataset = _dataset(dataset_name, config.data_dir, config.download)
     settings = resolve_settings(config, image_shape=dataset.image_shape)
@@ -365,11 +366,7 @@ def train_with_ray(client: MlflowClient, design_id: str, assignments: Sequence[A
 def _partition_job(tracking_uri: str, design_id: str, config: TrainConfig, worker: int,
                    workers: int) -> int:
     """One local worker process of ``train --max-parallel`` (a top-level function: picklable)."""
-    import torch
-
-    from mixscale.pipeline import train_rows
-
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    set_threads((os.cpu_count() or 1) // workers)
     tr.resolve_tracking_uri(tracking_uri)
     return train_rows(MlflowClient(tracking_uri), design_id, config, worker=worker,
                       workers=workers, tracking_uri=tracking_uri,
@@ -391,9 +388,6 @@ def train_in_processes(tracking_uri: str, design_id: str, config: TrainConfig, *
     int
         Rows trained, summed over the processes.
     """
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
     if isinstance(max_parallel, bool) or not isinstance(max_parallel, int) or max_parallel < 1:
         raise MixscaleError(f"`max_parallel` must be an integer >= 1, but got {max_parallel!r}.")
     echo(f"training with {max_parallel} local worker processes")
@@ -401,3 +395,158 @@ def train_in_processes(tracking_uri: str, design_id: str, config: TrainConfig, *
         futures = [pool.submit(_partition_job, tracking_uri, design_id, config, i, max_parallel)
                    for i in range(max_parallel)]
         return sum(f.result() for f in futures)
+
+
+def train_rows(client: MlflowClient, design_id: str, config: TrainConfig, *,
+               run_ids: Sequence[str] | None = None, worker: int = 0, workers: int = 0,
+               stale_after: float = 0.0, executor: str = "local", ray_address: str = "",
+               ray_cpus: float = 1.0, tracking_uri: str | None = None,
+               echo: Echo = print) -> int:
+    """Train rows of a design; return how many were trained.
+
+    Parameters
+    ----------
+    run_ids : sequence of str, optional
+        Train only these row runs (``train_row``); by default every pending row (SCHEDULED,
+        or FAILED/KILLED, which restart in a fresh run, or with ``config.checkpoint_every``
+        resume from their run's checkpoint). FINISHED rows are never retrained.
+    worker, workers : int
+        Static partition: with ``workers >= 1`` only rows with ``row % workers == worker``,
+        and RUNNING rows among them (left by a dead earlier attempt) restart. See
+        :mod:`mixscale.stages.rows` for the rules.
+    stale_after : float
+        Un-partitioned: restart RUNNING rows whose heartbeat is older than this (seconds);
+        0 = never.
+    executor : {"local", "ray"}
+        ``local`` trains rows one after another in this process; ``ray`` runs them as Ray
+        tasks (``ray_address``, ``ray_cpus`` CPUs per task) with this process as the driver.
+    tracking_uri : str, optional
+        The store Ray tasks log into; default ``$MLFLOW_TRACKING_URI``.
+    """
+    if executor not in EXECUTORS:
+        raise MixscaleError(f"unknown executor {executor!r}; allowed: "
+                            f"{', '.join(repr(e) for e in EXECUTORS)}.")
+    resolve_worker(worker, workers)  # validates the pair
+    configure_http_retries()
+    rows = tr.list_rows(client, design_id)
+    if run_ids is not None:
+        wanted = set(run_ids)
+        unknown = wanted - {r.run_id for r in rows}
+        if unknown:
+            raise MixscaleError(f"run(s) {sorted(unknown)} are not current rows of design "
+                                f"{design_id}.")
+        rows = [r for r in rows if r.run_id in wanted]
+        for r in rows:
+            if r.status in ("FINISHED", "RUNNING"):
+                tr.claim_row(client, r)  # raises the clear "already FINISHED/RUNNING" error
+        assignments = [Assignment(r, takeover=False) for r in rows]
+    else:
+        assignments = select_rows(rows, worker=worker, workers=workers,
+                                     stale_after=stale_after)
+    if workers:
+        echo(f"worker {worker} of {workers}: {len(assignments)} row(s) to train")
+    if executor == "ray":
+        uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        if not uri:
+            raise MixscaleError("--executor ray needs a tracking URI the tasks can reach "
+                                "(--tracking-uri or $MLFLOW_TRACKING_URI); none is set.")
+        return train_with_ray(client, design_id, assignments, config, tracking_uri=uri,
+                                 address=ray_address, num_cpus=ray_cpus, echo=echo)
+    dataset = design_dataset(client.get_run(design_id).data.params,
+                             data_dir=config.data_dir, download=config.download)
+    settings = resolve_settings(config, image_shape=dataset.image_shape)
+    params = row_params(config, settings)
+    recipe = claim_recipe(config, settings)
+    progress = Progress([a.row.subset_size for a in assignments], echo=echo)
+    trained = 0
+    for a in assignments:
+        row = a.row
+        try:
+            run_id = tr.claim_row(client, row, takeover=a.takeover,
+                                  resume=config.checkpoint_every > 0, recipe=recipe)
+        except tr.RowTaken as exc:  # another worker got there first (our list is older)
+            progress.skip_row(f"skipped: {exc}")
+            continue
+        t0 = time.perf_counter()
+        label = f"row {row.row:>3} {row.role:<10} n={row.subset_size:<5}"
+        progress.start_row(label, config.epochs)
+        try:
+            result = run_row(client, row, run_id, dataset=dataset, config=config,
+                                params=params, on_eval=progress.on_eval,
+                                on_epoch=progress.on_epoch, echo=progress.log)
+        except BaseException as exc:
+            progress.log(f"row {row.row} ({run_id}) FAILED: {type(exc).__name__}: {exc}")
+            raise
+        progress.finish_row(f"{label} test_accuracy={result.final['test_accuracy']:.3f} "
+                            f"({time.perf_counter() - t0:.1f} s)")
+        trained += 1
+    if trained < len(assignments):
+        echo(f"{len(assignments) - trained} row(s) were taken by other workers: fit once every "
+             "row of the design is FINISHED.")
+    return trained
+
+
+def check_adhoc_counts(dataset: ImageDataset, counts: Sequence[int]) -> np.ndarray:
+    """Validate ad-hoc per-class counts against ``dataset``; return them as an int array.
+
+    Raises
+    ------
+    MixscaleError
+        If the number of counts differs from the number of classes, a count is negative or
+        above what its class has, or the counts add up to fewer than 2 images.
+    """
+    counts = [int(n) for n in counts]
+    if len(counts) != dataset.n_classes:
+        raise MixscaleError(
+            f"--counts needs one count per class of {dataset.name!r} ({dataset.n_classes}: "
+            f"{', '.join(dataset.class_keys)}), but got {len(counts)}."
+        )
+    for c, (n, have) in enumerate(zip(counts, dataset.available.tolist(), strict=True)):
+        if not 0 <= n <= have:  # checked as Python ints: 10**20 must not overflow int64
+            raise MixscaleError(
+                f"count of class {dataset.class_names[c]!r} must be in 0..{have} "
+                f"(images available), but got {n}."
+            )
+    counts_arr = np.asarray(counts, dtype=np.int64)
+    if counts_arr.sum() < 2:
+        raise MixscaleError(f"--counts must add up to >= 2 images, but got {counts_arr.sum()}.")
+    return counts_arr
+
+
+def train_counts(client: MlflowClient, experiment_id: str, dataset_name: str,
+                 counts: Sequence[int], config: TrainConfig, *, seed: int = 0,
+                 run_id: str | None = None, parent_run_id: str | None = None,
+                 dataset: ImageDataset | None = None, echo: Echo = print) -> str:
+    """Train ad-hoc per-class counts (no design) in a new run tagged ``mixscale.kind=adhoc``.
+
+    The run carries the same params and metrics as a design row, but it is not a row of any
+    design, so ``fit`` never mixes it in. ``run_id`` adopts an existing run instead of creating
+    one; ``parent_run_id`` nests the run under another (the launcher run of ``mlflow run -e
+    train_row``, or a plan run's verification). ``dataset`` is ``dataset_name`` already loaded
+    (by a caller that validated the counts first). Returns the run id.
+
+    Raises
+    ------
+    MixscaleError
+        As :func:`check_adhoc_counts` (checked before the run is created).
+    """
+    config = dataclasses.replace(config, checkpoint_every=0)  # an ad-hoc run never resumes
+    if dataset is None:
+        dataset = load_dataset(dataset_name, data_dir=config.data_dir, download=config.download)
+    counts_arr = check_adhoc_counts(dataset, counts)
+    settings = resolve_settings(config, image_shape=dataset.image_shape)  # validates device
+    total = int(counts_arr.sum())
+    run_id = tr.start_stage_run(client, experiment_id, kind="adhoc",
+                                name=f"adhoc-{dataset_name}-n{total}",
+                                tags={tr.DATASET: dataset_name}, run_id=run_id,
+                                parent_run_id=parent_run_id)
+    params = {**{f"n_{k}": int(n) for k, n in zip(dataset.class_keys, counts_arr, strict=True)},
+              "total_n": total, "seed": seed, "dataset": dataset_name}
+    tr.log_params(client, run_id, params, skip_existing=True)
+    row = tr.RowSpec(run_id=run_id, design_id="", row=-1, role="adhoc", subset_size=total,
+                     seed=seed, counts=counts_arr, status="RUNNING")
+    result = run_row(client, row, run_id, dataset=dataset, config=config,
+                        params=row_params(config, settings))
+    echo(f"ad-hoc run {run_id}: {total} images, test_accuracy="
+         f"{result.final['test_accuracy']:.3f}")
+    return run_id

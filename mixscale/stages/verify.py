@@ -2,7 +2,7 @@
 
 A registered law remembers where it came from: its model version carries the tag
 ``mixscale.fit_run``, the fit run names its designs (tag ``mixscale.design``) and every FINISHED
-row of a design carries the training recipe as params (:func:`mixscale.workers.row_params`).
+row of a design carries the training recipe as params (:func:`mixscale.stages.rows.row_params`).
 :func:`resolve_recipe` follows that chain back to the dataset and a :class:`TrainConfig`
 (refusing a law whose rows were trained with different recipes);
 :func:`verify_plan` trains the plan's counts with it for a few seeds, each an ad-hoc run nested
@@ -23,6 +23,7 @@ from mlflow.exceptions import MlflowException
 
 from mixscale import track as tr
 from mixscale.config import TrainConfig, milestones_within
+from mixscale.data import load_dataset
 from mixscale.errors import MixscaleError
 from mixscale.plan import Plan
 
@@ -307,8 +308,7 @@ def verify_plan(client: MlflowClient, experiment_id: str, plan: Plan, *, dataset
     MixscaleError
         For ``seeds`` out of range or counts the dataset cannot train (before any run starts).
     """
-    from mixscale.data import load_dataset
-    from mixscale.pipeline import train_counts
+    from mixscale.stages.rows import train_counts  # torch, only when a plan is verified
 
     if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= MAX_SEEDS:
         raise MixscaleError(f"`seeds` must be an integer in [1, {MAX_SEEDS}], but got "
@@ -379,8 +379,6 @@ def prepare_verification(client: MlflowClient, model_uri: str) -> VerifySetup:
     MixscaleError
         For a broken link from the law to its rows, or a dataset that cannot be loaded.
     """
-    from mixscale.data import load_dataset
-
     dataset_name, config, fit_run_id = resolve_recipe(client, model_uri)
     dataset = load_dataset(dataset_name, data_dir=config.data_dir, download=config.download)
     return VerifySetup(dataset_name=dataset_name, config=config, fit_run_id=fit_run_id,

@@ -12,7 +12,8 @@ from __future__ import annotations
 import re
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from mlflow import MlflowClient
 
 from mixscale import plots
 from mixscale import track as tr
-from mixscale.config import FitConfig
+from mixscale.config import Echo, FitConfig
 from mixscale.errors import MixscaleError
 from mixscale.fit import fit_all, parameter_table, report
 from mixscale.fit.classlaw import FAMILY as CLASS_FAMILY
@@ -29,8 +30,8 @@ from mixscale.fit.classlaw import N_SHAPE, ClassLaw, class_accuracy_column
 from mixscale.fit.classlaw import PREDICTOR as CLASS_PREDICTOR
 from mixscale.serve import CHAMPION, log_law, set_alias
 
-__all__ = ["fit_and_log", "fit_table_and_log", "extrapolation_summary", "class_law_summary",
-           "default_model_name"]
+__all__ = ["FitResult", "run_fit", "fit_and_log", "fit_table_and_log", "extrapolation_summary",
+           "class_law_summary", "default_model_name", "serve_command"]
 
 _QUALITY = ("train_mse", "train_r2", "val_mse", "val_r2", "extrap_mse", "extrap_r2",
             "extrap_rmse_points")
@@ -166,7 +167,7 @@ def _bootstrap_files(key: str, law, train: pd.DataFrame, features: list[str],
 def fit_and_log(config: FitConfig, client: MlflowClient, experiment_id: str,
                 design_ids: list[str], *, run_id: str | None = None,
                 parent_run_id: str | None = None, echo: Callable[[str], None] = print):
-    """Fit, log and register every law; see :func:`mixscale.pipeline.run_fit`."""
+    """Fit, log and register every law; see :func:`mixscale.stages.design.run_fit`."""
     if not design_ids:
         raise MixscaleError("`design_ids` must name at least one design run.")
     t_assemble = time.perf_counter()
@@ -188,7 +189,7 @@ def fit_table_and_log(config: FitConfig, client: MlflowClient, experiment_id: st
     Parameters
     ----------
     config, client, experiment_id, run_id, parent_run_id, echo
-        As for :func:`mixscale.pipeline.run_fit`.
+        As for :func:`mixscale.stages.design.run_fit`.
     table : pandas.DataFrame
         The fit table, as :func:`mixscale.track.assemble_table` returns it.
     design_ids : list of str
@@ -202,8 +203,6 @@ def fit_table_and_log(config: FitConfig, client: MlflowClient, experiment_id: st
     -------
     FitResult
     """
-    from mixscale.pipeline import FitResult
-
     count_cols = [c for c in table.columns if c.startswith("n_")]
     model_name = config.model_name or default_model_name(dataset)
     train = table[table["role"] == "train"]
@@ -373,3 +372,33 @@ def _echo_summary(summary: pd.DataFrame, health: dict[tuple[str, str], tuple[str
     if any(tag != "ok" for tag, _ in health.values()):
         echo(f"(a WARNING law's parameters are not pinned down by the data: see its "
              f"{HEALTH_TAG} model version tag; the champion is still chosen by {basis})")
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """A logged fit."""
+
+    fit_run_id: str
+    model_name: str  # registered model holding one version per law
+    versions: dict[str, str]  # "<family>-<predictor>" -> model version
+    champion: str  # "<family>-<predictor>" of the champion
+    summary: pd.DataFrame  # one row per law: train/validation MSE and r2
+
+    @property
+    def champion_uri(self) -> str:
+        """``models:/<name>@champion``."""
+        return f"models:/{self.model_name}@champion"
+
+
+def serve_command(model_uri: str, tracking_uri: str, port: int = 5001) -> str:
+    """The exact shell command that serves ``model_uri`` from this tracking store."""
+    return (f"MLFLOW_TRACKING_URI={tracking_uri} mlflow models serve -m '{model_uri}' "
+            f"--env-manager local --port {port}")
+
+
+def run_fit(config: FitConfig, client: MlflowClient, experiment_id: str,
+            design_ids: Sequence[str], *, run_id: str | None = None,
+            parent_run_id: str | None = None, echo: Echo = print) -> FitResult:
+    """Fit every requested law to the designs' FINISHED rows, log, register, pick a champion."""
+    return fit_and_log(config, client, experiment_id, list(design_ids), run_id=run_id,
+                       parent_run_id=parent_run_id, echo=echo)

@@ -18,9 +18,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
+from mixscale.config import Echo
+
 __all__ = ["Progress", "eta_seconds", "format_duration"]
 
-Echo = Callable[[str], None]
 
 
 def eta_seconds(elapsed: float, done_work: float, total_work: float) -> float | None:

@@ -17,6 +17,7 @@ from mixscale.errors import MixscaleError
 
 __all__ = [
     "Echo",
+    "MAX_SEEDS",
     "DATASETS",
     "MODELS",
     "AUGMENTS",
@@ -38,6 +39,7 @@ __all__ = [
 ]
 
 Echo = Callable[[str], None]  # how a stage prints one line of progress (print by default)
+MAX_SEEDS = 100  # most verification seeds one plan may ask for (plan --verify --seeds)
 
 
 class _DatasetNames(tuple):

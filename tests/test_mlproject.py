@@ -70,7 +70,7 @@ def test_refused_mlflow_run_leaves_a_labelled_empty_run(tmp_path, params, messag
 
 
 def test_mark_refused_project_run_only_labels_empty_project_runs(store, monkeypatch) -> None:
-    from mixscale._cliopts import _mark_refused_project_run
+    from mixscale.cli.options import mark_refused_project_run as _mark_refused_project_run
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store.uri)
     client, exp = store.client, store.new_experiment()

@@ -202,7 +202,8 @@ def test_paper_recipe_and_overrides() -> None:
     ],
 )
 def test_cli_recipe_precedence(args: list[str], expected: dict) -> None:
-    from mixscale.cli import _train_config, cli
+    from mixscale.cli import cli
+    from mixscale.cli.options import train_config_from as _train_config
 
     ctx = cli.commands["train"].make_context("train", ["--design-id", "x", *args])
     config = _train_config(ctx.params)
@@ -217,7 +218,8 @@ def test_cli_recipe_precedence(args: list[str], expected: dict) -> None:
     (["--lr-milestones", "0"], r"--lr-milestones '0' must be epochs in 1\.\.30"),
 ])
 def test_cli_explicit_milestones_past_epochs_are_refused(args: list[str], message: str) -> None:
-    from mixscale.cli import _train_config, cli
+    from mixscale.cli import cli
+    from mixscale.cli.options import train_config_from as _train_config
 
     ctx = cli.commands["train"].make_context("train", ["--design-id", "x", *args])
     with pytest.raises(MixscaleError, match=message):

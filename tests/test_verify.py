@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from mixscale import track as tr
-from mixscale._cliopts import _MAX_SEEDS
 from mixscale.cli import cli
+from mixscale.cli.commands import MAX_SEEDS as _MAX_SEEDS
 from mixscale.config import TrainConfig
 from mixscale.errors import MixscaleError
 from mixscale.plan import Plan

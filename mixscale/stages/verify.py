@@ -22,7 +22,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from mixscale import track as tr
-from mixscale.config import TrainConfig, milestones_within
+from mixscale.config import MAX_SEEDS, TrainConfig, milestones_within
 from mixscale.data import load_dataset
 from mixscale.errors import MixscaleError
 from mixscale.plan import Plan
@@ -33,7 +33,6 @@ __all__ = ["FIT_RUN_TAG", "MAX_SEEDS", "Verification", "VerifySetup", "check_cou
            "verify_plan"]
 
 FIT_RUN_TAG = "mixscale.fit_run"  # on every model version `mixscale fit` registers
-MAX_SEEDS = 100  # most verification seeds one plan may ask for
 _URI_FORMS = "models:/<name>@<alias>, models:/<name>/<version>, runs:/<fit run id>/<path>"
 _NOT_RECIPE = ("data_dir",)  # TrainConfig fields rows may disagree on: where images are read
 

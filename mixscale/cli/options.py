@@ -33,7 +33,7 @@ from mixscale.config import (
 )
 from mixscale.errors import MixscaleError
 
-_D, _T, _F = DesignSpec(), TrainConfig(), FitConfig()
+_D, T, _F = DesignSpec(), TrainConfig(), FitConfig()
 
 
 def _options(*opts: Callable) -> Callable:
@@ -44,15 +44,15 @@ def _options(*opts: Callable) -> Callable:
     return wrap
 
 
-def _opt(flag: str, kind: Any, default: Any, help: str = "") -> Callable:
+def option(flag: str, kind: Any, default: Any, help: str = "") -> Callable:
     return click.option(flag, type=kind, default=default, show_default=True, help=help)
 
 
-_tracking = _options(
+tracking_options = _options(
     click.option("--tracking-uri", default=None, metavar="URI",
                  help="Tracking store; default $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db "
                       "in the working directory."),
-    _opt("--experiment", str, "mixscale",
+    option("--experiment", str, "mixscale",
          "Experiment name (inside `mlflow run`, the project run's experiment)."),
 )
 def _once(name: str, option: Callable) -> Callable:
@@ -64,42 +64,42 @@ def _once(name: str, option: Callable) -> Callable:
     return wrap
 
 
-_data = _options(
-    _once("data_dir", _opt("--data-dir", str, _T.data_dir,
+data_options = _options(
+    _once("data_dir", option("--data-dir", str, T.data_dir,
                            "Folder of the torchvision datasets (<dir>/MNIST/raw, ...).")),
     _once("download", click.option(
         "--download", type=click.BOOL, default=False, is_flag=False, flag_value=True,
         show_default=True, help="Download a missing torchvision dataset into --data-dir "
                                 "(`--download` alone = true; `--download false` = off).")),
 )
-_design = _options(
-    _opt("--dataset", str, _D.dataset,
+design_options = _options(
+    option("--dataset", str, _D.dataset,
          "digits, cifar10, cifar100, mnist, fashion-mnist, or imagefolder:<path> (one "
          "sub-folder per class; train/ and test/ sub-folders if you have a split)."),
-    _opt("--subset-sizes", str, ",".join(map(str, _D.subset_sizes)),
+    option("--subset-sizes", str, ",".join(map(str, _D.subset_sizes)),
          "Comma-separated training-subset sizes."),
-    _opt("--rows-per-size", click.IntRange(1, 10_000), _D.rows_per_size,
+    option("--rows-per-size", click.IntRange(1, 10_000), _D.rows_per_size,
          "Training-design rows per subset size."),
-    _opt("--val-rows-per-size", click.IntRange(0, 10_000), _D.val_rows_per_size,
+    option("--val-rows-per-size", click.IntRange(0, 10_000), _D.val_rows_per_size,
          "Validation-design rows per subset size (an independent design, own seed)."),
-    _opt("--min-per-class", click.IntRange(0), _D.min_per_class,
+    option("--min-per-class", click.IntRange(0), _D.min_per_class,
          "Lower bound per class (1 keeps every class in every row)."),
-    _opt("--min-share", click.FloatRange(0, 1), _D.min_share,
+    option("--min-share", click.FloatRange(0, 1), _D.min_share,
          "Lower bound per class as a share of the balanced count subset_size/n_classes "
          "(keeps rows away from near-single-class subsets); 0 = off."),
-    _opt("--max-per-class", click.IntRange(0), 0,
+    option("--max-per-class", click.IntRange(0), 0,
          "Upper bound per class; 0 = the images each class has."),
-    _opt("--iterations", click.IntRange(0, 10_000_000), _D.iterations,
+    option("--iterations", click.IntRange(0, 10_000_000), _D.iterations,
          "Maximin exchange iterations per subset size."),
-    _opt("--method", click.Choice(DESIGN_METHODS), _D.method,
+    option("--method", click.Choice(DESIGN_METHODS), _D.method,
          "Design optimiser (paper = the paper's Algorithm 1)."),
-    _opt("--seed", click.IntRange(0, 2**31 - 2), _D.seed,
+    option("--seed", click.IntRange(0, 2**31 - 2), _D.seed,
          "Seeds the design; row i trains with seed*10000 + i."),
     click.option("--skip-bad-images", type=click.BOOL, default=False, is_flag=False,
                  flag_value=True, show_default=True,
                  help="imagefolder: leave out images that cannot be read (listed in the design "
                       "run's skipped_images.txt) instead of refusing the folder."),
-    _data,
+    data_options,
 )
 class _OrRecipe(click.ParamType):
     """A value of ``inner``'s type, or ``recipe`` (or no option) for the value of --recipe."""
@@ -122,7 +122,7 @@ _RECIPE_FIELDS = ("model", "epochs", "eval_every", "lr", "momentum", "weight_dec
                   "batch_size", "lr_milestones", "lr_gamma", "augment", "stem")
 
 
-def _recipe_opt(flag: str, kind: click.ParamType, help: str = "") -> Callable:
+def recipe_option(flag: str, kind: click.ParamType, help: str = "") -> Callable:
     """An option whose default comes from --recipe (explicit values override the recipe)."""
     def text(v: Any) -> str:
         return ",".join(map(str, v)) or "none" if isinstance(v, tuple) else str(v)
@@ -133,65 +133,65 @@ def _recipe_opt(flag: str, kind: click.ParamType, help: str = "") -> Callable:
                         help=f"{help} [recipe {defaults}]".strip())
 
 
-_train = _options(
-    _opt("--recipe", click.Choice(RECIPES), "default",
+train_options = _options(
+    option("--recipe", click.Choice(RECIPES), "default",
          "Preset for the options marked [recipe ...]: default = the fast digits recipe, paper "
          "= the paper's CIFAR-10 recipe (resnet18, 195 epochs, ...). Options given explicitly "
          "override it."),
-    _recipe_opt("--model", click.Choice(MODELS)),
-    _recipe_opt("--epochs", click.IntRange(1, 100_000)),
-    _recipe_opt("--eval-every", click.IntRange(1),
+    recipe_option("--model", click.Choice(MODELS)),
+    recipe_option("--epochs", click.IntRange(1, 100_000)),
+    recipe_option("--eval-every", click.IntRange(1),
                 "Evaluate on the test split every N epochs (and at the last)."),
-    _recipe_opt("--lr", click.FloatRange(0, 10, min_open=True), "SGD learning rate."),
-    _recipe_opt("--momentum", click.FloatRange(0, 0.999)),
-    _recipe_opt("--weight-decay", click.FloatRange(0, 1)),
-    _recipe_opt("--batch-size", click.IntRange(1, 65_536)),
-    _recipe_opt("--lr-milestones", click.STRING,
+    recipe_option("--lr", click.FloatRange(0, 10, min_open=True), "SGD learning rate."),
+    recipe_option("--momentum", click.FloatRange(0, 0.999)),
+    recipe_option("--weight-decay", click.FloatRange(0, 1)),
+    recipe_option("--batch-size", click.IntRange(1, 65_536)),
+    recipe_option("--lr-milestones", click.STRING,
                 "Comma-separated epochs where the learning rate is multiplied by --lr-gamma; "
                 "empty for none. Recipe milestones past --epochs are dropped."),
-    _recipe_opt("--lr-gamma", click.FloatRange(0, 1, min_open=True)),
-    _recipe_opt("--augment", click.Choice(AUGMENTS),
+    recipe_option("--lr-gamma", click.FloatRange(0, 1, min_open=True)),
+    recipe_option("--augment", click.Choice(AUGMENTS),
                 "Batch augmentation; auto = crop-flip for colour images, none for grey."),
-    _opt("--crop-padding", click.IntRange(0, 64), _T.crop_padding,
+    option("--crop-padding", click.IntRange(0, 64), T.crop_padding,
          "Zero padding (pixels) for the random crop."),
-    _recipe_opt("--stem", click.Choice(STEMS),
+    recipe_option("--stem", click.Choice(STEMS),
                 "resnet18 stem: cifar = 3x3 conv, no max-pool; imagenet = torchvision's; "
                 "auto = cifar for images <= 64 px."),
-    _opt("--precision", click.Choice(PRECISIONS), _T.precision,
+    option("--precision", click.Choice(PRECISIONS), T.precision,
          "Mixed precision on CUDA (auto = bf16 where supported, else fp16); CPU is fp32."),
-    _opt("--device", click.Choice(DEVICES), _T.device, "auto = cuda when available."),
-    _opt("--checkpoint-every", int, _T.checkpoint_every,
+    option("--device", click.Choice(DEVICES), T.device, "auto = cuda when available."),
+    option("--checkpoint-every", int, T.checkpoint_every,
          "Save each row's training state every N epochs (artifact checkpoint/state.pt of its "
          "run); a killed or failed row then resumes from it in the same run. 0 = off; at most "
          "--epochs."),
-    _opt("--hparams-from", str, "",
+    option("--hparams-from", str, "",
          "A `mixscale tune` run id: its best lr, momentum, weight decay and batch size "
          "replace the recipe's (options given explicitly still win); empty = none."),
-    _data,
+    data_options,
 )
 
-_fit = _options(
-    _opt("--families", str, ",".join(_F.families),
+fit_options = _options(
+    option("--families", str, ",".join(_F.families),
          f"Comma-separated law families or 'all' ({', '.join(FAMILIES)})."),
-    _opt("--predictors", str, ",".join(_F.predictors),
+    option("--predictors", str, ",".join(_F.predictors),
          "Comma-separated linear predictors (the paper's models m0-m3) or 'all'."),
-    _opt("--min-epoch", click.IntRange(0), _F.min_epoch, "Drop evaluations before this epoch."),
-    _opt("--n-starts", click.IntRange(1, 10_000), _F.n_starts,
+    option("--min-epoch", click.IntRange(0), _F.min_epoch, "Drop evaluations before this epoch."),
+    option("--n-starts", click.IntRange(1, 10_000), _F.n_starts,
          "Least-squares starts per law."),
-    _opt("--loss", click.Choice(["linear", "huber"]), _F.loss,
+    option("--loss", click.Choice(["linear", "huber"]), _F.loss,
          "Least-squares loss; huber down-weights outlying evaluations."),
-    _opt("--n-boot", click.IntRange(0, 100_000), _F.n_boot,
+    option("--n-boot", click.IntRange(0, 100_000), _F.n_boot,
          "Run-bootstrap replicates for the champion's parameter intervals; 0 = none."),
-    _opt("--extrapolate", click.BOOL, _F.extrapolate,
+    option("--extrapolate", click.BOOL, _F.extrapolate,
          "Also fit without the largest subset size and score the laws on it."),
-    _opt("--class-law", click.BOOL, _F.class_law,
+    option("--class-law", click.BOOL, _F.class_law,
          "Also fit the per-class law with diminishing returns (perclass-own-total) from the "
          "rows' test_accuracy_<class> metrics."),
-    _opt("--model-name", str, "", "Registered model; empty = mixscale-<dataset>."),
+    option("--model-name", str, "", "Registered model; empty = mixscale-<dataset>."),
 )
 
 
-def _design_spec(kw: dict[str, Any]) -> DesignSpec:
+def design_spec_from(kw: dict[str, Any]) -> DesignSpec:
     return DesignSpec(
         dataset=kw["dataset"], subset_sizes=parse_int_list("subset_sizes", kw["subset_sizes"]),
         rows_per_size=kw["rows_per_size"], val_rows_per_size=kw["val_rows_per_size"],
@@ -201,7 +201,7 @@ def _design_spec(kw: dict[str, Any]) -> DesignSpec:
         skip_bad_images=bool(kw.get("skip_bad_images", False)))
 
 
-def _train_config(kw: dict[str, Any], tuned: dict[str, Any] | None = None) -> TrainConfig:
+def train_config_from(kw: dict[str, Any], tuned: dict[str, Any] | None = None) -> TrainConfig:
     """The recipe, then ``tuned`` (a tune run's best values), then the explicit options.
 
     The recipe's milestones past the epochs are dropped (``--epochs 10`` trains the default
@@ -234,7 +234,7 @@ def _train_config(kw: dict[str, Any], tuned: dict[str, Any] | None = None) -> Tr
     return TrainConfig(**values)
 
 
-def _fit_config(kw: dict[str, Any]) -> FitConfig:
+def fit_config_from(kw: dict[str, Any]) -> FitConfig:
     return FitConfig(
         families=parse_name_list("families", kw["families"], FAMILIES),
         predictors=parse_name_list("predictors", kw["predictors"], PREDICTORS),
@@ -243,7 +243,7 @@ def _fit_config(kw: dict[str, Any]) -> FitConfig:
         class_law=kw["class_law"], seed=kw.get("seed", 0))
 
 
-def _friendly(f: Callable) -> Callable:
+def friendly(f: Callable) -> Callable:
     """Turn bad input into one clear line and exit status 1 (no traceback)."""
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -254,7 +254,7 @@ def _friendly(f: Callable) -> Callable:
     return wrapper
 
 
-def _mark_refused_project_run(run_id: str, entry_point: str, message: str) -> bool:
+def mark_refused_project_run(run_id: str, entry_point: str, message: str) -> bool:
     """Label the run `mlflow run` created for a request that was refused; True if labelled.
 
     MLflow creates the project run (and logs the MLproject parameters on it) before our code
@@ -297,7 +297,7 @@ def _mark_refused_project_run(run_id: str, entry_point: str, message: str) -> bo
     return True
 
 
-class _Session:
+class Session:
     """The tracking store, client and experiment a command works in."""
 
     def __init__(self, kw: dict[str, Any]) -> None:
@@ -326,7 +326,7 @@ class _Session:
                           tags={tr.KIND: "launcher", **tags})
 
 
-def _with_tuned(kw: dict[str, Any], config: TrainConfig, session: _Session) -> TrainConfig:
+def with_tuned(kw: dict[str, Any], config: TrainConfig, session: Session) -> TrainConfig:
     """``config`` with the best values of the tune run named by ``--hparams-from``, if any.
 
     Precedence: options given explicitly > the tune run's best values > the recipe.
@@ -336,19 +336,19 @@ def _with_tuned(kw: dict[str, Any], config: TrainConfig, session: _Session) -> T
         return config
     from mixscale.tune import best_params_from_run, tuned_values
 
-    config = _train_config(kw, best_params_from_run(session.client, run_id))
+    config = train_config_from(kw, best_params_from_run(session.client, run_id))
     click.echo(f"hparams from tune run {run_id}: {tuned_values(vars(config))}")
     return config
 
 
-def _tune_base(kw: dict[str, Any], epochs: int | None = None) -> TrainConfig:
+def tune_base(kw: dict[str, Any], epochs: int | None = None) -> TrainConfig:
     """The recipe each trial trains with; milestones past its epochs are dropped.
 
     ``epochs`` (``main --tune-epochs``) shortens the pipeline's recipe for the study's trials.
     """
     import dataclasses
 
-    config = _train_config(kw)
+    config = train_config_from(kw)
     if epochs is None:
         return config
     return dataclasses.replace(
@@ -356,7 +356,7 @@ def _tune_base(kw: dict[str, Any], epochs: int | None = None) -> TrainConfig:
         lr_milestones=milestones_within(config.lr_milestones, epochs))
 
 
-def _tune_setup(kw: dict[str, Any], base: TrainConfig, **config: Any) -> Any:
+def tune_setup(kw: dict[str, Any], base: TrainConfig, **config: Any) -> Any:
     """Validate the study's settings and open its storage (before anything is logged)."""
     from mixscale import tune as tu
     from mixscale.track import resolve_tracking_uri
@@ -374,16 +374,16 @@ def _tune_setup(kw: dict[str, Any], base: TrainConfig, **config: Any) -> Any:
     return setup
 
 
-def _main_tune_setup(kw: dict[str, Any], dataset: str) -> tuple[Any, str]:
+def main_tune_setup(kw: dict[str, Any], dataset: str) -> tuple[Any, str]:
     """``main --tune``: the small study's settings, validated, its storage open."""
     if (kw.get("hparams_from") or "").strip():
         raise MixscaleError("--tune and --hparams-from exclude each other (--tune finds the "
                             "values --hparams-from would bring); pass one of them.")
-    base = _tune_base(kw, epochs=kw["tune_epochs"])
-    return _tune_setup(kw, base, trials=kw["tune_trials"], seed=kw["seed"]), dataset
+    base = tune_base(kw, epochs=kw["tune_epochs"])
+    return tune_setup(kw, base, trials=kw["tune_trials"], seed=kw["seed"]), dataset
 
 
-def _main_tune(kw: dict[str, Any], tuning: tuple[Any, str], session: _Session,
+def main_tune(kw: dict[str, Any], tuning: tuple[Any, str], session: Session,
                main_id: str) -> TrainConfig:
     """Run ``main``'s study under the pipeline run; the recipe with its best values."""
     from mixscale.tune import run_tune, tuned_values
@@ -391,14 +391,13 @@ def _main_tune(kw: dict[str, Any], tuning: tuple[Any, str], session: _Session,
     setup, dataset = tuning
     result = run_tune(setup, session.client, session.experiment_id, dataset=dataset,
                       parent_run_id=main_id, echo=click.echo)
-    config = _train_config(kw, {**result.best_params, "hparams_from": result.run_id})
+    config = train_config_from(kw, {**result.best_params, "hparams_from": result.run_id})
     click.echo(f"training the design with {tuned_values(vars(config))}")
     return config
 
 
 # --- plan: the cheapest per-class counts that reach a target accuracy (mixscale.plan) ------
-_CAP_FACTOR = 10  # default cap per class: this many times the law's count scale
-_MAX_SEEDS = 100  # = mixscale.verify.MAX_SEEDS (not imported: the CLI starts without mlflow)
+CAP_FACTOR = 10  # default cap per class: this many times the law's count scale
 
 
 def _float_list(name: str, text: str) -> list[float]:
@@ -409,7 +408,7 @@ def _float_list(name: str, text: str) -> list[float]:
                             f"{text!r}.") from None
 
 
-def _load_law(model_uri: str, tracking_uri: str) -> Any:
+def load_law(model_uri: str, tracking_uri: str) -> Any:
     """The :class:`~mixscale.fit.ScalingLaw` of a registered pyfunc law."""
     import mlflow
 
@@ -422,12 +421,12 @@ def _load_law(model_uri: str, tracking_uri: str) -> Any:
                             f"({type(exc).__name__}: {str(exc)[:300]}).") from None
 
 
-def _plan_inputs(kw: dict[str, Any], law: Any, available: Any = None
+def plan_inputs(kw: dict[str, Any], law: Any, available: Any = None
                  ) -> tuple[list[int], list[int], list[float], int]:
     """--current, --caps, --costs and --epochs of `plan`, empty ones filled in.
 
     Empty --caps: ``available`` (the dataset's images per class, when verifying), else
-    ``_CAP_FACTOR`` x the law's count scale; --current where that is larger.
+    ``CAP_FACTOR`` x the law's count scale; --current where that is larger.
     """
     n = len(law.class_columns_)
     current = (list(parse_int_list("current", kw["current"])) if kw["current"].strip()
@@ -436,14 +435,14 @@ def _plan_inputs(kw: dict[str, Any], law: Any, available: Any = None
         caps = list(parse_int_list("caps", kw["caps"]))
     else:
         caps = ([int(a) for a in available] if available is not None
-                else [int(round(_CAP_FACTOR * law.count_scale_))] * n)
+                else [int(round(CAP_FACTOR * law.count_scale_))] * n)
         caps = ([max(c, d) for c, d in zip(current, caps, strict=True)]
                 if len(current) == len(caps) else caps)
     costs = _float_list("costs", kw["costs"]) if kw["costs"].strip() else [1.0] * n
     return current, caps, costs, kw["epochs"] or int(round(law.epoch_scale_))
 
 
-def _log_plan(client: Any, run_id: str, kw: dict[str, Any], plan: Any) -> None:
+def log_plan(client: Any, run_id: str, kw: dict[str, Any], plan: Any) -> None:
     """Log a plan on its run: params, metrics, plan.json, plan.csv and plan.png."""
     import json
 

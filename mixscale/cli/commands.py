@@ -14,35 +14,35 @@ from typing import Any
 
 import click
 
-from mixscale._cliopts import (
-    _CAP_FACTOR,
-    _MAX_SEEDS,
-    _T,
-    _data,
-    _design,
-    _design_spec,
-    _fit,
-    _fit_config,
-    _friendly,
-    _load_law,
-    _log_plan,
-    _main_tune,
-    _main_tune_setup,
-    _mark_refused_project_run,
-    _opt,
-    _plan_inputs,
-    _recipe_opt,
-    _Session,
-    _tracking,
-    _train,
-    _train_config,
-    _tune_base,
-    _tune_setup,
-    _with_tuned,
+from mixscale.cli.options import (
+    CAP_FACTOR,
+    Session,
+    T,
+    data_options,
+    design_options,
+    design_spec_from,
+    fit_config_from,
+    fit_options,
+    friendly,
+    load_law,
+    log_plan,
+    main_tune,
+    main_tune_setup,
+    mark_refused_project_run,
+    option,
+    plan_inputs,
+    recipe_option,
+    tracking_options,
+    train_config_from,
+    train_options,
+    tune_base,
+    tune_setup,
+    with_tuned,
 )
 from mixscale.config import (
     AUGMENTS,
     DEVICES,
+    MAX_SEEDS,
     MODELS,
     PRECISIONS,
     RECIPES,
@@ -63,31 +63,31 @@ def cli() -> None:
 
 
 @cli.command("design")
-@_tracking
-@_design
-@_friendly
+@tracking_options
+@design_options
+@friendly
 def design_cmd(**kw: Any) -> None:
     """Create a maximin mixture design: a parent run with one SCHEDULED child run per row."""
     from mixscale.stages.design import prepare_design, run_design
 
-    prepared = prepare_design(_design_spec(kw), data_dir=kw["data_dir"],
+    prepared = prepare_design(design_spec_from(kw), data_dir=kw["data_dir"],
                               download=kw["download"])  # validated before any logging
-    session = _Session(kw)
+    session = Session(kw)
     result = run_design(prepared, session.client, session.experiment_id,
                         run_id=session.project_run_id, echo=click.echo)
     click.echo(f"next: mixscale train --design-id {result.design_id}")
 
 
 @cli.command("train-row")
-@_tracking
-@_opt("--run-id", str, "", "The row's child run (status SCHEDULED).")
-@_opt("--counts", str, "",
+@tracking_options
+@option("--run-id", str, "", "The row's child run (status SCHEDULED).")
+@option("--counts", str, "",
       "Instead of --run-id: comma-separated images per class (label order) to train ad hoc "
       "in a new run, outside any design.")
-@_opt("--dataset", str, "digits", "Dataset of --counts.")
-@_opt("--seed", click.IntRange(0, 2**31 - 2), 0, "Seed of --counts (subset and training).")
-@_train
-@_friendly
+@option("--dataset", str, "digits", "Dataset of --counts.")
+@option("--seed", click.IntRange(0, 2**31 - 2), 0, "Seed of --counts (subset and training).")
+@train_options
+@friendly
 def train_row_cmd(**kw: Any) -> None:
     """Train one design row and log its per-epoch metrics on the row's run (or ad-hoc counts).
 
@@ -102,13 +102,13 @@ def train_row_cmd(**kw: Any) -> None:
         raise MixscaleError("train-row needs exactly one of --run-id (a design row) or "
                             "--counts (ad-hoc per-class counts).")
     counts = parse_int_list("counts", kw["counts"]) if kw["counts"].strip() else None
-    config = _train_config(kw)
+    config = train_config_from(kw)
     dataset = None
     if counts is not None:  # validated before any logging
         dataset = load_dataset(kw["dataset"], data_dir=config.data_dir, download=config.download)
         check_adhoc_counts(dataset, counts)
-    session = _Session(kw)
-    config = _with_tuned(kw, config, session)
+    session = Session(kw)
+    config = with_tuned(kw, config, session)
     if counts is not None:
         session.mark_launcher()
         train_counts(session.client, session.experiment_id, kw["dataset"], counts, config,
@@ -128,39 +128,39 @@ def train_row_cmd(**kw: Any) -> None:
 
 
 @cli.command("train")
-@_tracking
+@tracking_options
 @click.option("--design-id", required=True, help="The design's parent run id.")
-@_train
-@_opt("--worker", str, "0",
+@train_options
+@option("--worker", str, "0",
       "This worker's index in [0, --workers), or 'env' to read $JOB_COMPLETION_INDEX "
       "(Kubernetes Indexed Job) or $SLURM_ARRAY_TASK_ID (Slurm array, --array=0-(N-1)).")
-@_opt("--workers", click.IntRange(0, 100_000), 0,
+@option("--workers", click.IntRange(0, 100_000), 0,
       "Static partition: train only rows with row % workers == worker, restarting RUNNING "
       "ones (left by a dead earlier attempt of this index); 0 = every row.")
-@_opt("--stale-after", click.FloatRange(0), 0.0,
+@option("--stale-after", click.FloatRange(0), 0.0,
       "Without --workers: restart RUNNING rows whose heartbeat (updated at every "
       "evaluation) is older than this many seconds; 0 = never.")
-@_opt("--executor", click.Choice(["local", "ray"]), "local",
+@option("--executor", click.Choice(["local", "ray"]), "local",
       "local = rows one after another here; ray = rows as Ray tasks (pip install "
       "'mixscale[ray]').")
-@_opt("--ray-address", str, "",
+@option("--ray-address", str, "",
       "Ray cluster address (e.g. ray://head:10001, auto); empty or 'local' = $RAY_ADDRESS, "
       "else a local Ray instance.")
-@_opt("--ray-cpus", click.FloatRange(0.01, 1024), 1.0,
+@option("--ray-cpus", click.FloatRange(0.01, 1024), 1.0,
       "CPUs per Ray task (a task also gets 1 GPU with --device cuda).")
-@_opt("--max-parallel", click.IntRange(1, 1024), 1,
+@option("--max-parallel", click.IntRange(1, 1024), 1,
       "Local worker processes, one static partition each; rerun with the same value to "
       "restart rows a killed run left RUNNING.")
-@_friendly
+@friendly
 def train_cmd(**kw: Any) -> None:
     """Train every pending row of a design (or this worker's share of them)."""
     from mixscale.stages.rows import resolve_worker, train_rows
     from mixscale.track import DESIGN
 
-    config = _train_config(kw)
+    config = train_config_from(kw)
     worker = resolve_worker(kw["worker"], kw["workers"])  # validated before any logging
-    session = _Session(kw)
-    config = _with_tuned(kw, config, session)
+    session = Session(kw)
+    config = with_tuned(kw, config, session)
     session.mark_launcher(**{DESIGN: kw["design_id"]})
     address = "" if kw["ray_address"].strip().lower() in ("", "local") else kw["ray_address"]
     if kw["max_parallel"] > 1:
@@ -185,9 +185,9 @@ def train_cmd(**kw: Any) -> None:
               help="Tracking store; default $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in "
                    "the working directory.")
 @click.option("--design-id", required=True, help="The design's parent run id.")
-@_opt("--stale-after", click.FloatRange(0), 0.0,
+@option("--stale-after", click.FloatRange(0), 0.0,
       "Mark RUNNING rows whose heartbeat is older than this many seconds; 0 = off.")
-@_friendly
+@friendly
 def status_cmd(**kw: Any) -> None:
     """Where a design stands: rows by status, heartbeats, errors (logs nothing)."""
     from mlflow import MlflowClient
@@ -203,37 +203,37 @@ def status_cmd(**kw: Any) -> None:
 
 
 @cli.command("fit")
-@_tracking
+@tracking_options
 @click.option("--design-id", "design_ids", required=True,
               help="Design run id(s), comma-separated.")
-@_fit
+@fit_options
 @click.option("--seed", type=click.IntRange(0, 2**31 - 2), default=0, show_default=True)
-@_friendly
+@friendly
 def fit_cmd(**kw: Any) -> None:
     """Fit scaling laws to a design's FINISHED rows; log, register, alias the champion."""
     from mixscale.stages.fit import run_fit, serve_command
 
-    config = _fit_config(kw)
+    config = fit_config_from(kw)
     design_ids = split_list("design_id", kw["design_ids"])
     if not design_ids:
         raise MixscaleError("`design_id` must name at least one design run id, but got ''.")
-    session = _Session(kw)
+    session = Session(kw)
     result = run_fit(config, session.client, session.experiment_id, design_ids,
                      run_id=session.project_run_id, echo=click.echo)
     click.echo(f"serve it:     {serve_command(result.champion_uri, session.uri)}")
 
 
 @cli.command("main")
-@_tracking
-@_design
-@_train
-@_fit
+@tracking_options
+@design_options
+@train_options
+@fit_options
 @click.option("--tune", type=click.BOOL, default=False, is_flag=False, flag_value=True,
               show_default=True, help="First run a small Optuna study on the full training "
               "split and train the design with its best values (`--tune` alone = true).")
-@_opt("--tune-trials", int, 8, "With --tune: trials of the study.")
-@_opt("--tune-epochs", click.IntRange(1, 100_000), 10, "With --tune: epochs per trial.")
-@_friendly
+@option("--tune-trials", int, 8, "With --tune: trials of the study.")
+@option("--tune-epochs", click.IntRange(1, 100_000), 10, "With --tune: epochs per trial.")
+@friendly
 def main_cmd(**kw: Any) -> None:
     """The whole pipeline: design -> train every row -> fit, register and serve-ready."""
     from mixscale import track as tr
@@ -241,20 +241,20 @@ def main_cmd(**kw: Any) -> None:
     from mixscale.stages.fit import run_fit, serve_command
     from mixscale.stages.rows import train_rows
 
-    spec, config, fit_config = _design_spec(kw), _train_config(kw), _fit_config(kw)
+    spec, config, fit_config = design_spec_from(kw), train_config_from(kw), fit_config_from(kw)
     t0 = time.perf_counter()
     prepared = prepare_design(spec, data_dir=config.data_dir,
                               download=config.download)  # validated before any logging
-    tuning = _main_tune_setup(kw, spec.dataset) if kw["tune"] else None
-    session = _Session(kw)
+    tuning = main_tune_setup(kw, spec.dataset) if kw["tune"] else None
+    session = Session(kw)
     client = session.client
-    config = _with_tuned(kw, config, session)
+    config = with_tuned(kw, config, session)
     main_id = tr.start_stage_run(client, session.experiment_id, kind="pipeline",
                                  name=f"main-{spec.dataset}-s{spec.seed}",
                                  tags={tr.DATASET: spec.dataset}, run_id=session.project_run_id)
     try:
         if tuning is not None:
-            config = _main_tune(kw, tuning, session, main_id)
+            config = main_tune(kw, tuning, session, main_id)
         design = run_design(prepared, client, session.experiment_id, parent_run_id=main_id,
                             echo=click.echo)
         train_rows(client, design.design_id, config, echo=click.echo)
@@ -297,54 +297,54 @@ def _pair(rng: tuple[float, float]) -> str:
 
 
 @cli.command("tune")
-@_tracking
-@_opt("--dataset", str, "",
+@tracking_options
+@option("--dataset", str, "",
       "Dataset (as for design); empty = digits, or with --run-id the row's design's dataset.")
-@_opt("--run-id", str, "",
+@option("--run-id", str, "",
       "A design row's run: tune on exactly that row's images; empty = the full training split.")
-@_opt("--trials", int, _TC.trials, "Trials this process adds to the study (>= 1).")
-@_opt("--timeout", float, 0.0, "Seconds after which this process starts no new trial; 0 = none.")
-@_opt("--sampler", click.Choice(SAMPLERS), _TC.sampler,
+@option("--trials", int, _TC.trials, "Trials this process adds to the study (>= 1).")
+@option("--timeout", float, 0.0, "Seconds after which this process starts no new trial; 0 = none.")
+@option("--sampler", click.Choice(SAMPLERS), _TC.sampler,
       "tpe = multivariate TPE (5 random start-up trials); random = uniform. Seeded by --seed.")
-@_opt("--pruner", click.Choice(PRUNERS), _TC.pruner,
+@option("--pruner", click.Choice(PRUNERS), _TC.pruner,
       "median = stop a trial whose validation accuracy is below the median of earlier trials "
       "at the same epoch; hyperband; none.")
-@_opt("--pruner-startup-trials", int, _TC.startup_trials,
+@option("--pruner-startup-trials", int, _TC.startup_trials,
       "median: complete trials before any pruning.")
-@_opt("--pruner-warmup-epochs", int, _TC.warmup_epochs,
+@option("--pruner-warmup-epochs", int, _TC.warmup_epochs,
       "median: no pruning before this epoch; hyperband: the fewest epochs a trial gets.")
-@_opt("--storage", str, "",
+@option("--storage", str, "",
       "Optuna database URL; empty = optuna.db next to a SQLite tracking store (else ./optuna.db)."
       " Processes given one PostgreSQL URL and --study-name add trials to one study.")
-@_opt("--study-name", str, "",
+@option("--study-name", str, "",
       "Empty = <dataset>-<model>-<full|row-<run id>>-e<epochs>; an existing study is resumed.")
-@_opt("--lr-range", str, _pair(_SS.lr), "Learning-rate range low,high (log scale).")
-@_opt("--momentum-range", str, _pair(_SS.momentum), "Momentum range low,high.")
-@_opt("--weight-decay-range", str, _pair(_SS.weight_decay),
+@option("--lr-range", str, _pair(_SS.lr), "Learning-rate range low,high (log scale).")
+@option("--momentum-range", str, _pair(_SS.momentum), "Momentum range low,high.")
+@option("--weight-decay-range", str, _pair(_SS.weight_decay),
       "Weight-decay range low,high (log scale).")
-@_opt("--batch-sizes", str, ",".join(map(str, _SS.batch_size)),
+@option("--batch-sizes", str, ",".join(map(str, _SS.batch_size)),
       "Batch sizes to choose from, comma-separated.")
-@_opt("--val-fraction", float, _TC.val_fraction,
+@option("--val-fraction", float, _TC.val_fraction,
       "Share of each class's training images held out (fixed seed) to score trials on; "
       "the test split is never used.")
-@_opt("--seed", int, _TC.seed, "Seeds the sampler; give parallel workers different seeds.")
-@_opt("--enqueue-recipe", click.BOOL, _TC.enqueue_recipe,
+@option("--seed", int, _TC.seed, "Seeds the sampler; give parallel workers different seeds.")
+@option("--enqueue-recipe", click.BOOL, _TC.enqueue_recipe,
       "A new study's first trial tries the recipe's own lr, momentum, weight decay and batch "
       "size (a baseline to beat).")
-@_opt("--recipe", click.Choice(RECIPES), "default", "Preset for the options marked [recipe].")
-@_recipe_opt("--model", click.Choice(MODELS))
-@_recipe_opt("--epochs", click.IntRange(1, 100_000), "Epochs per trial.")
-@_recipe_opt("--lr-milestones", click.STRING,
+@option("--recipe", click.Choice(RECIPES), "default", "Preset for the options marked [recipe].")
+@recipe_option("--model", click.Choice(MODELS))
+@recipe_option("--epochs", click.IntRange(1, 100_000), "Epochs per trial.")
+@recipe_option("--lr-milestones", click.STRING,
              "Epochs where the learning rate is multiplied by --lr-gamma; recipe milestones "
              "past --epochs are dropped.")
-@_recipe_opt("--lr-gamma", click.FloatRange(0, 1, min_open=True))
-@_recipe_opt("--augment", click.Choice(AUGMENTS))
-@_opt("--crop-padding", click.IntRange(0, 64), _T.crop_padding)
-@_recipe_opt("--stem", click.Choice(STEMS))
-@_opt("--precision", click.Choice(PRECISIONS), _T.precision)
-@_opt("--device", click.Choice(DEVICES), _T.device, "auto = cuda when available.")
-@_data
-@_friendly
+@recipe_option("--lr-gamma", click.FloatRange(0, 1, min_open=True))
+@recipe_option("--augment", click.Choice(AUGMENTS))
+@option("--crop-padding", click.IntRange(0, 64), T.crop_padding)
+@recipe_option("--stem", click.Choice(STEMS))
+@option("--precision", click.Choice(PRECISIONS), T.precision)
+@option("--device", click.Choice(DEVICES), T.device, "auto = cuda when available.")
+@data_options
+@friendly
 def tune_cmd(**kw: Any) -> None:
     """Search lr, momentum, weight decay and batch size with Optuna on a validation split."""
     from mixscale.config import DATASETS
@@ -353,13 +353,13 @@ def tune_cmd(**kw: Any) -> None:
     if kw["dataset"] and kw["dataset"] not in DATASETS:
         raise MixscaleError(f"unknown dataset {kw['dataset']!r}; allowed: "
                             f"{', '.join(repr(d) for d in DATASETS)}.")
-    setup = _tune_setup(
-        kw, _tune_base(kw), trials=kw["trials"], timeout=kw["timeout"] or None,
+    setup = tune_setup(
+        kw, tune_base(kw), trials=kw["trials"], timeout=kw["timeout"] or None,
         sampler=kw["sampler"], pruner=kw["pruner"], startup_trials=kw["pruner_startup_trials"],
         warmup_epochs=kw["pruner_warmup_epochs"], val_fraction=kw["val_fraction"],
         seed=kw["seed"], enqueue_recipe=kw["enqueue_recipe"], storage=kw["storage"] or None,
         study_name=kw["study_name"] or None)
-    session = _Session(kw)
+    session = Session(kw)
     result = run_tune(setup, session.client, session.experiment_id,
                       dataset=kw["dataset"] or None, row_run_id=kw["run_id"] or None,
                       run_id=session.project_run_id, echo=click.echo)
@@ -368,28 +368,28 @@ def tune_cmd(**kw: Any) -> None:
 
 
 @cli.command("plan")
-@_tracking
-@_opt("--model-uri", str, "models:/mixscale-digits@perclass-own-total",
+@tracking_options
+@option("--model-uri", str, "models:/mixscale-digits@perclass-own-total",
       "Registered law to plan with (models:/<name>@<alias>, models:/<name>/<version>, "
       "runs:/...); default: the per-class law, whose returns diminish per class.")
-@_opt("--current", str, "",
+@option("--current", str, "",
       "Comma-separated images per class you have now (label order); empty = zeros.")
-@_opt("--caps", str, "",
-      f"Comma-separated most images per class you can get; empty = {_CAP_FACTOR} x the law's "
+@option("--caps", str, "",
+      f"Comma-separated most images per class you can get; empty = {CAP_FACTOR} x the law's "
       "count scale (its largest training class count), with --verify the images the dataset "
       "has per class; --current where larger.")
-@_opt("--costs", str, "", "Comma-separated cost of one more image per class; empty = all 1.")
-@_opt("--floor", str, "", "Fewest images of each class a plan may have: one value, or one per "
+@option("--costs", str, "", "Comma-separated cost of one more image per class; empty = all 1.")
+@option("--floor", str, "", "Fewest images of each class a plan may have: one value, or one per "
       "class; empty = the smallest per-class count of the law's training rows.")
 @click.option("--target", type=float, required=True, help="Target test accuracy, in (0, 1).")
-@_opt("--epochs", int, 0,
+@option("--epochs", int, 0,
       "Epochs of training the prediction is for; 0 = the law's largest training epoch.")
 @click.option("--verify", type=click.BOOL, default=False, is_flag=False, flag_value=True,
               show_default=True, help="Then train the planned counts --seeds times with the "
               "law's own recipe and log the realised accuracy (`--verify` alone = true).")
 @click.option("--no-verify", is_flag=True, help="Same as `--verify false`.")
-@_opt("--seeds", click.IntRange(1, _MAX_SEEDS), 3, "With --verify: training runs (seeds 0..N-1).")
-@_friendly
+@option("--seeds", click.IntRange(1, MAX_SEEDS), 3, "With --verify: training runs (seeds 0..N-1).")
+@friendly
 def plan_cmd(**kw: Any) -> None:
     """The cheapest per-class image counts a registered law predicts to reach --target.
 
@@ -402,12 +402,12 @@ def plan_cmd(**kw: Any) -> None:
     from mixscale.plan import INTERVAL_LEVEL, plan_counts
     from mixscale.stages.verify import check_counts, prepare_verification, run_verification
 
-    session = _Session(kw)
-    law = _load_law(kw["model_uri"], session.uri)
+    session = Session(kw)
+    law = load_law(kw["model_uri"], session.uri)
     verify = kw["verify"] and not kw["no_verify"]
     setup = prepare_verification(session.client, kw["model_uri"]) if verify else None
     available = None if setup is None else setup.dataset.available  # default caps
-    current, caps, costs, epochs = _plan_inputs(kw, law, available)
+    current, caps, costs, epochs = plan_inputs(kw, law, available)
     floor = list(parse_int_list("floor", kw["floor"])) if kw["floor"].strip() else None
     plan = plan_counts(law, current=current, caps=caps, costs=costs, target=kw["target"],
                        epochs=epochs, floor=floor)  # validated before any logging
@@ -432,7 +432,7 @@ def plan_cmd(**kw: Any) -> None:
                                 name=f"plan-{law.family}-{law.predictor}",
                                 parent_run_id=session.project_run_id)
     try:
-        _log_plan(session.client, run_id, kw, plan)
+        log_plan(session.client, run_id, kw, plan)
         if setup is not None:  # the plan run is the parent of the verification runs
             run_verification(session.client, session.experiment_id, plan, setup,
                              seeds=kw["seeds"], plan_run_id=run_id, echo=click.echo)
@@ -449,7 +449,7 @@ def entry_point(command: click.Command, name: str) -> None:
     As on the command line, a refused request (a click usage error or a mixscale error) prints
     one ``Error:`` line and exits non-zero. MLflow then ends its project run FAILED, which we
     cannot prevent; if that run holds nothing of ours it is first renamed ``refused-<name>``
-    and tagged ``mixscale.kind=refused`` (:func:`_mark_refused_project_run`).
+    and tagged ``mixscale.kind=refused`` (:func:`mark_refused_project_run`).
 
     Parameters
     ----------
@@ -463,7 +463,7 @@ def entry_point(command: click.Command, name: str) -> None:
         code = command.main(prog_name=name, standalone_mode=False)
     except click.ClickException as exc:
         if run_id:
-            _mark_refused_project_run(run_id, name, exc.format_message())
+            mark_refused_project_run(run_id, name, exc.format_message())
         exc.show()
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:

@@ -11,7 +11,7 @@ import pytest
 from mixscale.errors import FitError, MixscaleError
 from mixscale.fit import NotFittedError
 from mixscale.fit.classlaw import ClassLaw, class_accuracy_column
-from mixscale.fit.lawjson import read_law
+from mixscale.fit.reader import read_law
 from mixscale.plan import plan_counts
 
 CLASSES = ["n_a", "n_b", "n_c"]

@@ -5,7 +5,8 @@ Modules: :mod:`~mixscale.fit.laws` (families and linear predictors), :mod:`~mixs
 (:class:`ScalingLaw`), :mod:`~mixscale.fit.classlaw` (:class:`ClassLaw`), :mod:`~mixscale.fit.base`
 (what both share), :mod:`~mixscale.fit.inputs`, :mod:`~mixscale.fit.lsq`,
 :mod:`~mixscale.fit.bootstrap`, :mod:`~mixscale.fit.metrics`, :mod:`~mixscale.fit.summary`,
-:mod:`~mixscale.fit.report` and :mod:`~mixscale.fit.lawjson`.
+:mod:`~mixscale.fit.report`, :mod:`~mixscale.fit.lawjson` (the JSON law format) and
+:mod:`~mixscale.fit.reader`.
 """
 
 from __future__ import annotations

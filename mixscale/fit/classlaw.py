@@ -52,13 +52,14 @@ import pandas as pd
 from scipy.optimize import least_squares, nnls
 
 from mixscale.errors import FitError, MixscaleError, NotFittedError
-from mixscale.fit.base import LawBase
+from mixscale.fit.base import LawBase, check_design
 from mixscale.fit.bootstrap import BootstrapResult
 from mixscale.fit.inputs import check_options, read_features, read_target
-from mixscale.fit.lawjson import class_law_from_dict, class_law_to_dict
+from mixscale.fit.lawjson import get_key
 from mixscale.fit.metrics import mse, r2
 
-__all__ = ["ClassLaw", "FAMILY", "PREDICTOR", "N_SHAPE", "class_accuracy_column", "given_weights"]
+__all__ = ["ClassLaw", "FAMILY", "PREDICTOR", "N_SHAPE", "CLASS_FORMAT", "class_accuracy_column",
+           "given_weights", "class_law_to_dict", "class_law_from_dict"]
 
 FAMILY, PREDICTOR = "perclass", "own-total"  # how the fit summary and the registry name it
 _SHAPE = ("A", "p", "w_own", "w_total", "w_epoch", "k")  # per-class parameters, raw order
@@ -434,3 +435,65 @@ def _block_diag(blocks: list[np.ndarray]) -> np.ndarray:
         out[i:i + b.shape[0], i:i + b.shape[0]] = b
         i += b.shape[0]
     return out
+
+
+# 2: the own-count gate (0 accuracy without images of its own; parameter k) and `design`
+CLASS_FORMAT, CLASS_FORMAT_VERSION = "mixscale.ClassLaw", 2
+_CLASS_KEYS = ("options", "class_columns", "count_scale", "total_scale", "epoch_scale",
+               "class_weights", "raw_params", "pcov", "cost", "n_train")
+
+
+def class_law_to_dict(law: Any) -> dict[str, Any]:
+    """A fitted :class:`~mixscale.fit.classlaw.ClassLaw` as plain JSON types."""
+    return {
+        "format": CLASS_FORMAT, "version": CLASS_FORMAT_VERSION, "family": law.family,
+        "predictor": law.predictor,
+        "options": {"min_epoch": int(law.min_epoch), "loss": law.loss,
+                    "f_scale": float(law.f_scale), "n_starts": int(law.n_starts),
+                    "seed": None if law.seed is None else int(law.seed)},
+        "class_columns": list(law.class_columns_),
+        "count_scale": law.count_scale_, "total_scale": law.total_scale_,
+        "epoch_scale": law.epoch_scale_,
+        "class_weights": [float(w) for w in law.class_weights_],
+        "params": dict(law.params_),
+        "raw_params": [float(v) for v in law.raw_params_],
+        "pcov": [[float(v) if np.isfinite(v) else None for v in row] for row in law.pcov_],
+        "cost": law.cost_, "n_train": law.n_train_,
+        "bootstrap_raw": (None if law.bootstrap_raw_ is None else law.bootstrap_raw_.tolist()),
+        "design": law.design_,
+    }
+
+
+def class_law_from_dict(cls: type, d: dict[str, Any]) -> Any:
+    """Rebuild a fitted per-class law of class ``cls`` from :func:`class_law_to_dict` output."""
+    if not isinstance(d, dict) or d.get("format") != CLASS_FORMAT:
+        raise MixscaleError(f"not a {CLASS_FORMAT} dict: `format` is {get_key(d, 'format')!r}.")
+    if d.get("version") == 1:
+        raise MixscaleError(f"{CLASS_FORMAT} version 1 is the per-class form without the "
+                            "own-count gate (it predicts high accuracy for a class with no "
+                            "images); refit it with `mixscale fit` to get version "
+                            f"{CLASS_FORMAT_VERSION}.")
+    if d.get("version") != CLASS_FORMAT_VERSION:
+        raise MixscaleError(f"{CLASS_FORMAT} version must be {CLASS_FORMAT_VERSION}, but got "
+                            f"{d.get('version')!r}.")
+    missing = [k for k in _CLASS_KEYS if k not in d]
+    if missing:
+        raise MixscaleError(f"{CLASS_FORMAT} dict is missing key(s) {missing}.")
+    law = cls(**d["options"])
+    law._check_options()
+    law.class_columns_ = list(d["class_columns"])
+    law.count_scale_, law.total_scale_, law.epoch_scale_ = (
+        float(d[k]) for k in ("count_scale", "total_scale", "epoch_scale"))
+    law.class_weights_ = given_weights(d["class_weights"], len(law.class_columns_))
+    raw = np.asarray(d["raw_params"], dtype=float)
+    n_raw = len(law.class_columns_) * N_SHAPE
+    if raw.shape != (n_raw,):
+        raise MixscaleError(f"`raw_params` of a per-class law on {len(law.class_columns_)} "
+                            f"classes must have {n_raw} values, but got {raw.size}.")
+    pcov = np.array([[np.inf if v is None else v for v in row] for row in d["pcov"]])
+    law._set(raw, pcov, cost=float(d["cost"]), n_train=int(d["n_train"]))
+    law.groups_ = None
+    if d.get("bootstrap_raw") is not None:
+        law.bootstrap_raw_ = np.asarray(d["bootstrap_raw"], dtype=float)
+    law.design_ = check_design(d.get("design"), len(law.class_columns_))
+    return law

@@ -24,6 +24,7 @@ from mixscale.errors import MixscaleError
 from mixscale.fit.m4 import m4_fraction, m4_gradient
 
 __all__ = [
+    "n_raw_params",
     "FAMILIES",
     "PREDICTORS",
     "Z_MIN",
@@ -450,3 +451,10 @@ def get_predictor(name: str) -> Predictor:
         raise MixscaleError(
             f"`predictor` must be one of {sorted(PREDICTORS)}, but got {name!r}."
         ) from None
+
+
+def n_raw_params(family: str, predictor: str, n_classes: int) -> int:
+    """Number of estimated parameters (the count weights have one constraint)."""
+    pred = get_predictor(predictor)
+    n_count_terms = n_classes if pred.per_class else 1
+    return len(get_family(family).param_names) + n_count_terms - 1 + len(pred.epoch_powers)

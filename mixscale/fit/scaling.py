@@ -28,21 +28,11 @@ from mixscale.fit import lsq as _lsq
 from mixscale.fit.base import LawBase
 from mixscale.fit.bootstrap import BootstrapResult, bootstrap_law
 from mixscale.fit.inputs import check_options, read_features, read_target
-from mixscale.fit.lawjson import CONVENTION, law_from_dict, law_to_dict
-from mixscale.fit.laws import get_family, get_predictor
+from mixscale.fit.lawjson import law_from_dict, law_to_dict
+from mixscale.fit.laws import get_family, get_predictor, n_raw_params
 from mixscale.fit.metrics import mse, r2
-from mixscale.fit.summary import fit_all, n_raw_params, parameter_table
 
-__all__ = [
-    "CONVENTION",
-    "BootstrapResult",
-    "NotFittedError",
-    "ScalingLaw",
-    "fit_all",
-    "mse",
-    "parameter_table",
-    "r2",
-]
+__all__ = ["ScalingLaw"]
 
 class ScalingLaw(LawBase):
     """Per-class dataset-size scaling law ``accuracy = f(z)``, scikit-learn style.

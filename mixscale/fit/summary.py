@@ -5,25 +5,18 @@ Re-exported by :mod:`mixscale.fit`, which is where users import them from.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
 from mixscale.errors import FitError
 from mixscale.fit.inputs import read_features
-from mixscale.fit.laws import FAMILIES, PREDICTORS, get_family, get_predictor
+from mixscale.fit.laws import FAMILIES, PREDICTORS, n_raw_params
+from mixscale.fit.scaling import ScalingLaw
 
-if TYPE_CHECKING:
-    from mixscale.fit.scaling import ScalingLaw
-
-__all__ = ["fit_all", "n_raw_params", "parameter_table"]
+__all__ = ["fit_all", "parameter_table"]
 
 
-def n_raw_params(family: str, predictor: str, n_classes: int) -> int:
-    """Number of estimated parameters (the count weights have one constraint)."""
-    pred = get_predictor(predictor)
-    n_count_terms = n_classes if pred.per_class else 1
-    return len(get_family(family).param_names) + n_count_terms - 1 + len(pred.epoch_powers)
 
 
 def parameter_table(law: ScalingLaw) -> pd.DataFrame:
@@ -77,10 +70,6 @@ def fit_all(
         val_mse, val_r2, error`` (``error`` holds the :class:`FitError` message of a failed
         combination, else ``None``).
     """
-    from mixscale.fit.scaling import (
-        ScalingLaw,  # fit.py re-exports this module: import at call time
-    )
-
     families = list(FAMILIES) if families is None else list(families)
     predictors = list(PREDICTORS) if predictors is None else list(predictors)
     n_classes = len(read_features(X_train, class_columns=None)[2])

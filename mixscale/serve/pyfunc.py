@@ -23,7 +23,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 from mixscale.errors import MixscaleError
-from mixscale.fit.lawjson import read_law
+from mixscale.fit.reader import read_law
 
 __all__ = ["LawModel", "check_served_input", "law_signature", "log_law", "served_class_column",
            "set_alias", "CHAMPION", "MAX_SCALE", "OUTSIDE"]

@@ -1,5 +1,5 @@
 # Two commands on a fresh machine: `make demo` (install + the whole pipeline on digits) and
-# `make test` (install + ruff + the test suite). Both install into ./.venv first.
+# `make test` (install + ruff + import contracts + the test suite). Both install into ./.venv first.
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -ec
 VENV ?= .venv
@@ -22,6 +22,7 @@ demo: install
 
 test: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/pytest
 
 clean:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mixscale.errors import MixscaleError
-from mixscale.fit.m4 import m4_fraction, m4_gradient
+from mixscale.fit.m4 import Z_MIN, m4_fraction, m4_gradient
 
 __all__ = [
     "n_raw_params",
@@ -40,7 +40,6 @@ __all__ = [
     "power_law",
 ]
 
-Z_MIN = 1e-12  # families that need z > 0 clip the linear predictor here (also in _m4.py)
 
 
 def _positive(z: np.ndarray) -> np.ndarray:

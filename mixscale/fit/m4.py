@@ -12,7 +12,7 @@ import numpy as np
 
 __all__ = ["m4_fraction", "m4_gradient"]
 
-Z_MIN = 1e-12  # same clip as mixscale.laws.Z_MIN
+Z_MIN = 1e-12  # families that need z > 0 clip the linear predictor here
 _S_MAX = 50.0  # |logit| bound of the root solve: sigmoid(50) == 1 - 2e-22
 _ITERATIONS = 60
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -17,6 +17,7 @@ from mixscale.errors import MixscaleError
 
 __all__ = [
     "Echo",
+    "RESOLVED_PARAMS",
     "MAX_SEEDS",
     "DATASETS",
     "MODELS",
@@ -39,6 +40,7 @@ __all__ = [
 ]
 
 Echo = Callable[[str], None]  # how a stage prints one line of progress (print by default)
+RESOLVED_PARAMS = ("device", "augment", "stem", "precision")  # `auto` resolves these per machine
 MAX_SEEDS = 100  # most verification seeds one plan may ask for (plan --verify --seeds)
 
 
@@ -335,6 +337,62 @@ class TrainConfig:
         0.1
         """
         return cls(**{**cls.recipe_values(recipe), **overrides})
+
+    def to_params(self, resolved: Mapping[str, object] | None = None, *,
+                  omit: Iterable[str] = ("download",)) -> dict[str, object]:
+        """The recipe as MLflow params: every field but ``omit``, ``lr_milestones`` as ``"a,b"``.
+
+        ``resolved`` (:meth:`mixscale.train.TrainSettings.as_params`: what the ``auto``
+        choices of :data:`RESOLVED_PARAMS` became on the training machine) replaces those
+        fields. :meth:`from_params` reads a row's params back.
+        """
+        params = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                  if f.name not in tuple(omit)}
+        params.update(resolved or {})
+        if "lr_milestones" in params:
+            params["lr_milestones"] = ",".join(map(str, self.lr_milestones))
+        return params
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, str], *, source: str = "the row") -> TrainConfig:
+        """Rebuild a config from a row run's params (all text): :meth:`to_params` read back.
+
+        Each field is parsed to the type of its default; a field the row lacks keeps its default.
+        ``device`` and ``precision`` become ``"auto"``: a row logs what they *resolved* to (e.g.
+        ``cpu``/``fp32`` on a machine without GPU), and pinning that would keep the verification
+        off a GPU that is present. ``augment`` and ``stem`` keep their resolved values (they
+        depend on the images only), except the ``stem`` ``"none"`` logged for smallcnn, which
+        becomes ``"auto"`` (smallcnn has no stem). ``download`` is off, and ``checkpoint_every``
+        0 (it never changes what is learnt; rows logged before it existed lack it).
+
+        Raises
+        ------
+        MixscaleError
+            If a param cannot be parsed or the recipe is not a valid config.
+        """
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            text = params.get(field.name)
+            if text is None or field.name in ("device", "precision", "download",
+                                              "checkpoint_every"):
+                continue
+            if field.name == "stem" and text == "none":
+                continue
+            kind = type(field.default)
+            try:
+                if kind is tuple:
+                    values[field.name] = tuple(int(t) for t in text.split(",") if t.strip())
+                elif kind is bool:
+                    values[field.name] = text.strip().lower() == "true"
+                else:
+                    values[field.name] = kind(text)
+            except ValueError:
+                raise MixscaleError(f"param {field.name}={text!r} of {source} is not a valid "
+                                    f"{kind.__name__}.") from None
+        try:
+            return cls(**values, device="auto", precision="auto")
+        except MixscaleError as exc:
+            raise MixscaleError(f"the recipe of {source} is not valid: {exc}") from None
 
     def eval_epochs(self) -> list[int]:
         """Epochs (1-based, after training that epoch) at which the row is evaluated."""

@@ -262,8 +262,7 @@ def main_cmd(**kw: Any) -> None:
                       parent_run_id=main_id, echo=click.echo)
         options = {k: v for k, v in kw.items()
                    if k not in ("tracking_uri", "experiment") and v is not None}
-        options.update({f: getattr(config, f) for f in config.__dataclass_fields__})
-        options["lr_milestones"] = ",".join(map(str, config.lr_milestones))
+        options.update(config.to_params(omit=()))
         tr.log_params(client, main_id, {**options, "design_id": design.design_id,
                                         "fit_run_id": fit.fit_run_id,
                                         "champion_uri": fit.champion_uri}, skip_existing=True)

@@ -49,7 +49,7 @@ import numpy as np
 from mlflow import MlflowClient
 
 from mixscale import track as tr
-from mixscale.config import Echo, TrainConfig
+from mixscale.config import RESOLVED_PARAMS, Echo, TrainConfig
 from mixscale.data import design_dataset, load_dataset, sample_subset, subset_hash
 from mixscale.data.datasets import ImageDataset
 from mixscale.errors import MixscaleError
@@ -169,9 +169,7 @@ def configure_http_retries() -> None:
 
 def row_params(config: TrainConfig, settings: Any) -> dict[str, object]:
     """The training recipe as logged on every row run."""
-    params = {f: getattr(config, f) for f in config.__dataclass_fields__ if f != "download"}
-    params.update(settings.as_params(), lr_milestones=",".join(map(str, config.lr_milestones)))
-    return params
+    return config.to_params(settings.as_params())
 
 
 def claim_recipe(config: TrainConfig, settings: Any = None) -> dict[str, object] | None:
@@ -186,10 +184,7 @@ def claim_recipe(config: TrainConfig, settings: Any = None) -> dict[str, object]
         return None
     if settings is not None:
         return row_params(config, settings)
-    params = {f: getattr(config, f) for f in config.__dataclass_fields__
-              if f not in ("download", "device", "augment", "stem", "precision")}
-    params["lr_milestones"] = ",".join(map(str, config.lr_milestones))
-    return params
+    return config.to_params(omit=("download", *RESOLVED_PARAMS))
 
 
 def run_row(client: MlflowClient, row: tr.RowSpec, run_id: str, *, dataset: Any,

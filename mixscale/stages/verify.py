@@ -12,7 +12,7 @@ under the plan run, and compares the realised test accuracy with the law's predi
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,45 +99,8 @@ def fit_run_of(client: MlflowClient, model_uri: str) -> str:
     return fit_run
 
 
-def recipe_from_params(params: Mapping[str, str], *, source: str = "the row") -> TrainConfig:
-    """Rebuild a :class:`TrainConfig` from a row run's params (all text).
-
-    Each field is parsed to the type of its default; a field the row lacks keeps its default.
-    ``device`` and ``precision`` become ``"auto"``: a row logs what they *resolved* to (e.g.
-    ``cpu``/``fp32`` on a machine without GPU), and pinning that would keep the verification
-    off a GPU that is present. ``augment`` and ``stem`` keep their resolved values (they
-    depend on the images only), except the ``stem`` ``"none"`` logged for smallcnn, which
-    becomes ``"auto"`` (smallcnn has no stem). ``download`` is off, and ``checkpoint_every``
-    0 (it never changes what is learnt; rows logged before it existed lack it).
-
-    Raises
-    ------
-    MixscaleError
-        If a param cannot be parsed or the recipe is not a valid :class:`TrainConfig`.
-    """
-    values: dict[str, Any] = {}
-    for field in dataclasses.fields(TrainConfig):
-        text = params.get(field.name)
-        if text is None or field.name in ("device", "precision", "download",
-                                          "checkpoint_every"):
-            continue
-        if field.name == "stem" and text == "none":
-            continue
-        kind = type(field.default)
-        try:
-            if kind is tuple:
-                values[field.name] = tuple(int(t) for t in text.split(",") if t.strip())
-            elif kind is bool:
-                values[field.name] = text.strip().lower() == "true"
-            else:
-                values[field.name] = kind(text)
-        except ValueError:
-            raise MixscaleError(f"param {field.name}={text!r} of {source} is not a valid "
-                                f"{kind.__name__}.") from None
-    try:
-        return TrainConfig(**values, device="auto", precision="auto")
-    except MixscaleError as exc:
-        raise MixscaleError(f"the recipe of {source} is not valid: {exc}") from None
+# A row's recipe, rebuilt from its params: the one param contract lives in TrainConfig.
+recipe_from_params = TrainConfig.from_params
 
 
 def _recipe_differences(a: TrainConfig, b: TrainConfig) -> list[str]:

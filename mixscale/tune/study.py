@@ -221,11 +221,8 @@ def run_tune(setup: TuneSetup, client: MlflowClient, experiment_id: str, *,
                                 parent_run_id=parent_run_id)
     t0 = time.perf_counter()
     try:
-        params = {f: getattr(base, f) for f in base.__dataclass_fields__
-                  if f not in (*SEARCHED, "download", "hparams_from", "eval_every",
-                               "checkpoint_every")}
-        params.update(settings.as_params(), lr_milestones=",".join(map(str,
-                                                                       base.lr_milestones)))
+        params = base.to_params(settings.as_params(), omit=(
+            *SEARCHED, "download", "hparams_from", "eval_every", "checkpoint_every"))
         params.update(space.as_params(), dataset=ds.name, row_run_id=row_run_id or "",
                       study_name=name, storage=masked_url(setup.storage_url), trials=cfg.trials,
                       timeout=cfg.timeout or 0, sampler=cfg.sampler, pruner=cfg.pruner,

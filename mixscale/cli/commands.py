@@ -249,10 +249,9 @@ def main_cmd(**kw: Any) -> None:
     session = Session(kw)
     client = session.client
     config = with_tuned(kw, config, session)
-    main_id = tr.start_stage_run(client, session.experiment_id, kind="pipeline",
-                                 name=f"main-{spec.dataset}-s{spec.seed}",
-                                 tags={tr.DATASET: spec.dataset}, run_id=session.project_run_id)
-    try:
+    with tr.stage_run(client, session.experiment_id, kind="pipeline",
+                      name=f"main-{spec.dataset}-s{spec.seed}",
+                      tags={tr.DATASET: spec.dataset}, run_id=session.project_run_id) as main_id:
         if tuning is not None:
             config = main_tune(kw, tuning, session, main_id)
         design = run_design(prepared, client, session.experiment_id, parent_run_id=main_id,
@@ -267,11 +266,6 @@ def main_cmd(**kw: Any) -> None:
                                         "fit_run_id": fit.fit_run_id,
                                         "champion_uri": fit.champion_uri}, skip_existing=True)
         tr.log_metrics(client, main_id, {"pipeline_seconds": time.perf_counter() - t0})
-    except BaseException as exc:
-        tr.end_run(client, main_id, error=exc)
-        raise
-    if session.project_run_id is None:
-        tr.end_run(client, main_id)
     click.echo("")
     click.echo(f"tracking URI: {session.uri}")
     click.echo(f"experiment:   {client.get_experiment(session.experiment_id).name}")
@@ -427,18 +421,13 @@ def plan_cmd(**kw: Any) -> None:
         click.echo(f"reachable:    NO - the best counts within the caps reach only "
                    f"{plan.predicted:.4f} < target {plan.target:g}; the table shows them")
     session.mark_launcher()
-    run_id = tr.start_stage_run(session.client, session.experiment_id, kind="plan",
-                                name=f"plan-{law.family}-{law.predictor}",
-                                parent_run_id=session.project_run_id)
-    try:
+    with tr.stage_run(session.client, session.experiment_id, kind="plan",
+                      name=f"plan-{law.family}-{law.predictor}",
+                      parent_run_id=session.project_run_id) as run_id:
         log_plan(session.client, run_id, kw, plan)
         if setup is not None:  # the plan run is the parent of the verification runs
             run_verification(session.client, session.experiment_id, plan, setup,
                              seeds=kw["seeds"], plan_run_id=run_id, echo=click.echo)
-    except BaseException as exc:
-        tr.end_run(session.client, run_id, error=exc)
-        raise
-    tr.end_run(session.client, run_id)
     click.echo(f"plan run:     {run_id}")
 
 

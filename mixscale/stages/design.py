@@ -169,10 +169,9 @@ def run_design(prepared: PreparedDesign, client: MlflowClient, experiment_id: st
     spec, dataset, table = prepared.spec, prepared.dataset, prepared.table
     quality, seconds = prepared.quality, prepared.seconds
     name = f"design-{spec.dataset}-s{spec.seed}"
-    design_id = tr.start_stage_run(client, experiment_id, kind="design", name=name,
-                                   tags={tr.DATASET: spec.dataset}, run_id=run_id,
-                                   parent_run_id=parent_run_id)
-    try:
+    with tr.stage_run(client, experiment_id, kind="design", name=name,
+                      tags={tr.DATASET: spec.dataset}, run_id=run_id,
+                      parent_run_id=parent_run_id) as design_id:
         client.set_tag(design_id, tr.DESIGN, design_id)
         params = {f: getattr(spec, f) for f in spec.__dataclass_fields__}
         params["subset_sizes"] = ",".join(map(str, spec.subset_sizes))
@@ -190,11 +189,6 @@ def run_design(prepared: PreparedDesign, client: MlflowClient, experiment_id: st
         row_ids = tr.create_design_rows(client, design_id, table,
                                         count_columns=dataset.count_columns,
                                         dataset=spec.dataset)
-    except BaseException as exc:
-        tr.end_run(client, design_id, error=exc)
-        raise
-    if run_id is None:
-        tr.end_run(client, design_id)
     if dataset.skipped:
         echo(f"skipped {len(dataset.skipped)} unreadable image(s) (listed in the design run's "
              f"{tr.SKIPPED_IMAGES})")

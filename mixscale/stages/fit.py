@@ -243,11 +243,10 @@ def fit_table_and_log(config: FitConfig, client: MlflowClient, experiment_id: st
     champion = _law_key(best["family"], best["predictor"])
     per_class = ranked[ranked["predictor"].isin(["m0", "m1"])]
 
-    fit_id = tr.start_stage_run(
+    with tr.stage_run(
         client, experiment_id, kind="fit", name=f"fit-{dataset}-{'+'.join(config.families)}",
         tags={tr.DATASET: dataset, tr.DESIGN: ",".join(design_ids)}, run_id=run_id,
-        parent_run_id=parent_run_id)
-    try:
+        parent_run_id=parent_run_id) as fit_id:
         tr.log_params(client, fit_id, skip_existing=True, params={
             "design_ids": ",".join(design_ids), "families": ",".join(config.families),
             "predictors": ",".join(config.predictors), "min_epoch": config.min_epoch,
@@ -337,11 +336,6 @@ def fit_table_and_log(config: FitConfig, client: MlflowClient, experiment_id: st
             dataset, fit_run_id=fit_id, seen=seen, basis=basis, champion=champion,
             champion_version=versions[champion], champion_score=best[basis]))
         client.set_tag(fit_id, "mixscale.champion", f"{champion} (v{versions[champion]})")
-    except BaseException as exc:
-        tr.end_run(client, fit_id, error=exc)
-        raise
-    if run_id is None:
-        tr.end_run(client, fit_id)
     _echo_summary(summary, health, basis, echo)
     echo(f"champion: {champion} (version {versions[champion]}, {basis} "
          f"{best[basis]:.4g}, validation r2 {best['val_r2']:.3f})")

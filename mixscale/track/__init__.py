@@ -61,6 +61,7 @@ from mixscale.track.runs import (
     log_eval,
     log_metrics,
     log_params,
+    stage_run,
     start_stage_run,
 )
 from mixscale.track.store import (
@@ -111,6 +112,7 @@ __all__ = [
     "create_ledger",
     "experiment_for",
     "start_stage_run",
+    "stage_run",
     "end_run",
     "log_params",
     "log_metrics",

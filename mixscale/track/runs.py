@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +18,8 @@ from mlflow.exceptions import MlflowException
 from mixscale.track.names import ERROR, HEARTBEAT, KIND, MAX_TAG, PARENT
 from mixscale.track.store import with_retries
 
-__all__ = ["experiment_for", "start_stage_run", "end_run", "log_params", "log_metrics",
-           "log_artifacts", "log_eval"]
+__all__ = ["experiment_for", "start_stage_run", "stage_run", "end_run", "log_params",
+           "log_metrics", "log_artifacts", "log_eval"]
 
 
 
@@ -73,6 +74,27 @@ def start_stage_run(client: MlflowClient, experiment_id: str, *, kind: str, name
         client.update_run(run_id, name=name)
         log_params(client, run_id, {}, tags=all_tags)
     return run_id
+
+
+@contextlib.contextmanager
+def stage_run(client: MlflowClient, experiment_id: str, *, kind: str, name: str,
+              tags: Mapping[str, str] | None = None, parent_run_id: str | None = None,
+              run_id: str | None = None) -> Iterator[str]:
+    """A stage run for the ``with`` block (:func:`start_stage_run`): the block gets its id.
+
+    If the block raises, the run ends FAILED with the error (:func:`end_run`) and the error
+    goes on; else it ends FINISHED, unless it was adopted (``run_id``): whoever made an
+    adopted run (``mlflow run``) ends it.
+    """
+    stage_id = start_stage_run(client, experiment_id, kind=kind, name=name, tags=tags,
+                               parent_run_id=parent_run_id, run_id=run_id)
+    try:
+        yield stage_id
+    except BaseException as exc:
+        end_run(client, stage_id, error=exc)
+        raise
+    if run_id is None:
+        end_run(client, stage_id)
 
 
 def end_run(client: MlflowClient, run_id: str, *, error: BaseException | None = None) -> None:

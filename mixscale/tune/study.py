@@ -216,11 +216,10 @@ def run_tune(setup: TuneSetup, client: MlflowClient, experiment_id: str, *,
             echo(f"the recipe's batch size {recipe['batch_size']} is not among --batch-sizes: "
                  "the recipe's values are not tried as the first trial")
 
-    parent = tr.start_stage_run(client, experiment_id, kind="tune", name=f"tune-{name}",
-                                tags={tr.DATASET: ds.name, STUDY: name}, run_id=run_id,
-                                parent_run_id=parent_run_id)
-    t0 = time.perf_counter()
-    try:
+    with tr.stage_run(client, experiment_id, kind="tune", name=f"tune-{name}",
+                      tags={tr.DATASET: ds.name, STUDY: name}, run_id=run_id,
+                      parent_run_id=parent_run_id) as parent:
+        t0 = time.perf_counter()
         params = base.to_params(settings.as_params(), omit=(
             *SEARCHED, "download", "hparams_from", "eval_every", "checkpoint_every"))
         params.update(space.as_params(), dataset=ds.name, row_run_id=row_run_id or "",
@@ -239,11 +238,6 @@ def run_tune(setup: TuneSetup, client: MlflowClient, experiment_id: str, *,
             study.optimize(objective, n_trials=cfg.trials, timeout=cfg.timeout,
                            catch=(Exception,), gc_after_trial=False)
         result = _summarise(client, parent, study, name, time.perf_counter() - t0, echo)
-    except BaseException as exc:
-        tr.end_run(client, parent, error=exc)
-        raise
-    if run_id is None:
-        tr.end_run(client, parent)
     return result
 
 

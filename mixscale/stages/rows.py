@@ -40,7 +40,7 @@ import functools
 import multiprocessing as mp
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -58,7 +58,7 @@ from mixscale.stages.progress import Progress
 from mixscale.train import resolve_settings, set_threads, train_model
 
 __all__ = ["Assignment", "WORKER_ENV_VARS", "EXECUTORS", "resolve_worker", "select_rows",
-           "configure_http_retries", "row_params", "claim_recipe", "run_row",
+           "configure_http_retries", "row_params", "claim_recipe", "claimed_rows", "run_row",
            "train_with_ray", "train_in_processes", "train_rows", "check_adhoc_counts",
            "train_counts"]
 
@@ -185,6 +185,25 @@ def claim_recipe(config: TrainConfig, settings: Any = None) -> dict[str, object]
     if settings is not None:
         return row_params(config, settings)
     return config.to_params(omit=("download", *RESOLVED_PARAMS))
+
+
+def claimed_rows(client: MlflowClient, assignments: Sequence[Assignment], config: TrainConfig,
+                 recipe: dict[str, object] | None, *, skip: Echo
+                 ) -> Iterator[tuple[Assignment, str]]:
+    """The one claim loop of every executor: claim each assigned row just before it is wanted.
+
+    Yields ``(assignment, run id)`` for each row this worker got (:func:`mixscale.track.claim_row`
+    with ``recipe``, resuming when ``config`` checkpoints); a row another worker or driver
+    claimed first (its list was newer than ours) is skipped with ``skip("skipped: <why>")``.
+    """
+    for a in assignments:
+        try:
+            run_id = tr.claim_row(client, a.row, takeover=a.takeover,
+                                  resume=config.checkpoint_every > 0, recipe=recipe)
+        except tr.RowTaken as exc:
+            skip(f"skipped: {exc}")
+            continue
+        yield a, run_id
 
 
 def run_row(client: MlflowClient, row: tr.RowSpec, run_id: str, *, dataset: Any,
@@ -320,19 +339,18 @@ def train_with_ray(client: MlflowClient, design_id: str, assignments: Sequence[A
         task = ray.remote(_ray_row).options(num_cpus=num_cpus, num_gpus=1 if use_gpu else 0,
                                             max_retries=0)
         dataset_name = client.get_run(design_id).data.params["dataset"]
-        pending, running, first_error, done = list(assignments), {}, None, 0
         recipe = claim_recipe(config)  # resolved settings are checked by the task
-        echo(f"ray: {len(pending)} row(s), {slots} at once, {num_cpus:g} CPU"
+        claims = claimed_rows(client, assignments, config, recipe, skip=echo)
+        running, first_error, done, more = {}, None, 0, True
+        echo(f"ray: {len(assignments)} row(s), {slots} at once, {num_cpus:g} CPU"
              f"{' + 1 GPU' if use_gpu else ''} per task")
-        while pending or running:
-            while pending and len(running) < slots:
-                a = pending.pop(0)
-                try:
-                    run_id = tr.claim_row(client, a.row, takeover=a.takeover,
-                                          resume=config.checkpoint_every > 0, recipe=recipe)
-                except tr.RowTaken as exc:  # another worker or driver got there first
-                    echo(f"skipped: {exc}")
-                    continue
+        while more or running:
+            while more and len(running) < slots:
+                claim = next(claims, None)
+                if claim is None:
+                    more = False
+                    break
+                a, run_id = claim
                 ref = task.remote(tracking_uri, a.row, run_id, dataset_name, config, int(num_cpus))
                 running[ref] = (a.row, run_id)
             if not running:  # every row left was taken by others
@@ -369,7 +387,7 @@ def _partition_job(tracking_uri: str, design_id: str, config: TrainConfig, worke
 
 
 def train_in_processes(tracking_uri: str, design_id: str, config: TrainConfig, *,
-                       max_parallel: int, echo: Callable[[str], None] = print) -> int:
+                       max_parallel: int, echo: Echo = print) -> int:
     """Train a design's pending rows with ``max_parallel`` local worker processes.
 
     Each process is one static partition (``row % max_parallel == i``), so no two share a row,
@@ -454,14 +472,8 @@ def train_rows(client: MlflowClient, design_id: str, config: TrainConfig, *,
     recipe = claim_recipe(config, settings)
     progress = Progress([a.row.subset_size for a in assignments], echo=echo)
     trained = 0
-    for a in assignments:
+    for a, run_id in claimed_rows(client, assignments, config, recipe, skip=progress.skip_row):
         row = a.row
-        try:
-            run_id = tr.claim_row(client, row, takeover=a.takeover,
-                                  resume=config.checkpoint_every > 0, recipe=recipe)
-        except tr.RowTaken as exc:  # another worker got there first (our list is older)
-            progress.skip_row(f"skipped: {exc}")
-            continue
         t0 = time.perf_counter()
         label = f"row {row.row:>3} {row.role:<10} n={row.subset_size:<5}"
         progress.start_row(label, config.epochs)

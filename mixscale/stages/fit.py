@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,7 +166,7 @@ def _bootstrap_files(key: str, law, train: pd.DataFrame, features: list[str],
 
 def fit_and_log(config: FitConfig, client: MlflowClient, experiment_id: str,
                 design_ids: list[str], *, run_id: str | None = None,
-                parent_run_id: str | None = None, echo: Callable[[str], None] = print):
+                parent_run_id: str | None = None, echo: Echo = print):
     """Fit, log and register every law; see :func:`mixscale.stages.design.run_fit`."""
     if not design_ids:
         raise MixscaleError("`design_ids` must name at least one design run.")
@@ -183,7 +183,7 @@ def fit_and_log(config: FitConfig, client: MlflowClient, experiment_id: str,
 def fit_table_and_log(config: FitConfig, client: MlflowClient, experiment_id: str,
                       table: pd.DataFrame, *, design_ids: list[str], dataset: str,
                       assemble_seconds: float = 0.0, run_id: str | None = None,
-                      parent_run_id: str | None = None, echo: Callable[[str], None] = print):
+                      parent_run_id: str | None = None, echo: Echo = print):
     """Fit, log and register every law on a fit table already in hand.
 
     Parameters
@@ -344,7 +344,7 @@ def fit_table_and_log(config: FitConfig, client: MlflowClient, experiment_id: st
 
 
 def _echo_summary(summary: pd.DataFrame, health: dict[tuple[str, str], tuple[str, list[str]]],
-                  basis: str, echo: Callable[[str], None]) -> None:
+                  basis: str, echo: Echo) -> None:
     """The summary table (deciding columns first), then one warning line per unhealthy law
     and a footnote for every empty ``extrap_r2``."""
     cols = [c for c in summary.columns if c not in ("family", "predictor", "extrap_note")

@@ -12,7 +12,6 @@ under the plan run, and compares the realised test accuracy with the law's predi
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +21,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from mixscale import track as tr
-from mixscale.config import MAX_SEEDS, TrainConfig, milestones_within
+from mixscale.config import MAX_SEEDS, Echo, TrainConfig, milestones_within
 from mixscale.data import load_dataset
 from mixscale.errors import MixscaleError
 from mixscale.plan import Plan
@@ -244,7 +243,7 @@ def _final_accuracy(client: MlflowClient, run_id: str) -> float:
 
 def verify_plan(client: MlflowClient, experiment_id: str, plan: Plan, *, dataset_name: str,
                 config: TrainConfig, seeds: int, parent_run_id: str | None = None,
-                echo: Callable[[str], None] = print) -> Verification:
+                echo: Echo = print) -> Verification:
     """Train ``plan.counts`` once per seed ``0..seeds-1`` and compare with the prediction.
 
     Parameters
@@ -349,7 +348,7 @@ def prepare_verification(client: MlflowClient, model_uri: str) -> VerifySetup:
 
 def run_verification(client: MlflowClient, experiment_id: str, plan: Plan, setup: VerifySetup,
                      *, seeds: int, plan_run_id: str,
-                     echo: Callable[[str], None] = print) -> Verification:
+                     echo: Echo = print) -> Verification:
     """:func:`verify_plan` under the plan run, then :func:`log_verification` and the report."""
     c = setup.config
     echo(f"verifying with the recipe of fit run {setup.fit_run_id}: {setup.dataset_name}, "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,12 +12,8 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
-
-def free_port() -> int:
-    """A free TCP port on the loopback interface."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: tests.support
+from tests.support.ports import free_port  # noqa: E402  (one helper for tests and benchmarks)
 
 
 def start_server(root: Path, workers: int = 4, *, gunicorn: bool = False

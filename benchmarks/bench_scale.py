@@ -42,8 +42,8 @@ sys.path.insert(0, str(ROOT))
 from mixscale import track as tr  # noqa: E402
 from mixscale.config import DesignSpec  # noqa: E402
 from mixscale.stages.design import prepare_design, run_design  # noqa: E402
-from tests.mlflowserver import MlflowServer  # noqa: E402
-from tests.postgres import start_cluster  # noqa: E402
+from tests.support.mlflowserver import MlflowServer  # noqa: E402
+from tests.support.postgres import start_cluster  # noqa: E402
 
 MIXSCALE = str(Path(sys.executable).parent / "mixscale")
 

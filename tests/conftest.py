@@ -88,7 +88,7 @@ def postgres():
     """A throwaway PostgreSQL cluster on a free loopback port (see tests/postgres.py)."""
     import shutil
 
-    from tests.postgres import start_cluster
+    from tests.support.postgres import start_cluster
 
     cluster = start_cluster()
     try:

@@ -1,4 +1,4 @@
-"""Tests of mixscale.fit: recovery of known laws, the estimator contract, uncertainty."""
+"""Tests of mixscale.fit.scaling: recovery of known laws, the estimator contract, uncertainty."""
 
 from __future__ import annotations
 

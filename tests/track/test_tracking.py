@@ -10,7 +10,7 @@ from mixscale import track as tr
 from mixscale.config import DesignSpec
 from mixscale.errors import MixscaleError
 from mixscale.stages.design import prepare_design, run_design
-from tests.claimrace import race_claims
+from tests.support.claimrace import race_claims
 
 
 @pytest.fixture()

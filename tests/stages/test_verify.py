@@ -1,4 +1,4 @@
-"""Tests of mixscale.verify and `mixscale plan --verify` (real store, real torch training)."""
+"""Tests of mixscale.stages.verify and `mixscale plan --verify` (real store, real training)."""
 
 from __future__ import annotations
 

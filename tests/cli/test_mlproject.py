@@ -18,7 +18,7 @@ from mlflow import MlflowClient
 
 from mixscale import track as tr
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_mlproject_entry_points_match_the_cli() -> None:

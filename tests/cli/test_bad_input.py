@@ -19,7 +19,7 @@ from mlflow.entities import Param
 
 from mixscale import track as tr
 from mixscale.cli import cli
-from tests.ports import free_port
+from tests.support.ports import free_port
 
 
 @pytest.fixture()
@@ -206,7 +206,7 @@ def test_rows_without_the_row_params_are_refused_by_name(store) -> None:
 # --- unreadable images ----------------------------------------------------------------------
 
 def test_unreadable_images_are_listed_in_one_line(fresh_dir) -> None:
-    from tests.test_data import _bad_folder
+    from tests.data.test_datasets import _bad_folder
 
     folder = fresh_dir / "images"
     bad = _bad_folder(folder, n_bad=2)
@@ -219,7 +219,7 @@ def test_unreadable_images_are_listed_in_one_line(fresh_dir) -> None:
 
 
 def test_skip_bad_images_logs_what_was_skipped_and_rows_train_on_the_same_images(store) -> None:
-    from tests.test_data import _bad_folder
+    from tests.data.test_datasets import _bad_folder
 
     folder = store.root / "bad-images"
     bad = _bad_folder(folder, n_bad=3)

@@ -1,4 +1,4 @@
-"""Tests of mixscale.laws: every family x predictor gives sane output, formulas, the paper."""
+"""Tests of mixscale.fit.laws: every family x predictor gives sane output, formulas, the paper."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from mixscale.config import DesignSpec, TrainConfig
 from mixscale.stages.design import prepare_design, run_design
 from mixscale.stages.rows import train_rows
 from mixscale.stages.status import design_status
-from tests.claimrace import race_claims
+from tests.support.claimrace import race_claims
 
 SPEC = DesignSpec(subset_sizes=(30, 50), rows_per_size=3, val_rows_per_size=1, iterations=50,
                   seed=4)

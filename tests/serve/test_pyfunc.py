@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
 
-from tests.ports import free_port
+from tests.support.ports import free_port
 
 CLASSES = [f"n_{k}" for k in range(10)]
 
@@ -322,9 +322,9 @@ def test_http_interval_param(server) -> None:
 
 # --- per-class outputs beside the interval outputs -----------------------------------------
 def _class_law_with_interval_names():
-    """A small fitted ClassLaw (tests/test_classlaw.py's) whose classes are a, upper, lower."""
+    """A small fitted ClassLaw (tests/fit/test_classlaw.py's) whose classes are a, upper, lower."""
     from mixscale.fit.classlaw import ClassLaw
-    from tests.test_classlaw import _table
+    from tests.fit.test_classlaw import _table
 
     names = {"b": "upper", "c": "lower"}
     X = _table(n_runs=20, noise=0.01, seed=3).rename(columns={

@@ -1,4 +1,4 @@
-"""Tests of mixscale.plan (the acquisition planner) and the `mixscale plan` command."""
+"""Tests of mixscale.plan.planner (the acquisition planner) and the `mixscale plan` command."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.ports import free_port
+from tests.support.ports import free_port
 
 __all__ = ["MlflowServer"]
 

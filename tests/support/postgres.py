@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ports import free_port
+from tests.support.ports import free_port
 
 __all__ = ["PostgresCluster", "start_cluster"]
 

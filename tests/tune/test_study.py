@@ -320,7 +320,7 @@ def test_two_processes_share_a_postgresql_study(postgres, tmp_path) -> None:
 
 # --- the MLproject entry point ----------------------------------------------------------------
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_mlproject_tune_entry_point_passes_every_parameter() -> None:

@@ -34,8 +34,8 @@ from mixscale.errors import MixscaleError
 from mixscale.stages import rows as wk
 from mixscale.stages.design import prepare_design, run_design
 from mixscale.stages.rows import train_rows
-from tests.claimrace import race_claims
-from tests.mlflowserver import MlflowServer
+from tests.support.claimrace import race_claims
+from tests.support.mlflowserver import MlflowServer
 
 MIXSCALE = str(Path(sys.executable).parent / "mixscale")
 SPEC = DesignSpec(subset_sizes=(40, 80), rows_per_size=4, val_rows_per_size=2, iterations=50,

@@ -367,7 +367,7 @@ def test_killed_train_resumes_from_checkpoint_in_the_same_run(tmp_path, digits) 
 @pytest.mark.slow
 def test_resume_through_a_tracking_server(postgres, tmp_path, digits) -> None:
     """Checkpoints travel as artifacts of a real `mlflow server` (proxied artifact store)."""
-    from tests.mlflowserver import MlflowServer
+    from tests.support.mlflowserver import MlflowServer
 
     server = MlflowServer(postgres.create_database(f"ckpt_{uuid.uuid4().hex[:8]}"),
                           tmp_path / "artifacts", tmp_path / "server.log")

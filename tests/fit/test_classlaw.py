@@ -1,4 +1,4 @@
-"""Tests of mixscale.classlaw (per-class law with diminishing returns) and its planning."""
+"""Tests of mixscale.fit.classlaw (per-class law with diminishing returns) and its planning."""
 
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""Helpers the tests (and the benchmarks) share: free ports, servers, databases, claim races."""

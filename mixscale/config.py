@@ -406,14 +406,14 @@ class TrainConfig:
 class FitConfig:
     """Which scaling laws to fit, and how."""
 
-    families: tuple[str, ...] = ("power",)  # law families (see mixscale.laws)
+    families: tuple[str, ...] = ("power",)  # law families (see mixscale.fit.laws)
     predictors: tuple[str, ...] = PREDICTORS  # linear predictors: the paper's models 0-3
     min_epoch: int = 10  # evaluations before this epoch are dropped (paper: noisy early epochs)
     n_starts: int = 8  # multi-start least-squares starts per law
     loss: Literal["linear", "huber"] = "linear"  # least-squares loss (huber resists outliers)
     n_boot: int = 100  # run-bootstrap replicates for the champion's intervals; 0 = none
     extrapolate: bool = True  # also fit without the largest subset size and score on it
-    # also fit the per-class law with diminishing returns (mixscale.classlaw) from the rows'
+    # also fit the per-class law with diminishing returns (mixscale.fit.classlaw) from the rows'
     # test_accuracy_<class> metrics, and compare, register and serve it like the others
     class_law: bool = True
     model_name: str | None = None  # registered model name; None = "mixscale-<dataset>"

@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
 if TYPE_CHECKING:
     from mixscale.plan import Plan
@@ -84,8 +85,6 @@ def accuracy_vs_epoch(table: pd.DataFrame, *, law=None, law_name: str = "fitted 
     matplotlib.figure.Figure
         With one legend for all panels (``fig.legends[0]``).
     """
-    from matplotlib.lines import Line2D
-
     sizes = sorted(table["subset_size"].unique())
     counts = [c for c in table.columns if c.startswith("n_")]
     fig, axes = plt.subplots(1, len(sizes), figsize=(3.2 * len(sizes), 3.6), squeeze=False,

@@ -3,6 +3,9 @@
 The MLproject entry points (``entrypoints/*.py``) call these same commands. Every option is
 validated by click or by the stage's config dataclass before anything is logged; a
 :class:`~mixscale.errors.MixscaleError` becomes one ``Error: ...`` line and exit status 1.
+
+Each command imports the stages it runs inside its body (function-level imports, on purpose):
+``mixscale --help`` and option parsing load no mlflow, torch or optuna.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from mixscale.cli.options import (
 )
 from mixscale.config import (
     AUGMENTS,
+    DATASETS,
     DEVICES,
     MAX_SEEDS,
     MODELS,
@@ -340,7 +344,6 @@ def _pair(rng: tuple[float, float]) -> str:
 @friendly
 def tune_cmd(**kw: Any) -> None:
     """Search lr, momentum, weight decay and batch size with Optuna on a validation split."""
-    from mixscale.config import DATASETS
     from mixscale.tune import run_tune
 
     if kw["dataset"] and kw["dataset"] not in DATASETS:

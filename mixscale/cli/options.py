@@ -1,12 +1,16 @@
 """Option blocks, config builders and the tracking session shared by the CLI's commands.
 
-Private to :mod:`mixscale.cli`: every option is declared once here (with the defaults of the
-config dataclasses) and applied to each command that takes it.
+Used by :mod:`mixscale.cli.commands`: every option is declared once here (with the defaults of
+the config dataclasses) and applied to each command that takes it. mlflow, the tracking store
+and the tuner are imported inside the functions that talk to them, so that option parsing
+stays cheap.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 import os
 from collections.abc import Callable
 from typing import Any
@@ -346,8 +350,6 @@ def tune_base(kw: dict[str, Any], epochs: int | None = None) -> TrainConfig:
 
     ``epochs`` (``main --tune-epochs``) shortens the pipeline's recipe for the study's trials.
     """
-    import dataclasses
-
     config = train_config_from(kw)
     if epochs is None:
         return config
@@ -444,8 +446,6 @@ def plan_inputs(kw: dict[str, Any], law: Any, available: Any = None
 
 def log_plan(client: Any, run_id: str, kw: dict[str, Any], plan: Any) -> None:
     """Log a plan on its run: params, metrics, plan.json, plan.csv and plan.png."""
-    import json
-
     from mixscale import track as tr
     from mixscale.plots import close, plan_figure
 

@@ -27,6 +27,7 @@ a row's images are drawn by :mod:`mixscale.data.subsets`.
 
 from __future__ import annotations
 
+import gzip
 import re
 import struct
 from collections.abc import Mapping
@@ -267,8 +268,6 @@ def _find_idx(folder: Path) -> list[Path] | None:
 
 def _read_idx(path: Path) -> np.ndarray:
     """An IDX file of unsigned bytes (``.gz`` or not) as an array of its shape."""
-    import gzip
-
     try:
         with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
             data = f.read()

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 from mlflow.entities import Run, RunTag
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
 from mixscale.errors import MixscaleError
 from mixscale.track.names import CHECKPOINT, CLAIM, HEARTBEAT, SUPERSEDED_BY
@@ -154,8 +155,6 @@ def discard_checkpoint(client: MlflowClient, run_id: str) -> bool:
 
     Artifact stores that cannot delete (and servers without ``--serve-artifacts``) keep it.
     """
-    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
     try:
         run = client.get_run(run_id)
         if CHECKPOINT not in run.data.tags:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import mlflow
+import requests
 from mlflow.exceptions import MlflowException
 
 from mixscale.errors import MixscaleError, TrackingUnavailable
@@ -128,8 +129,6 @@ def _check_sqlite_path(uri: str) -> None:
 
 
 def _probe_server(uri: str) -> None:
-    import requests
-
     insecure = os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() in ("1", "true")
     verify: bool | str = os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or not insecure
     health = uri.rstrip("/") + "/health"
@@ -160,8 +159,6 @@ def _transient(exc: BaseException) -> bool:
         return exc.error_code in _TRANSIENT_CODES
     if isinstance(exc, ConnectionError | TimeoutError):
         return True
-    import requests
-
     if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
         return True
     try:

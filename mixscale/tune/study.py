@@ -32,6 +32,7 @@ from mlflow import MlflowClient
 from mixscale import track as tr
 from mixscale.config import Echo, TrainConfig
 from mixscale.errors import MixscaleError
+from mixscale.train import resolve_settings, train_model
 from mixscale.tune.space import (
     PRUNERS,
     SAMPLERS,
@@ -193,8 +194,6 @@ def run_tune(setup: TuneSetup, client: MlflowClient, experiment_id: str, *,
         Before anything is logged: an unknown row, dataset or study whose settings differ.
         After the study: when no trial of the study completed.
     """
-    from mixscale.train import resolve_settings
-
     cfg, space, base = setup.config, setup.space, setup.base
     data = load_trial_data(client, dataset=dataset, row_run_id=row_run_id, base=base,
                       fraction=cfg.val_fraction)
@@ -243,8 +242,6 @@ def run_tune(setup: TuneSetup, client: MlflowClient, experiment_id: str, *,
 
 def _objective(client: MlflowClient, parent: str, experiment_id: str, setup: TuneSetup,
                data: TrialData, name: str, echo: Echo) -> Callable[[optuna.Trial], float]:
-    from mixscale.train import train_model
-
     ds = data.dataset
     x_train, y_train = ds.train_images[data.train_idx], ds.train_labels[data.train_idx]
     x_val, y_val = ds.train_images[data.val_idx], ds.train_labels[data.val_idx]

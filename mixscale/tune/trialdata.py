@@ -15,6 +15,8 @@ from mlflow import MlflowClient
 
 from mixscale import track as tr
 from mixscale.config import TrainConfig
+from mixscale.data import design_dataset as load_design_dataset
+from mixscale.data import load_dataset, sample_subset
 from mixscale.errors import MixscaleError
 
 __all__ = ["VAL_SEED", "TRAIN_SEED", "TrialData", "load_trial_data", "validation_split"]
@@ -68,8 +70,6 @@ def load_trial_data(client: MlflowClient, *, dataset: str | None, row_run_id: st
         If ``row_run_id`` is not a design row, its dataset differs from ``dataset``, or it
         leaves no image to validate on.
     """
-    from mixscale.data import design_dataset as load_design_dataset
-    from mixscale.data import load_dataset, sample_subset
 
     if not row_run_id:
         ds = load_dataset(dataset or "digits", data_dir=base.data_dir, download=base.download)

@@ -180,6 +180,88 @@ def fit_and_log(config: FitConfig, client: MlflowClient, experiment_id: str,
                              parent_run_id=parent_run_id, echo=echo)
 
 
+def _fit_laws(table: pd.DataFrame, features: list[str], config: FitConfig
+              ) -> tuple[dict[tuple[str, str], object], pd.DataFrame]:
+    """Every requested law (and the per-class law) fitted to the training rows, and the summary.
+
+    Raises
+    ------
+    MixscaleError
+        If every law failed to fit.
+    """
+    count_cols = [c for c in features if c.startswith("n_")]
+    train = table[table["role"] == "train"]
+    val = table[table["role"] == "validation"]
+    laws, summary = fit_all(
+        train[features], train["accuracy"].to_numpy(),
+        val[features] if len(val) else None, val["accuracy"].to_numpy() if len(val) else None,
+        families=config.families, predictors=config.predictors,
+        groups=train["run_id"].to_numpy(), min_epoch=config.min_epoch,
+        n_starts=config.n_starts, seed=config.seed, loss=config.loss,
+    )
+    if config.extrapolate:
+        summary = summary.merge(extrapolation_summary(table, features, config),
+                                on=["family", "predictor"], how="left")
+    if config.class_law:  # features + each class's accuracy column, which only it reads
+        class_features = [*features, *map(class_accuracy_column, count_cols)]
+        class_law, row = class_law_summary(table, class_features, config)
+        summary = pd.concat([summary, pd.DataFrame([row])], ignore_index=True)
+        if class_law is not None:
+            laws[(CLASS_FAMILY, CLASS_PREDICTOR)] = class_law
+    if not laws:
+        raise MixscaleError("every law failed to fit:\n" + summary.to_string(index=False))
+    return laws, summary
+
+
+def _fit_artifacts(table: pd.DataFrame, features: list[str],
+                   laws: dict[tuple[str, str], object], summary: pd.DataFrame, best: pd.Series,
+                   per_class: pd.DataFrame, config: FitConfig
+                   ) -> tuple[dict[str, object], dict[str, object]]:
+    """The fit run's tables (fit table, summary, each law's parameters) and its figures."""
+    count_cols = [c for c in features if c.startswith("n_")]
+    train = table[table["role"] == "train"]
+    champion = _law_key(best["family"], best["predictor"])
+    kept = table["epoch"] >= config.min_epoch
+    figs: dict[str, object] = {
+        "accuracy_vs_epoch.png": plots.accuracy_vs_epoch(
+            table, law=laws[(best["family"], best["predictor"])],
+            law_name=f"champion {champion}", min_epoch=config.min_epoch),
+        "accuracy_vs_size.png": plots.accuracy_vs_size(table),
+    }
+    shown = {champion: best}
+    if len(per_class):  # the best law that says something about each class
+        pc = per_class.iloc[0]
+        shown[_law_key(pc["family"], pc["predictor"])] = pc
+    if (CLASS_FAMILY, CLASS_PREDICTOR) in laws:  # the planner's law: keep its intervals
+        shown[_law_key(CLASS_FAMILY, CLASS_PREDICTOR)] = summary[
+            summary["family"] == CLASS_FAMILY].iloc[0]
+    files: dict[str, object] = {tr.FIT_TABLE_CSV: table, tr.FIT_SUMMARY_CSV: summary}
+    # Predicted vs observed (the paper's Figs. 3-6) for every law of a small fit (the
+    # default: one family x 4 predictors), else for the champion and best per-class law.
+    pictured = ([(_law_key(f, p), law) for (f, p), law in laws.items()] if len(laws) <= 8
+                else [(k, laws[(r["family"], r["predictor"])]) for k, r in shown.items()])
+    for key, law in pictured:
+        pred = law.predict(table[features])
+        figs[f"predicted_vs_observed_{key}.png"] = plots.predicted_vs_observed(
+            table["accuracy"].to_numpy()[kept], pred[kept],
+            table["role"].to_numpy()[kept], key)
+    class_law = laws.get((CLASS_FAMILY, CLASS_PREDICTOR))
+    if class_law is not None:  # which class still gains from more images
+        largest = train.loc[train["total_n"].idxmax()]
+        figs["class_curves.png"] = plots.class_curves(
+            class_law, per_class=max(1, int(largest["total_n"]) // len(count_cols)),
+            epochs=int(train["epoch"].max()))
+    if config.n_boot:
+        boot_features = [c for c in table.columns if c.startswith(("n_", "accuracy_"))]
+        for key, rec in shown.items():
+            law = laws[(rec["family"], rec["predictor"])]
+            figs.update(_bootstrap_files(key, law, train, [*boot_features, "epoch"],
+                                         config))
+    for (family, predictor), law in laws.items():
+        files[f"params_{_law_key(family, predictor)}.csv"] = parameter_table(law)
+    return files, figs
+
+
 def fit_table_and_log(config: FitConfig, client: MlflowClient, experiment_id: str,
                       table: pd.DataFrame, *, design_ids: list[str], dataset: str,
                       assemble_seconds: float = 0.0, run_id: str | None = None,
@@ -214,25 +296,8 @@ def fit_table_and_log(config: FitConfig, client: MlflowClient, experiment_id: st
         )
     features = [*count_cols, "epoch"]
     t0 = time.perf_counter()
-    laws, summary = fit_all(
-        train[features], train["accuracy"].to_numpy(),
-        val[features] if len(val) else None, val["accuracy"].to_numpy() if len(val) else None,
-        families=config.families, predictors=config.predictors,
-        groups=train["run_id"].to_numpy(), min_epoch=config.min_epoch,
-        n_starts=config.n_starts, seed=config.seed, loss=config.loss,
-    )
-    if config.extrapolate:
-        summary = summary.merge(extrapolation_summary(table, features, config),
-                                on=["family", "predictor"], how="left")
-    if config.class_law:  # features + each class's accuracy column, which only it reads
-        class_features = [*features, *map(class_accuracy_column, count_cols)]
-        class_law, row = class_law_summary(table, class_features, config)
-        summary = pd.concat([summary, pd.DataFrame([row])], ignore_index=True)
-        if class_law is not None:
-            laws[(CLASS_FAMILY, CLASS_PREDICTOR)] = class_law
+    laws, summary = _fit_laws(table, features, config)
     fit_seconds = time.perf_counter() - t0
-    if not laws:
-        raise MixscaleError("every law failed to fit:\n" + summary.to_string(index=False))
     health = {key: report.law_health(law) for key, law in laws.items()}
     summary["health"] = [health[k][0] if k in health else None
                          for k in zip(summary["family"], summary["predictor"], strict=True)]
@@ -268,44 +333,7 @@ def fit_table_and_log(config: FitConfig, client: MlflowClient, experiment_id: st
                         if k in best and np.isfinite(best[k])})
         tr.log_metrics(client, fit_id, metrics)
 
-        kept = table["epoch"] >= config.min_epoch
-        figs: dict[str, object] = {
-            "accuracy_vs_epoch.png": plots.accuracy_vs_epoch(
-                table, law=laws[(best["family"], best["predictor"])],
-                law_name=f"champion {champion}", min_epoch=config.min_epoch),
-            "accuracy_vs_size.png": plots.accuracy_vs_size(table),
-        }
-        shown = {champion: best}
-        if len(per_class):  # the best law that says something about each class
-            pc = per_class.iloc[0]
-            shown[_law_key(pc["family"], pc["predictor"])] = pc
-        if (CLASS_FAMILY, CLASS_PREDICTOR) in laws:  # the planner's law: keep its intervals
-            shown[_law_key(CLASS_FAMILY, CLASS_PREDICTOR)] = summary[
-                summary["family"] == CLASS_FAMILY].iloc[0]
-        files: dict[str, object] = {tr.FIT_TABLE_CSV: table, tr.FIT_SUMMARY_CSV: summary}
-        # Predicted vs observed (the paper's Figs. 3-6) for every law of a small fit (the
-        # default: one family x 4 predictors), else for the champion and best per-class law.
-        pictured = ([(_law_key(f, p), law) for (f, p), law in laws.items()] if len(laws) <= 8
-                    else [(k, laws[(r["family"], r["predictor"])]) for k, r in shown.items()])
-        for key, law in pictured:
-            pred = law.predict(table[features])
-            figs[f"predicted_vs_observed_{key}.png"] = plots.predicted_vs_observed(
-                table["accuracy"].to_numpy()[kept], pred[kept],
-                table["role"].to_numpy()[kept], key)
-        class_law = laws.get((CLASS_FAMILY, CLASS_PREDICTOR))
-        if class_law is not None:  # which class still gains from more images
-            largest = train.loc[train["total_n"].idxmax()]
-            figs["class_curves.png"] = plots.class_curves(
-                class_law, per_class=max(1, int(largest["total_n"]) // len(count_cols)),
-                epochs=int(train["epoch"].max()))
-        if config.n_boot:
-            boot_features = [c for c in table.columns if c.startswith(("n_", "accuracy_"))]
-            for key, rec in shown.items():
-                law = laws[(rec["family"], rec["predictor"])]
-                figs.update(_bootstrap_files(key, law, train, [*boot_features, "epoch"],
-                                             config))
-        for (family, predictor), law in laws.items():
-            files[f"params_{_law_key(family, predictor)}.csv"] = parameter_table(law)
+        files, figs = _fit_artifacts(table, features, laws, summary, best, per_class, config)
         tr.log_artifacts(client, fit_id, {**files, **figs})
         for name, fig in figs.items():
             if name.endswith(".png"):

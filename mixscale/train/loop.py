@@ -204,6 +204,17 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
     return (loss_sum / len(images)).item(), (correct.sum() / len(images)).item(), per_class
 
 
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each batch of an epoch over ``n`` images.
+
+    A last batch of one image would break batch norm: it is folded into the previous batch.
+    """
+    starts = list(range(0, n, batch_size))
+    if len(starts) > 1 and n - starts[-1] < 2:
+        starts.pop()
+    return list(zip(starts, starts[1:] + [n], strict=True))
+
+
 def train_model(
     train_images: np.ndarray,
     train_labels: np.ndarray,
@@ -292,11 +303,7 @@ def train_model(
                                 weight_decay=config.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=settings.precision == "fp16")
     eval_epochs = set(config.eval_epochs())
-    # A last batch of one image would break batch norm: fold it into the previous batch.
-    starts = list(range(0, n, config.batch_size))
-    if len(starts) > 1 and n - starts[-1] < 2:
-        starts.pop()
-    bounds = list(zip(starts, starts[1:] + [n], strict=True))
+    bounds = batch_bounds(n, config.batch_size)
 
     history: list[tuple[int, dict[str, float]]] = []
     first_epoch, seconds_before, train_seconds = 0, 0.0, 0.0

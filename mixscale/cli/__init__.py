@@ -6,19 +6,7 @@ blocks, config builders and tracking session they share (:mod:`~mixscale.cli.opt
 
 from __future__ import annotations
 
-from mixscale.cli.commands import (
-    cli,
-    design_cmd,
-    entry_point,
-    fit_cmd,
-    main,
-    main_cmd,
-    plan_cmd,
-    status_cmd,
-    train_cmd,
-    train_row_cmd,
-    tune_cmd,
-)
+from mixscale.cli import commands
+from mixscale.cli.commands import *  # noqa: F403  (a face: it hands every command on)
 
-__all__ = ["cli", "main", "design_cmd", "train_row_cmd", "train_cmd", "fit_cmd", "main_cmd",
-           "tune_cmd", "plan_cmd", "status_cmd", "entry_point"]
+__all__ = commands.__all__

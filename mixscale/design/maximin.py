@@ -41,14 +41,7 @@ from mixscale.design.sampling import (
 )
 from mixscale.errors import DesignError
 
-__all__ = [
-    "check_bounds",
-    "FeasibleSampler",
-    "maximin_design",
-    "DesignQuality",
-    "design_quality",
-    "METHODS",
-]
+__all__ = ["maximin_design", "DesignQuality", "design_quality", "METHODS"]
 
 METHODS = ("maximin", "paper")
 _POOL_MIN, _POOL_PER_ROW, _POOL_MAX = 2_000, 50, 20_000  # uniform draws for the start pool

@@ -5,17 +5,7 @@ and the models-from-code entry MLflow runs at load time in :mod:`~mixscale.serve
 
 from __future__ import annotations
 
-from mixscale.serve.pyfunc import (
-    CHAMPION,
-    MAX_SCALE,
-    OUTSIDE,
-    LawModel,
-    check_served_input,
-    law_signature,
-    log_law,
-    served_class_column,
-    set_alias,
-)
+from mixscale.serve import pyfunc
+from mixscale.serve.pyfunc import *  # noqa: F403  (a face: it hands every public name on)
 
-__all__ = ["LawModel", "check_served_input", "law_signature", "log_law", "served_class_column",
-           "set_alias", "CHAMPION", "MAX_SCALE", "OUTSIDE"]
+__all__ = pyfunc.__all__

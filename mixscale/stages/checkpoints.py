@@ -39,19 +39,9 @@ class Resume:
 
 def save_checkpoint(client: MlflowClient, run_id: str, state: dict[str, Any], *,
                     claim: str | None = None) -> CheckpointInfo:
-    """Store ``state`` as ``checkpoint/state.pt`` of run ``run_id``, then tag the run.
-
-    Parameters
-    ----------
-    claim : str, optional
-        The ``mixscale.claim`` token of the caller's claim: if the run carries another (or was
-        superseded), another worker has taken it over and nothing is stored.
-
-    Raises
-    ------
-    MixscaleError
-        If the run was taken over.
-    """
+    """Store a training state (:func:`mixscale.train.state.state_bytes`) as the checkpoint of
+    run ``run_id``: :func:`mixscale.track.checkpoints.store_checkpoint`, ``claim`` and errors
+    included."""
     return store_checkpoint(client, run_id, state_bytes(state), int(state["epoch"]), claim=claim)
 
 

@@ -15,115 +15,14 @@ reads a design's rows, :mod:`~mixscale.track.claims` claims and ends them,
 from __future__ import annotations
 
 from mixscale.errors import RowTaken, TrackingUnavailable
-from mixscale.track.claims import claim_link, claim_links, claim_row, end_row
-from mixscale.track.evalsender import EvalSender
-from mixscale.track.fittable import assemble_table
-from mixscale.track.names import (
-    CHECKPOINT,
-    CLAIM,
-    CLAIMED,
-    DATASET,
-    DESIGN,
-    DESIGN_CSV,
-    DESIGN_PARAMS,
-    ERROR,
-    FIT_SUMMARY_CSV,
-    FIT_TABLE_CSV,
-    HEARTBEAT,
-    KIND,
-    LEDGER,
-    LINK,
-    MAX_TAG,
-    PARENT,
-    RESTART_OF,
-    RESUME_SKIPPED,
-    RESUMED_FROM,
-    ROLE,
-    ROW,
-    ROW_PARAMS,
-    SKIPPED_IMAGES,
-    SUBSET_SIZE,
-    SUPERSEDED_BY,
-)
-from mixscale.track.rows import (
-    RowSpec,
-    create_design_rows,
-    create_ledger,
-    current_row_runs,
-    design_class_keys,
-    design_run,
-    list_rows,
-)
-from mixscale.track.runs import (
-    end_run,
-    experiment_for,
-    log_artifacts,
-    log_eval,
-    log_metrics,
-    log_params,
-    stage_run,
-    start_stage_run,
-)
-from mixscale.track.store import (
-    PROBE_TIMEOUT,
-    check_tracking_uri,
-    resolve_tracking_uri,
-    tracking_schemes,
-    with_retries,
-)
+from mixscale.track import claims, evalsender, fittable, names, rows, runs, store
+from mixscale.track.claims import *  # noqa: F403  (a face: it hands every public name on)
+from mixscale.track.evalsender import *  # noqa: F403
+from mixscale.track.fittable import *  # noqa: F403
+from mixscale.track.names import *  # noqa: F403
+from mixscale.track.rows import *  # noqa: F403
+from mixscale.track.runs import *  # noqa: F403
+from mixscale.track.store import *  # noqa: F403
 
-__all__ = [
-    "KIND",
-    "DESIGN",
-    "ROLE",
-    "SUBSET_SIZE",
-    "DATASET",
-    "ROW",
-    "ERROR",
-    "SUPERSEDED_BY",
-    "RESTART_OF",
-    "HEARTBEAT",
-    "CLAIM",
-    "CHECKPOINT",
-    "RESUMED_FROM",
-    "RESUME_SKIPPED",
-    "PARENT",
-    "LEDGER",
-    "LINK",
-    "CLAIMED",
-    "DESIGN_CSV",
-    "FIT_TABLE_CSV",
-    "FIT_SUMMARY_CSV",
-    "SKIPPED_IMAGES",
-    "MAX_TAG",
-    "DESIGN_PARAMS",
-    "ROW_PARAMS",
-    "resolve_tracking_uri",
-    "PROBE_TIMEOUT",
-    "tracking_schemes",
-    "check_tracking_uri",
-    "with_retries",
-    "RowSpec",
-    "create_design_rows",
-    "design_run",
-    "design_class_keys",
-    "current_row_runs",
-    "list_rows",
-    "create_ledger",
-    "experiment_for",
-    "start_stage_run",
-    "stage_run",
-    "end_run",
-    "log_params",
-    "log_metrics",
-    "log_artifacts",
-    "log_eval",
-    "claim_link",
-    "claim_links",
-    "claim_row",
-    "end_row",
-    "EvalSender",
-    "assemble_table",
-    "RowTaken",
-    "TrackingUnavailable",
-]
+__all__ = [*names.__all__, *store.__all__, *rows.__all__, *runs.__all__, *claims.__all__,
+           *evalsender.__all__, *fittable.__all__, "RowTaken", "TrackingUnavailable"]

@@ -110,14 +110,10 @@ def design_run(client: MlflowClient, design_id: str) -> Run:
             f"run {design_id!r} is not a mixscale design run: its {KIND} tag is {kind!r}, "
             f"expected 'design'; pass the id that `mixscale design` printed."
         )
-    missing = [p for p in DESIGN_PARAMS if p not in run.data.params]
-    if missing:
-        raise MixscaleError(
-            f"run {design_id!r} is tagged {KIND}=design but lacks the param(s) "
-            f"{', '.join(missing)} that `mixscale design` logs (expected "
-            f"{', '.join(DESIGN_PARAMS)}); it was not made by mixscale: pass the id that "
-            "`mixscale design` printed."
-        )
+    _check_params(run.data.params, DESIGN_PARAMS,
+                  run=f"run {design_id!r} is tagged {KIND}=design",
+                  expected=", ".join(DESIGN_PARAMS),
+                  fix="pass the id that `mixscale design` printed")
     return run
 
 
@@ -129,15 +125,23 @@ def design_class_keys(client: MlflowClient, design_id: str) -> list[str]:
 def _row_params(run: Run, design_id: str, keys: Iterable[str] = ()) -> Mapping[str, str]:
     """A row run's params, checked to hold what every stage reads from a row."""
     params = run.data.params
-    missing = [p for p in (*ROW_PARAMS, *(f"n_{k}" for k in keys)) if p not in params]
+    _check_params(params, (*ROW_PARAMS, *(f"n_{k}" for k in keys)),
+                  run=f"run {run.info.run_id!r} is tagged as a row of design {design_id!r}",
+                  on=" on every row",
+                  expected=f"{', '.join(ROW_PARAMS)} and n_<class> for each class",
+                  fix="delete it or fix its tags")
+    return params
+
+
+def _check_params(params: Mapping[str, str], wanted: Iterable[str], *, run: str, expected: str,
+                  fix: str, on: str = "") -> None:
+    """Refuse a run that lacks params `mixscale design` logs (one message for every kind)."""
+    missing = [p for p in wanted if p not in params]
     if missing:
         raise MixscaleError(
-            f"run {run.info.run_id!r} is tagged as a row of design {design_id!r} but lacks the "
-            f"param(s) {', '.join(missing)} that `mixscale design` logs on every row (expected "
-            f"{', '.join(ROW_PARAMS)} and n_<class> for each class); it was not made by "
-            "mixscale: delete it or fix its tags."
+            f"{run} but lacks the param(s) {', '.join(missing)} that `mixscale design` logs{on} "
+            f"(expected {expected}); it was not made by mixscale: {fix}."
         )
-    return params
 
 
 def current_row_runs(client: MlflowClient, design_id: str) -> list[Run]:

@@ -187,7 +187,7 @@ def test_fake_mnist_loads_through_torchvision(tmp_path, name, folder, first_key)
                                              ("cifar100", "cifar-100-python"),
                                              ("mnist", "MNIST/raw"),
                                              ("fashion-mnist", "FashionMNIST/raw")])
-def test_missing_dataset_says_where_and_to_download(tmp_path, name, where) -> None:
+def test_missing_dataset_says_where_and_to_download(tmp_path, name, where, no_system_dir) -> None:
     with pytest.raises(MixscaleError) as info:
         load_dataset(name, data_dir=tmp_path / "nothing")
     message = str(info.value)

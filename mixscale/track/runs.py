@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import tempfile
 import time
@@ -12,14 +14,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
 from mixscale.track.names import ERROR, HEARTBEAT, KIND, MAX_TAG, PARENT
 from mixscale.track.store import with_retries
 
 __all__ = ["experiment_for", "start_stage_run", "stage_run", "end_run", "log_params",
-           "log_metrics", "log_artifacts", "log_eval"]
+           "log_metrics", "log_artifacts", "log_eval", "log_row_inputs"]
 
 
 
@@ -182,3 +184,47 @@ def log_eval(client: MlflowClient, run_id: str, epoch: int, metrics: Mapping[str
     beat = [RunTag(HEARTBEAT, f"{now:.3f}")]
     with_retries(lambda: client.log_batch(run_id, metrics=batch, tags=beat),
                  what=f"logging epoch {epoch} of run {run_id}")
+
+
+def _labels_profile(labels: np.ndarray, class_keys: tuple[str, ...]) -> str:
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(class_keys))
+    return json.dumps({"num_rows": int(counts.sum()),
+                       "counts": dict(zip(class_keys, counts.tolist(), strict=True))})
+
+
+def log_row_inputs(client: MlflowClient, run_id: str, *, dataset: str, source: str,
+                   digest: str, train_labels: np.ndarray, test_labels: np.ndarray,
+                   class_keys: tuple[str, ...]) -> None:
+    """Log a row's training subset and the test split as the run's MLflow dataset inputs.
+
+    The UI's Dataset column then shows ``<dataset>-train-subset`` (context ``training``, digest
+    ``digest``: the row's ``subset_hash``) and ``<dataset>-test`` (context ``evaluation``, digest
+    of the test labels); each profile holds the images per class and the total. The store keeps
+    one input per (name, digest) and run, so logging the same inputs again adds none.
+
+    Parameters
+    ----------
+    dataset : str
+        The dataset's name (``digits``, ``imagefolder:...``).
+    source : str
+        Where the images come from (the data dir, or the dataset name), kept as the source.
+    digest : str
+        The training subset's hash (:func:`mixscale.data.subset_hash`).
+    train_labels, test_labels : numpy.ndarray
+        The labels of the subset's images and of the test split.
+    class_keys : tuple of str
+        The class keys, in label order (the profile's count keys).
+    """
+    src = json.dumps({"dataset": dataset, "source": source})
+    test_digest = hashlib.sha256(np.ascontiguousarray(
+        np.asarray(test_labels, dtype=np.int64)).tobytes()).hexdigest()[:12]
+    inputs = [
+        DatasetInput(Dataset(f"{dataset}-train-subset", digest, "local", src,
+                             profile=_labels_profile(train_labels, class_keys)),
+                     tags=[InputTag("mlflow.data.context", "training")]),
+        DatasetInput(Dataset(f"{dataset}-test", test_digest, "local", src,
+                             profile=_labels_profile(test_labels, class_keys)),
+                     tags=[InputTag("mlflow.data.context", "evaluation")]),
+    ]
+    with_retries(lambda: client.log_inputs(run_id, datasets=inputs),
+                 what=f"logging the dataset inputs of run {run_id}")

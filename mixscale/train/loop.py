@@ -64,11 +64,26 @@ class TrainResult:
     seconds: float
     images_per_second: float  # training images processed per second (evaluation excluded)
     settings: TrainSettings | None = None  # what the config's auto choices resolved to
+    # Where this call's time went (a resumed run: after its checkpoint), plain perf_counter sums
+    data_seconds: float = 0.0  # images normalised and moved to the device (run_row: + subset)
+    train_seconds: float = 0.0  # the epochs' batches (forward, backward, step)
+    eval_seconds: float = 0.0  # the evaluations on the test split
+    tracking_seconds: float = 0.0  # tracking calls of the caller (run_row fills it in)
+    train_images: int = 0  # training images processed (subset size x epochs trained)
+    eval_images: int = 0  # test images evaluated (test-set size x evaluations)
 
     @property
     def final(self) -> dict[str, float]:
         """Metrics of the last evaluation."""
         return self.history[-1][1]
+
+    def time_metrics(self) -> dict[str, float]:
+        """``time_data_s``, ``time_train_s``, ``time_eval_s``, ``time_tracking_s``,
+        ``train_images_per_s`` and ``eval_images_per_s``, as logged at the end of a row."""
+        return {"time_data_s": self.data_seconds, "time_train_s": self.train_seconds,
+                "time_eval_s": self.eval_seconds, "time_tracking_s": self.tracking_seconds,
+                "train_images_per_s": self.train_images / max(self.train_seconds, 1e-9),
+                "eval_images_per_s": self.eval_images / max(self.eval_seconds, 1e-9)}
 
 
 def resolve_device(device: str) -> torch.device:
@@ -288,6 +303,7 @@ def train_model(
     fmt = torch.channels_last if settings.channels_last else torch.contiguous_format
 
     # Images normalised once; kept on the device when they fit, else in CPU memory.
+    t_data = time.perf_counter()
     c, h, w = train_images.shape[1:]
     n_bytes = 4 * c * ((h + 2 * pad) * (w + 2 * pad) * n + h * w * len(test_labels))
     store = device if _fits(device, n_bytes) else torch.device("cpu")
@@ -295,6 +311,7 @@ def train_model(
     x_test = prepare_images(test_images, mean=mean, std=std, device=store)
     y_train = torch.from_numpy(np.array(train_labels, dtype=np.int64)).to(device)
     y_test = torch.from_numpy(np.array(test_labels, dtype=np.int64)).to(device)
+    data_seconds = time.perf_counter() - t_data
 
     model = build_model(config.model, num_classes=n_classes, in_channels=int(c),
                         image_size=max(size), stem=settings.stem)
@@ -307,12 +324,14 @@ def train_model(
 
     history: list[tuple[int, dict[str, float]]] = []
     first_epoch, seconds_before, train_seconds = 0, 0.0, 0.0
+    train_before, eval_seconds, n_evals = 0.0, 0.0, 0
     loop: dict[str, Any] = {"device": device, "model": model, "optimizer": optimizer,
                             "scaler": scaler, "order_gen": order_gen, "aug_gen": aug_gen}
     if resume is not None:
         first_epoch = restore_state(resume, epochs=config.epochs, **loop)
         history = [(e, dict(m)) for e, m in resume["history"]]
         seconds_before, train_seconds = resume["seconds"], resume["train_seconds"]
+        train_before = train_seconds
     every = config.checkpoint_every if on_checkpoint is not None else 0
     t_start = time.perf_counter()
     for epoch in range(first_epoch, config.epochs):
@@ -346,9 +365,12 @@ def train_model(
             on_epoch(epoch + 1)
 
         if epoch + 1 in eval_epochs:
+            t_eval = time.perf_counter()
             test_loss, test_acc, per_class = evaluate(
                 model, x_test, y_test, n_classes=n_classes, precision=settings.precision,
                 channels_last=settings.channels_last)
+            eval_seconds += time.perf_counter() - t_eval
+            n_evals += 1
             metrics = {
                 "train_loss": (loss_sum / n).item(),
                 "train_accuracy": (correct / n).item(),
@@ -368,7 +390,10 @@ def train_model(
     seconds = seconds_before + time.perf_counter() - t_start
     return TrainResult(history=history, seconds=seconds,
                        images_per_second=n * config.epochs / max(train_seconds, 1e-9),
-                       settings=settings)
+                       settings=settings, data_seconds=data_seconds,
+                       train_seconds=train_seconds - train_before, eval_seconds=eval_seconds,
+                       train_images=n * (config.epochs - first_epoch),
+                       eval_images=len(test_labels) * n_evals)
 
 
 def set_threads(n: int) -> None:

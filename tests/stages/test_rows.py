@@ -30,6 +30,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mixscale import track as tr
 from mixscale.cli import cli
 from mixscale.config import DesignSpec, TrainConfig
+from mixscale.data import design_dataset
 from mixscale.errors import MixscaleError
 from mixscale.stages import rows as wk
 from mixscale.stages.design import prepare_design, run_design
@@ -181,6 +182,31 @@ def test_list_rows_ignores_a_half_made_restart(store) -> None:
     tr.log_params(client, new.info.run_id, {k: v for k, v in run.data.params.items()})
     rows = tr.list_rows(client, design.design_id)
     assert len(rows) == N_ROWS and rows[2].run_id == new.info.run_id
+
+
+def test_a_row_logs_where_its_time_went_and_train_prints_the_shares(store) -> None:
+    client = store.client
+    design = run_design(prepare_design(SPEC), client, store.new_experiment(),
+                        echo=lambda _: None)
+    row = tr.list_rows(client, design.design_id)[0]
+    lines: list[str] = []
+    t0 = time.perf_counter()
+    assert train_rows(client, design.design_id, CONFIG, run_ids=[row.run_id],
+                      echo=lines.append) == 1
+    wall = time.perf_counter() - t0
+    m = client.get_run(row.run_id).data.metrics
+    times = [m[f"time_{p}_s"] for p in ("data", "train", "eval", "tracking")]
+    assert all(t >= 0 for t in times) and min(times[1:3]) > 0
+    assert sum(times) <= wall + 0.05
+    assert m["train_images_per_s"] * m["time_train_s"] == pytest.approx(
+        row.subset_size * CONFIG.epochs, rel=1e-6)
+    n_test = len(design_dataset(client.get_run(design.design_id).data.params).test_labels)
+    assert m["eval_images_per_s"] * m["time_eval_s"] == pytest.approx(
+        n_test * len(CONFIG.eval_epochs()), rel=1e-6)
+    shares = re.fullmatch(r"time: data (\d+)%, train (\d+)%, eval (\d+)%, tracking (\d+)% "
+                          r"of \d+ s over 1 row\(s\)", lines[-1])
+    assert shares is not None, lines[-1]
+    assert abs(sum(int(v) for v in shares.groups()) - 100) <= 1
 
 
 # ------------------------------------------------------------ a real server on PostgreSQL

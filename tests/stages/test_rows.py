@@ -196,7 +196,7 @@ def test_a_row_logs_where_its_time_went_and_train_prints_the_shares(store) -> No
     wall = time.perf_counter() - t0
     m = client.get_run(row.run_id).data.metrics
     times = [m[f"time_{p}_s"] for p in ("data", "train", "eval", "tracking")]
-    assert all(t >= 0 for t in times) and min(times[1:3]) > 0
+    assert min(times) > 0  # even digits' data and SQLite's tracking take some time
     assert sum(times) <= wall + 0.05
     assert m["train_images_per_s"] * m["time_train_s"] == pytest.approx(
         row.subset_size * CONFIG.epochs, rel=1e-6)

@@ -24,24 +24,6 @@ __all__ = ["experiment_for", "start_stage_run", "stage_run", "end_run", "log_par
            "log_metrics", "log_artifacts", "log_eval", "log_row_inputs"]
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 def experiment_for(client: MlflowClient, name: str, *, run_id: str | None = None) -> str:
     """The experiment id to log into: the given run's, else experiment ``name`` (created, or
     found when another process created it at the same moment)."""
@@ -145,30 +127,6 @@ def log_artifacts(client: MlflowClient, run_id: str, files: Mapping[str, object]
             else:  # a matplotlib figure
                 obj.savefig(path, dpi=110, bbox_inches="tight")
         client.log_artifacts(run_id, tmp, artifact_path)
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 def log_eval(client: MlflowClient, run_id: str, epoch: int, metrics: Mapping[str, float]

@@ -28,15 +28,14 @@ __all__ = [
     "RECIPE_VALUES",
     "DEVICES",
     "DESIGN_METHODS",
-    "FAMILIES",
-    "PREDICTORS",
     "DesignSpec",
     "TrainConfig",
-    "FitConfig",
     "milestones_within",
     "parse_int_list",
     "split_list",
     "parse_name_list",
+    "check_int",
+    "check_choice",
 ]
 
 Echo = Callable[[str], None]  # how a stage prints one line of progress (print by default)
@@ -76,11 +75,10 @@ RECIPE_VALUES: dict[str, dict[str, Any]] = {
 RECIPES: tuple[str, ...] = tuple(RECIPE_VALUES)
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 DESIGN_METHODS: tuple[str, ...] = ("maximin", "paper")
-FAMILIES: tuple[str, ...] = ("power", "arctan", "log", "root", "logistic", "m4")
-PREDICTORS: tuple[str, ...] = ("m0", "m1", "m2", "m3")
 
 
-def _check_int(name: str, value: object, *, low: int, high: float = math.inf) -> None:
+def check_int(name: str, value: object, *, low: int, high: float = math.inf) -> None:
+    """Raise :class:`MixscaleError` naming ``name`` unless ``value`` is an int in [low, high]."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise MixscaleError(f"`{name}` must be an integer, but got {name}={value!r}.")
     if not low <= value <= high:
@@ -98,7 +96,8 @@ def _check_float(name: str, value: object, *, low: float, high: float = math.inf
         raise MixscaleError(f"`{name}` must be in {left}{low}, {high}], but got {name}={value}.")
 
 
-def _check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
+def check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
+    """Raise :class:`MixscaleError` naming ``value`` and ``allowed`` unless it is one of them."""
     if value not in allowed:
         raise MixscaleError(
             f"unknown {name} {value!r}; allowed: {', '.join(repr(a) for a in allowed)}."
@@ -192,7 +191,7 @@ def parse_name_list(name: str, text: str | tuple[str, ...], allowed: tuple[str, 
     if not items:
         raise MixscaleError(f"`{name}` must name at least one of {', '.join(allowed)}.")
     for item in items:
-        _check_choice(_SINGULAR.get(name, name), item, allowed)
+        check_choice(_SINGULAR.get(name, name), item, allowed)
     return items
 
 
@@ -229,24 +228,24 @@ class DesignSpec:
     skip_bad_images: bool = False
 
     def __post_init__(self) -> None:
-        _check_choice("dataset", self.dataset, DATASETS)
-        _check_choice("design method", self.method, DESIGN_METHODS)
+        check_choice("dataset", self.dataset, DATASETS)
+        check_choice("design method", self.method, DESIGN_METHODS)
         if not self.subset_sizes:
             raise MixscaleError("`subset_sizes` must name at least one size.")
         for s in self.subset_sizes:
-            _check_int("subset_sizes", s, low=1)
+            check_int("subset_sizes", s, low=1)
         if len(set(self.subset_sizes)) != len(self.subset_sizes):
             raise MixscaleError(
                 f"`subset_sizes` must be distinct, but got {list(self.subset_sizes)}."
             )
-        _check_int("rows_per_size", self.rows_per_size, low=1)
-        _check_int("val_rows_per_size", self.val_rows_per_size, low=0)
-        _check_int("min_per_class", self.min_per_class, low=0)
+        check_int("rows_per_size", self.rows_per_size, low=1)
+        check_int("val_rows_per_size", self.val_rows_per_size, low=0)
+        check_int("min_per_class", self.min_per_class, low=0)
         _check_float("min_share", self.min_share, low=0.0, high=1.0)
         if self.max_per_class is not None:
-            _check_int("max_per_class", self.max_per_class, low=max(1, self.min_per_class))
-        _check_int("iterations", self.iterations, low=0)
-        _check_int("seed", self.seed, low=0, high=2**31 - 2)
+            check_int("max_per_class", self.max_per_class, low=max(1, self.min_per_class))
+        check_int("iterations", self.iterations, low=0)
+        check_int("seed", self.seed, low=0, high=2**31 - 2)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -289,21 +288,21 @@ class TrainConfig:
     checkpoint_every: int = 0
 
     def __post_init__(self) -> None:
-        _check_choice("model", self.model, MODELS)
-        _check_choice("device", self.device, DEVICES)
-        _check_choice("augment", self.augment, AUGMENTS)
-        _check_choice("stem", self.stem, STEMS)
-        _check_choice("precision", self.precision, PRECISIONS)
-        _check_int("epochs", self.epochs, low=1, high=100_000)
-        _check_int("eval_every", self.eval_every, low=1, high=self.epochs)
+        check_choice("model", self.model, MODELS)
+        check_choice("device", self.device, DEVICES)
+        check_choice("augment", self.augment, AUGMENTS)
+        check_choice("stem", self.stem, STEMS)
+        check_choice("precision", self.precision, PRECISIONS)
+        check_int("epochs", self.epochs, low=1, high=100_000)
+        check_int("eval_every", self.eval_every, low=1, high=self.epochs)
         _check_float("lr", self.lr, low=0.0, high=10.0, low_open=True)
         _check_float("momentum", self.momentum, low=0.0, high=0.999)
         _check_float("weight_decay", self.weight_decay, low=0.0, high=1.0)
-        _check_int("batch_size", self.batch_size, low=1, high=65_536)
+        check_int("batch_size", self.batch_size, low=1, high=65_536)
         _check_float("lr_gamma", self.lr_gamma, low=0.0, high=1.0, low_open=True)
         for m in self.lr_milestones:
-            _check_int("lr_milestones", m, low=1, high=self.epochs)
-        _check_int("crop_padding", self.crop_padding, low=0, high=64)
+            check_int("lr_milestones", m, low=1, high=self.epochs)
+        check_int("crop_padding", self.crop_padding, low=0, high=64)
         every = self.checkpoint_every
         if isinstance(every, bool) or not isinstance(every, int) or not 0 <= every <= self.epochs:
             raise MixscaleError(
@@ -323,7 +322,7 @@ class TrainConfig:
     @classmethod
     def recipe_values(cls, recipe: str = "default") -> dict[str, Any]:
         """Every field's value under a named recipe (the defaults, then the recipe's values)."""
-        _check_choice("recipe", recipe, RECIPES)
+        check_choice("recipe", recipe, RECIPES)
         values = {f.name: f.default for f in dataclasses.fields(cls)}
         return {**values, **RECIPE_VALUES[recipe]}
 
@@ -400,48 +399,3 @@ class TrainConfig:
         if epochs[-1] != self.epochs:
             epochs.append(self.epochs)
         return epochs
-
-
-@dataclass(frozen=True, kw_only=True)
-class FitConfig:
-    """Which scaling laws to fit, and how."""
-
-    families: tuple[str, ...] = ("power",)  # law families (see mixscale.fit.laws)
-    predictors: tuple[str, ...] = PREDICTORS  # linear predictors: the paper's models 0-3
-    min_epoch: int = 10  # evaluations before this epoch are dropped (paper: noisy early epochs)
-    n_starts: int = 8  # multi-start least-squares starts per law
-    loss: Literal["linear", "huber"] = "linear"  # least-squares loss (huber resists outliers)
-    n_boot: int = 100  # run-bootstrap replicates for the champion's intervals; 0 = none
-    extrapolate: bool = True  # also fit without the largest subset size and score on it
-    # also fit the per-class law with diminishing returns (mixscale.fit.classlaw) from the rows'
-    # test_accuracy_<class> metrics, and compare, register and serve it like the others
-    class_law: bool = True
-    model_name: str | None = None  # registered model name; None = "mixscale-<dataset>"
-    seed: int = 0  # seeds the random starts
-
-    def __post_init__(self) -> None:
-        if not self.families:
-            raise MixscaleError("`families` must name at least one law family.")
-        for f in self.families:
-            _check_choice("law family", f, FAMILIES)
-        if not self.predictors:
-            raise MixscaleError("`predictors` must name at least one linear predictor.")
-        for p in self.predictors:
-            _check_choice("predictor", p, PREDICTORS)
-        _check_int("min_epoch", self.min_epoch, low=0)
-        _check_int("n_starts", self.n_starts, low=1, high=10_000)
-        _check_choice("loss", self.loss, ("linear", "huber"))
-        _check_int("n_boot", self.n_boot, low=0, high=100_000)
-        _check_int("seed", self.seed, low=0, high=2**31 - 2)
-        if not isinstance(self.class_law, bool):
-            raise MixscaleError(f"`class_law` must be True or False, but got "
-                                f"class_law={self.class_law!r}.")
-        if self.model_name is not None:
-            ok = self.model_name.strip() and all(
-                ch.isalnum() or ch in "-_." for ch in self.model_name
-            )
-            if not ok:
-                raise MixscaleError(
-                    f"`model_name` may use letters, digits, '-', '_' and '.', "
-                    f"but got {self.model_name!r}."
-                )

@@ -21,14 +21,11 @@ from mixscale.config import (
     AUGMENTS,
     DESIGN_METHODS,
     DEVICES,
-    FAMILIES,
     MODELS,
     PRECISIONS,
-    PREDICTORS,
     RECIPES,
     STEMS,
     DesignSpec,
-    FitConfig,
     TrainConfig,
     milestones_within,
     parse_int_list,
@@ -36,6 +33,8 @@ from mixscale.config import (
     split_list,
 )
 from mixscale.errors import MixscaleError
+from mixscale.fit.laws import FAMILIES, PREDICTORS
+from mixscale.fit.options import FitConfig
 
 _D, T, _F = DesignSpec(), TrainConfig(), FitConfig()
 
@@ -240,8 +239,8 @@ def train_config_from(kw: dict[str, Any], tuned: dict[str, Any] | None = None) -
 
 def fit_config_from(kw: dict[str, Any]) -> FitConfig:
     return FitConfig(
-        families=parse_name_list("families", kw["families"], FAMILIES),
-        predictors=parse_name_list("predictors", kw["predictors"], PREDICTORS),
+        families=parse_name_list("families", kw["families"], tuple(FAMILIES)),
+        predictors=parse_name_list("predictors", kw["predictors"], tuple(PREDICTORS)),
         min_epoch=kw["min_epoch"], n_starts=kw["n_starts"], model_name=kw["model_name"] or None,
         loss=kw["loss"], n_boot=kw["n_boot"], extrapolate=kw["extrapolate"],
         class_law=kw["class_law"], seed=kw.get("seed", 0))

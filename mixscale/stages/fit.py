@@ -22,9 +22,9 @@ from mlflow import MlflowClient
 
 from mixscale import plots
 from mixscale import track as tr
-from mixscale.config import Echo, FitConfig
+from mixscale.config import Echo
 from mixscale.errors import MixscaleError
-from mixscale.fit import fit_all, parameter_table, report
+from mixscale.fit import FitConfig, fit_all, parameter_table, report
 from mixscale.fit.classlaw import FAMILY as CLASS_FAMILY
 from mixscale.fit.classlaw import N_SHAPE, ClassLaw, class_accuracy_column
 from mixscale.fit.classlaw import PREDICTOR as CLASS_PREDICTOR

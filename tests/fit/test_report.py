@@ -11,8 +11,7 @@ import pytest
 
 from mixscale import plots
 from mixscale import track as tr
-from mixscale.config import FitConfig
-from mixscale.fit import ScalingLaw
+from mixscale.fit import FitConfig, ScalingLaw
 from mixscale.fit.report import FLAT_STD, law_health
 from mixscale.stages.fit import HEALTH_TAG, extrapolation_summary, fit_table_and_log
 

@@ -7,8 +7,7 @@ import pandas as pd
 import pytest
 
 from mixscale import track as tr
-from mixscale.config import FitConfig
-from mixscale.fit import fit_all
+from mixscale.fit import FitConfig, fit_all
 from mixscale.stages import fit as fitstage
 
 pytestmark = pytest.mark.slow

@@ -1,0 +1,58 @@
+"""How to fit the scaling laws: :class:`FitConfig`, checked against the law registries of
+:mod:`mixscale.fit.laws` (the one place family and predictor names are written)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from mixscale.config import check_choice, check_int
+from mixscale.errors import MixscaleError
+from mixscale.fit.laws import FAMILIES, PREDICTORS
+
+__all__ = ["FitConfig"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class FitConfig:
+    """Which scaling laws to fit, and how."""
+
+    families: tuple[str, ...] = ("power",)  # law families (see mixscale.fit.laws)
+    predictors: tuple[str, ...] = tuple(PREDICTORS)  # linear predictors: the paper's models 0-3
+    min_epoch: int = 10  # evaluations before this epoch are dropped (paper: noisy early epochs)
+    n_starts: int = 8  # multi-start least-squares starts per law
+    loss: Literal["linear", "huber"] = "linear"  # least-squares loss (huber resists outliers)
+    n_boot: int = 100  # run-bootstrap replicates for the champion's intervals; 0 = none
+    extrapolate: bool = True  # also fit without the largest subset size and score on it
+    # also fit the per-class law with diminishing returns (mixscale.fit.classlaw) from the rows'
+    # test_accuracy_<class> metrics, and compare, register and serve it like the others
+    class_law: bool = True
+    model_name: str | None = None  # registered model name; None = "mixscale-<dataset>"
+    seed: int = 0  # seeds the random starts
+
+    def __post_init__(self) -> None:
+        if not self.families:
+            raise MixscaleError("`families` must name at least one law family.")
+        for f in self.families:
+            check_choice("law family", f, tuple(FAMILIES))
+        if not self.predictors:
+            raise MixscaleError("`predictors` must name at least one linear predictor.")
+        for p in self.predictors:
+            check_choice("predictor", p, tuple(PREDICTORS))
+        check_int("min_epoch", self.min_epoch, low=0)
+        check_int("n_starts", self.n_starts, low=1, high=10_000)
+        check_choice("loss", self.loss, ("linear", "huber"))
+        check_int("n_boot", self.n_boot, low=0, high=100_000)
+        check_int("seed", self.seed, low=0, high=2**31 - 2)
+        if not isinstance(self.class_law, bool):
+            raise MixscaleError(f"`class_law` must be True or False, but got "
+                                f"class_law={self.class_law!r}.")
+        if self.model_name is not None:
+            ok = self.model_name.strip() and all(
+                ch.isalnum() or ch in "-_." for ch in self.model_name
+            )
+            if not ok:
+                raise MixscaleError(
+                    f"`model_name` may use letters, digits, '-', '_' and '.', "
+                    f"but got {self.model_name!r}."
+                )

@@ -1,9 +1,15 @@
-"""What every fitted law shares (private): kept bootstrap replicates, percentile prediction
-intervals and the JSON round trip. Base of :class:`mixscale.fit.ScalingLaw` and
-:class:`mixscale.fit.classlaw.ClassLaw`."""
+"""What every fitted law shares (private): kept bootstrap replicates, prediction intervals
+(percentile, or calibrated on the backtest: :mod:`mixscale.fit.calibration`), the
+extrapolation ratio and the JSON round trip. Base of :class:`mixscale.fit.ScalingLaw`,
+:class:`mixscale.fit.classlaw.ClassLaw` and every other law kind.
+
+A law's calibration travels in its JSON under the key ``"calibration"`` whatever its kind:
+:meth:`LawBase.__init_subclass__` wraps each subclass's own ``to_dict``/``from_dict`` so that
+no law format has to repeat it (absent or None: an uncalibrated law, as before)."""
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any, Self
 
@@ -12,10 +18,12 @@ import pandas as pd
 
 from mixscale.errors import MixscaleError
 from mixscale.fit.bootstrap import BootstrapResult
+from mixscale.fit.calibration import Calibration
 
 __all__: list[str] = []  # private module
 
 
+CALIBRATION_KEY = "calibration"  # where a law's JSON dict keeps its Calibration
 DESIGN_KEYS = ("min_count", "mix", "share_min", "share_max", "total_min", "total_max")
 
 
@@ -67,6 +75,31 @@ class LawBase:
     raw_params_: np.ndarray
     bootstrap_raw_: np.ndarray | None
     design_: dict[str, Any] | None = None  # design_envelope() of the training rows
+    calibration_: Calibration | None = None  # set by calibrate(): backtest-calibrated intervals
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Make the subclass's own ``to_dict``/``from_dict`` carry ``calibration_``."""
+        super().__init_subclass__(**kwargs)
+        to_dict = cls.__dict__.get("to_dict")
+        if callable(to_dict):
+            @functools.wraps(to_dict)
+            def to_dict_calibrated(self: LawBase) -> dict[str, Any]:
+                d = to_dict(self)
+                cal = getattr(self, "calibration_", None)
+                d[CALIBRATION_KEY] = None if cal is None else cal.to_dict()
+                return d
+            cls.to_dict = to_dict_calibrated  # type: ignore[method-assign]
+        from_dict = cls.__dict__.get("from_dict")
+        if isinstance(from_dict, classmethod):
+            inner = from_dict.__func__
+
+            @functools.wraps(inner)
+            def from_dict_calibrated(klass: type, d: dict[str, Any]) -> Any:
+                law = inner(klass, d)
+                cal = d.get(CALIBRATION_KEY) if isinstance(d, dict) else None
+                law.calibration_ = None if cal is None else Calibration.from_dict(cal)
+                return law
+            cls.from_dict = classmethod(from_dict_calibrated)  # type: ignore[method-assign]
 
     def _set_design(self, counts: np.ndarray) -> None:
         self.design_ = design_envelope(counts)
@@ -89,6 +122,49 @@ class LawBase:
         out |= np.any(shares < np.asarray(d["share_min"]) - tol, axis=1)
         out |= np.any(shares > np.asarray(d["share_max"]) + tol, axis=1)
         return out
+
+    def extrapolation_ratio(self, counts: Any) -> np.ndarray:
+        """Per row of raw ``counts``: its total over the design's largest total.
+
+        Parameters
+        ----------
+        counts : numpy.ndarray or pandas.DataFrame
+            Rows x classes of raw image counts (a DataFrame: its ``class_columns_``).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``total / design_["total_max"]``, floored at 1.0 (inside the design's largest
+            size a law interpolates); NaN for every row of a law without a ``design_``.
+        """
+        if isinstance(counts, pd.DataFrame):
+            counts = counts[list(self.class_columns_)].to_numpy(dtype=float)  # type: ignore[attr-defined]
+        counts = np.atleast_2d(np.asarray(counts, dtype=float))
+        if self.design_ is None:
+            return np.full(len(counts), np.nan)
+        top = max(float(self.design_["total_max"]), 1e-12)
+        return np.maximum(counts.sum(axis=1) / top, 1.0)
+
+    def calibrate(self, calibration: Calibration | None) -> Self:
+        """Use ``calibration`` for :meth:`predict_interval` (None: back to the bootstrap).
+
+        Raises
+        ------
+        MixscaleError
+            If the law has no ``design_`` (its extrapolation ratio is unknown) or
+            ``calibration`` is not a :class:`~mixscale.fit.calibration.Calibration`.
+        """
+        self._check_fitted()
+        if calibration is not None:
+            if not isinstance(calibration, Calibration):
+                raise MixscaleError(f"`calibration` must be a Calibration or None, but got "
+                                    f"{type(calibration).__name__}.")
+            if self.design_ is None:
+                raise MixscaleError("this law stores no design (it was fitted before laws "
+                                    "kept one), so its extrapolation ratio and a calibrated "
+                                    "interval are unknown; refit it with `mixscale fit`.")
+        self.calibration_ = calibration
+        return self
 
     def _check_fitted(self) -> None:  # pragma: no cover - every subclass defines it
         raise NotImplementedError
@@ -115,7 +191,15 @@ class LawBase:
 
     def predict_interval(self, X: pd.DataFrame, level: float = 0.9
                          ) -> tuple[np.ndarray, np.ndarray]:
-        """Percentile interval of the prediction over the kept bootstrap replicates.
+        """The central ``level`` interval of the prediction for each row of ``X``.
+
+        Uncalibrated (``calibration_`` None): the percentile interval over the kept bootstrap
+        replicates. Calibrated (:meth:`calibrate`): around the point prediction ``p``,
+        ``p - sqrt(h**2 + (p - b_lo)**2)`` to ``p + sqrt(h**2 + (b_hi - p)**2)``, where ``h``
+        is :meth:`Calibration.half_width` at the row's :meth:`extrapolation_ratio` (backtest
+        error, seed/evaluation noise as a floor) and ``b_lo``/``b_hi`` the bootstrap
+        percentiles (0 spread without kept replicates): the half-widths add in quadrature as
+        independent errors do. Clipped to [0, 1].
 
         Parameters
         ----------
@@ -131,18 +215,30 @@ class LawBase:
         Raises
         ------
         MixscaleError
-            If ``level`` is outside (0, 1) or no bootstrap was kept (:meth:`keep_bootstrap`).
+            If ``level`` is outside (0, 1), or the law is uncalibrated and kept no bootstrap
+            (:meth:`keep_bootstrap`).
         """
         self._check_fitted()
-        if not 0.0 < level < 1.0:
+        if isinstance(level, bool) or not isinstance(level, int | float | np.floating) \
+                or not 0.0 < level < 1.0:
             raise MixscaleError(f"`level` must be in (0, 1), but got level={level!r}.")
         raw = getattr(self, "bootstrap_raw_", None)
-        if raw is None:
+        cal = getattr(self, "calibration_", None)
+        if raw is None and cal is None:
             raise MixscaleError(self._no_replicates())
-        preds = self._replicate_predictions(X, raw)
         tail = 100.0 * (1.0 - level) / 2.0
-        lower, upper = np.percentile(preds, [tail, 100.0 - tail], axis=0)
-        return lower, upper
+        if raw is not None:
+            preds = self._replicate_predictions(X, raw)
+            lower, upper = np.percentile(preds, [tail, 100.0 - tail], axis=0)
+            if cal is None:
+                return lower, upper
+        point = np.asarray(self.predict(X), dtype=float)  # type: ignore[attr-defined]
+        if raw is None:
+            lower = upper = point
+        h = cal.half_width(self.extrapolation_ratio(X), level)
+        down = np.sqrt(h ** 2 + np.maximum(point - lower, 0.0) ** 2)
+        up = np.sqrt(h ** 2 + np.maximum(upper - point, 0.0) ** 2)
+        return np.clip(point - down, 0.0, 1.0), np.clip(point + up, 0.0, 1.0)
 
     def to_json(self) -> str:
         """``to_dict()`` as a JSON string (floats round-trip exactly)."""

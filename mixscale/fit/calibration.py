@@ -42,13 +42,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.optimize import lsq_linear
 from scipy.stats import norm
 
 from mixscale.errors import MixscaleError
 
-__all__ = ["Calibration", "noise_sd", "GAMMA_MAX", "MIN_RESIDUALS"]
+__all__ = ["Calibration", "noise_sd", "DELTA_MAX", "GAMMA_MAX", "MIN_RESIDUALS"]
 
 GAMMA_MAX = 3.0  # steepest widening allowed: s(r) grows at most like r**3
+DELTA_MAX = 3.0  # fastest shrinking with the fit size allowed: (fit_size / S)**-3
 MIN_RESIDUALS = 5  # fewer backtest residuals cannot calibrate anything
 _EPS = 1e-4  # added to |residual| before the log fit (1/100 of an accuracy point)
 _FORMAT = "mixscale.Calibration"
@@ -78,6 +80,10 @@ class Calibration:
         Between-seed/evaluation standard deviation of a realised accuracy (>= 0).
     max_ratio : float
         Largest ratio in the backtest (beyond it ``s(r)`` is extrapolated).
+    delta : float
+        How the backtest error shrank with the fold's fit size, in ``[-DELTA_MAX, 0]``
+        (only used to normalise the scores; the final law is at fit size = the table's
+        largest size, where the factor is 1).
     """
 
     s1: float
@@ -85,6 +91,7 @@ class Calibration:
     scores: np.ndarray
     noise_sd: float = 0.0
     max_ratio: float = 1.0
+    delta: float = 0.0
 
     @classmethod
     def from_residuals(cls, residuals: pd.DataFrame, *, noise_sd: float = 0.0) -> Calibration:
@@ -122,18 +129,24 @@ class Calibration:
         if np.any(ratio < 1.0 - 1e-9):
             raise MixscaleError(f"backtest `ratio` must be >= 1, but got min {ratio.min():g}.")
         noise = _check_noise(noise_sd)
-        x, v = np.log(np.maximum(ratio, 1.0)), np.log(np.abs(res) + _EPS)
-        if np.ptp(x) > 1e-12:
-            gamma, log_s1 = np.polyfit(x, v, 1)
-        else:  # one ratio: nothing to learn the widening from
-            gamma, log_s1 = 0.0, float(v.mean())
-        gamma = float(np.clip(gamma, 0.0, GAMMA_MAX))
-        if gamma in (0.0, GAMMA_MAX):  # refit the level with the slope held at its bound
-            log_s1 = float(np.mean(v - gamma * x))
-        s1 = float(np.exp(log_s1))
-        scores = np.sort(np.abs(res) / (s1 * np.maximum(ratio, 1.0) ** gamma))
+        log_r, v = np.log(np.maximum(ratio, 1.0)), np.log(np.abs(res) + _EPS)
+        log_f = np.zeros_like(log_r)  # log(fit_size / final size): 0 = as the final law
+        if "fit_size" in residuals.columns and "subset_size" in residuals.columns:
+            fit_size = np.asarray(residuals["fit_size"], dtype=float)
+            final = float(np.asarray(residuals["subset_size"], dtype=float).max())
+            if np.all(np.isfinite(fit_size)) and np.all(fit_size > 0):
+                log_f = np.log(fit_size / final)
+        columns = [np.ones_like(v), log_r, log_f]
+        lo, hi = [-np.inf, 0.0, -DELTA_MAX], [np.inf, GAMMA_MAX, 0.0]
+        keep = [0] + [j for j in (1, 2) if np.ptp(columns[j]) > 1e-12]  # what varies
+        fitted = lsq_linear(np.column_stack([columns[j] for j in keep]), v,
+                            bounds=([lo[j] for j in keep], [hi[j] for j in keep])).x
+        coef = np.zeros(3)
+        coef[keep] = fitted
+        s1, gamma, delta = float(np.exp(coef[0])), float(coef[1]), float(coef[2])
+        scores = np.sort(np.abs(res) / (s1 * np.exp(gamma * log_r + delta * log_f)))
         return cls(s1=s1, gamma=gamma, scores=scores, noise_sd=noise,
-                   max_ratio=float(ratio.max()))
+                   max_ratio=float(ratio.max()), delta=delta)
 
     @property
     def n(self) -> int:
@@ -175,7 +188,7 @@ class Calibration:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types (stored under a law's ``"calibration"`` key)."""
         return {"format": _FORMAT, "version": _VERSION, "s1": self.s1, "gamma": self.gamma,
-                "noise_sd": self.noise_sd, "max_ratio": self.max_ratio,
+                "delta": self.delta, "noise_sd": self.noise_sd, "max_ratio": self.max_ratio,
                 "scores": [float(v) for v in self.scores]}
 
     @classmethod
@@ -188,21 +201,23 @@ class Calibration:
             raise MixscaleError(f"{_FORMAT} version must be {_VERSION}, but got "
                                 f"{d.get('version')!r}.")
         try:
-            s1, gamma = float(d["s1"]), float(d["gamma"])
+            s1, gamma, delta = float(d["s1"]), float(d["gamma"]), float(d.get("delta", 0.0))
             scores = np.sort(np.asarray(d["scores"], dtype=float).reshape(-1))
             max_ratio = float(d["max_ratio"])
         except (KeyError, TypeError, ValueError) as exc:
             raise MixscaleError(f"{_FORMAT} dict is malformed ({exc!r}).") from None
         ok = (np.isfinite(s1) and s1 > 0 and 0.0 <= gamma <= GAMMA_MAX and max_ratio >= 1.0
+              and -DELTA_MAX <= delta <= 0.0
               and scores.size >= MIN_RESIDUALS and np.all(np.isfinite(scores))
               and np.all(scores >= 0))
         if not ok:
             raise MixscaleError(f"{_FORMAT} dict has out-of-range values: s1={s1!r} (> 0), "
-                                f"gamma={gamma!r} (in [0, {GAMMA_MAX}]), max_ratio={max_ratio!r}"
+                                f"gamma={gamma!r} (in [0, {GAMMA_MAX}]), delta={delta!r} (in "
+                                f"[-{DELTA_MAX}, 0]), max_ratio={max_ratio!r}"
                                 f" (>= 1), {scores.size} finite scores >= 0 (>= "
                                 f"{MIN_RESIDUALS}).")
         return cls(s1=s1, gamma=gamma, scores=scores, noise_sd=_check_noise(d.get("noise_sd")),
-                   max_ratio=max_ratio)
+                   max_ratio=max_ratio, delta=delta)
 
 
 def _check_noise(value: Any) -> float:

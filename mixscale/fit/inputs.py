@@ -100,6 +100,7 @@ def check_options(
     f_scale: Any,
     n_starts: Any,
     seed: Any,
+    shrink: Any = True,
 ) -> None:
     """Validate the options of a :class:`~mixscale.fit.ScalingLaw` (called by ``fit``)."""
     get_family(family)
@@ -118,6 +119,8 @@ def check_options(
         raise MixscaleError(f"`n_starts` must be an int >= 1, but got {n_starts!r}.")
     if seed is not None and not _is_int(seed):
         raise MixscaleError(f"`seed` must be an int or None, but got {seed!r}.")
+    if not isinstance(shrink, (bool, np.bool_)):
+        raise MixscaleError(f"`shrink` must be True or False, but got {shrink!r}.")
 
 
 def _is_int(value: Any) -> bool:

@@ -1,8 +1,14 @@
 """Pure scaling-law functions and the registries of families and linear predictors.
 
 A scaling law predicts accuracy ``y = f(z; shape)`` from a *linear predictor* ``z`` of scaled
-inputs (paper section 5). The linear predictors are the paper's models 0-3 (:data:`PREDICTORS`);
-the outer functions ``f`` are the families of :data:`FAMILIES`.
+inputs (paper section 5). The linear predictors are the paper's models 0-3 (:data:`PREDICTORS`),
+where epochs add inside ``z``, so enough epochs stand in for any amount of data; and the
+*saturating* predictors ``s0`` (per class) and ``s2`` (total count), where epochs enter as a
+separate factor, ``y = f(z_data) * h(epoch)`` with ``h(e) = 1 - (1 + e/tau)**-kappa``
+(:func:`epoch_saturation`: ``h(0) = 0``, ``h -> 1``), so more epochs approach the data's
+accuracy ``f(z_data)`` and never pass it. The outer functions ``f`` are the families of
+:data:`FAMILIES`; :attr:`Family.bounded` says which keep accuracy in [0, 1] below a fitted
+asymptote.
 
 Identifiability convention (used everywhere in :mod:`mixscale`): the count weights of ``z`` (one
 weight per class column for ``m0``/``m1``, the single ``total_n`` weight for ``m2``/``m3``) sum to
@@ -32,6 +38,7 @@ __all__ = [
     "Predictor",
     "algebraic_root",
     "arctan_law",
+    "epoch_saturation",
     "get_family",
     "get_predictor",
     "log_law",
@@ -218,6 +225,48 @@ def m4_law(
     return 1.0 - eps_inf - delta * m4_fraction(log_k, alpha)[0]
 
 
+EPOCH_FACTOR_NAMES = ("epoch_tau", "epoch_kappa")
+"""Parameters of :func:`epoch_saturation`, as the saturating predictors report them."""
+EPOCH_FACTOR_LOWER = (1e-3, 0.05)
+EPOCH_FACTOR_UPPER = (20.0, 20.0)
+EPOCH_FACTOR_START = (0.2, 1.0)
+
+
+def epoch_saturation(e: np.ndarray, tau: float, kappa: float) -> np.ndarray:
+    """Epoch factor ``h(e) = 1 - (1 + e/tau)**-kappa`` of the saturating predictors.
+
+    ``h(0) = 0``, ``h`` rises monotonically and tends to 1 as ``e -> inf``; ``kappa = 1`` is
+    ``e / (e + tau)``. Epochs are scaled by the training rows' largest epoch.
+
+    Parameters
+    ----------
+    e : array_like
+        Scaled epoch, ``>= 0``.
+    tau : float
+        Epoch scale (``> 0``), in units of the largest training epoch.
+    kappa : float
+        Shape (``> 0``): how fast the last gains come.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``h(e)`` in [0, 1).
+    """
+    e = np.maximum(np.asarray(e, dtype=float), 0.0)
+    return -np.expm1(-kappa * np.log1p(e / tau))
+
+
+def epoch_saturation_gradient(e: np.ndarray, tau: float, kappa: float
+                              ) -> tuple[np.ndarray, np.ndarray]:
+    """``(h, dh/d(tau, kappa))`` of :func:`epoch_saturation`, analytically."""
+    e = np.maximum(np.asarray(e, dtype=float), 0.0)
+    log1p = np.log1p(e / tau)
+    rest = np.exp(-kappa * log1p)  # (1 + e/tau)^-kappa
+    d_tau = -kappa * rest * e / (tau * (tau + e))
+    d_kappa = log1p * rest
+    return 1.0 - rest, np.stack([d_tau, d_kappa], axis=-1)
+
+
 @dataclass(frozen=True)
 class Family:
     """One outer function ``y = f(z; shape)`` with what a fit needs to start and bound it.
@@ -244,6 +293,13 @@ class Family:
         its time in finite differences (M4); ``None`` means finite differences.
     about : str
         The law in words, for model descriptions.
+    bounded : bool
+        True iff, for every shape in the box, accuracy stays at or below an upper asymptote
+        ``<= 1`` that the fit estimates, and the family saturates (M4: ``1 - eps_inf``).
+        Families that saturate but whose box lets the asymptote pass 1 (arctan ``1 + a``,
+        root ``a + p``, logistic ``a + b``) and the unbounded ones (power, log) are False.
+        A saturating predictor clips such a family's value to [0, 1] from below as well (a
+        floor ``1 - eps_inf - delta`` under 0 reads 0), so its laws stay in [0, 1].
     """
 
     name: str
@@ -256,6 +312,7 @@ class Family:
     func: Callable[..., np.ndarray]
     grad: Callable[..., tuple[np.ndarray, np.ndarray]] | None = None
     about: str = ""
+    bounded: bool = False
 
     def __call__(self, z: np.ndarray, shape: Sequence[float]) -> np.ndarray:
         """Evaluate the law at linear predictor ``z`` with shape parameters ``shape``."""
@@ -271,25 +328,43 @@ class Family:
 class Predictor:
     """One linear predictor: count terms (per class or total) plus epoch terms.
 
-    ``z = sum_j w_j * count_j + sum_k v_k * epoch**k`` on scaled inputs; the count weights
-    ``w`` sum to 1 (see the module docstring), the epoch weights ``v`` are free.
+    The paper's models: ``z = sum_j w_j * count_j + sum_k v_k * epoch**k`` on scaled inputs;
+    the count weights ``w`` sum to 1 (see the module docstring), the epoch weights ``v`` are
+    free. A *saturating* predictor keeps epochs out of ``z``: ``z = sum_j w_j * count_j`` and
+    accuracy is ``f(z) * h(epoch)`` (:func:`epoch_saturation`, parameters ``epoch_tau``,
+    ``epoch_kappa``).
 
     Attributes
     ----------
     name : str
-        Registry key (``m0`` ... ``m3``, the paper's models 0-3).
+        Registry key (``m0`` ... ``m3``, the paper's models 0-3; ``s0``, ``s2`` saturating).
     description : str
         The linear combination, as in the paper's Table 1.
     per_class : bool
         True: one term per class column; False: one ``total_n`` term.
     epoch_powers : tuple of int
-        Powers of the scaled epoch that enter (``(1,)`` or ``(1, 2)``).
+        Powers of the scaled epoch that enter ``z`` (``(1,)`` or ``(1, 2)``; ``()`` when
+        saturating).
+    saturating : bool
+        True: epochs enter as the separate factor ``h(epoch)``.
     """
 
     name: str
     description: str
     per_class: bool
     epoch_powers: tuple[int, ...]
+    saturating: bool = False
+
+    @property
+    def n_epoch_params(self) -> int:
+        """Number of epoch parameters (weights in ``z``, or ``tau, kappa`` of ``h``)."""
+        return len(EPOCH_FACTOR_NAMES) if self.saturating else len(self.epoch_powers)
+
+    def epoch_param_names(self) -> list[str]:
+        """Reported names of the epoch parameters (``w_epoch``, ... or ``epoch_tau``, ...)."""
+        if self.saturating:
+            return list(EPOCH_FACTOR_NAMES)
+        return [f"w_{e}" for e in self.epoch_names()]
 
     def count_names(self, class_columns: Sequence[str]) -> list[str]:
         """Names of the count terms: the class columns, or ``["total_n"]``."""
@@ -306,8 +381,11 @@ class Predictor:
         return np.asarray(total, dtype=float).reshape(-1, 1)
 
     def epoch_block(self, epoch: np.ndarray) -> np.ndarray:
-        """Epoch terms, shape ``(n_rows, len(epoch_powers))``, from the scaled epoch."""
+        """Epoch terms, shape ``(n_rows, len(epoch_powers))``, from the scaled epoch (a
+        saturating predictor: the scaled epoch itself, one column, the input of ``h``)."""
         e = np.asarray(epoch, dtype=float).reshape(-1, 1)
+        if self.saturating:
+            return e
         return np.hstack([e**k for k in self.epoch_powers])
 
 
@@ -395,6 +473,7 @@ FAMILIES: dict[str, Family] = {
             scale_param="beta",
             func=m4_law,
             grad=m4_gradient,
+            bounded=True,
         ),
     )
 }
@@ -427,9 +506,28 @@ PREDICTORS: dict[str, Predictor] = {
             per_class=False,
             epoch_powers=(1, 2),
         ),
+        Predictor(
+            name="s0",
+            description="sum_c w_c n_c; accuracy = f(z) * (1 - (1 + epoch/tau)^-kappa)",
+            per_class=True,
+            epoch_powers=(),
+            saturating=True,
+        ),
+        Predictor(
+            name="s2",
+            description="w_total_n total_n; accuracy = f(z) * (1 - (1 + epoch/tau)^-kappa)",
+            per_class=False,
+            epoch_powers=(),
+            saturating=True,
+        ),
     )
 }
-"""Linear predictors by name: the paper's models 0-3 (Table 1)."""
+"""Linear predictors by name: the paper's models 0-3 (Table 1), where epochs add inside ``z``,
+and the saturating ``s0`` (per class, like m0/m1) and ``s2`` (total count, like m2/m3), where
+``h(epoch)`` multiplies the family's accuracy at the data's ``z``: with epochs ``h -> 1``, so
+the law approaches ``f(z_data)`` (below the family's asymptote) and never passes it; with no
+images (``z = 0``) it predicts the family's no-data accuracy ``f(0)`` times ``h`` (for M4 its
+floor ``1 - eps_inf - delta``, read as 0 when that is negative)."""
 
 
 def get_family(name: str) -> Family:
@@ -456,4 +554,4 @@ def n_raw_params(family: str, predictor: str, n_classes: int) -> int:
     """Number of estimated parameters (the count weights have one constraint)."""
     pred = get_predictor(predictor)
     n_count_terms = n_classes if pred.per_class else 1
-    return len(get_family(family).param_names) + n_count_terms - 1 + len(pred.epoch_powers)
+    return len(get_family(family).param_names) + n_count_terms - 1 + pred.n_epoch_params

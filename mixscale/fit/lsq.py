@@ -6,19 +6,32 @@ Raw (internal) parameter vector, the identifiable parameterisation that is optim
 
 with the last count weight implied, ``w_m = 1 - sum(w_1..w_{m-1})``, so the count weights sum
 to 1 exactly. The *reported* vector is ``[shape] + [w_1..w_m] + [epoch weights]``; it is an
-affine function of ``theta`` (:func:`report_matrix`), so covariances carry over exactly.
+affine function of ``theta`` (:func:`report_matrix`), so covariances carry over exactly. A
+saturating predictor's "epoch weights" are ``tau, kappa`` of
+:func:`~mixscale.fit.laws.epoch_saturation`.
+
+Shrinkage. A problem with ``penalty = lam > 0`` adds the residuals ``sqrt(lam) * (w_c - 1/m)``
+(one per count weight) to the data residuals: ridge towards equal weights, i.e. towards the
+total-count twin of a per-class law. :func:`choose_penalty` picks ``lam`` by K-fold
+cross-validation over groups (runs).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.optimize import OptimizeResult, least_squares
 
 from mixscale.errors import FitError
-from mixscale.fit.laws import Family
+from mixscale.fit.laws import (
+    EPOCH_FACTOR_LOWER,
+    EPOCH_FACTOR_START,
+    EPOCH_FACTOR_UPPER,
+    Family,
+    epoch_saturation_gradient,
+)
 
 __all__: list[str] = []  # private module
 
@@ -30,11 +43,19 @@ _DEFAULT_EPOCH_START = (0.3, 0.0)  # start for w_epoch, w_epoch2
 
 @dataclass(frozen=True)
 class Problem:
-    """Scaled design blocks for one family; everything a residual needs."""
+    """Scaled design blocks for one family; everything a residual needs.
+
+    ``saturating``: epochs enter as the factor ``h(epoch)`` of ``z = z_data * h(epoch)``
+    (``epoch`` is then the one column of scaled epochs) instead of adding to ``z``, and the
+    prediction is clipped to [0, 1]. ``penalty``: the shrinkage strength
+    ``lam`` of the count weights towards equal weights (0: none).
+    """
 
     family: Family
     count: np.ndarray  # (n, m) scaled count terms
     epoch: np.ndarray  # (n, q) scaled epoch terms
+    saturating: bool = False
+    penalty: float = 0.0
 
     @property
     def n_shape(self) -> int:
@@ -45,12 +66,25 @@ class Problem:
         return self.count.shape[1] - 1
 
     @property
+    def n_epoch_params(self) -> int:
+        return len(EPOCH_FACTOR_START) if self.saturating else self.epoch.shape[1]
+
+    @property
     def n_raw(self) -> int:
-        return self.n_shape + self.n_free_counts + self.epoch.shape[1]
+        return self.n_shape + self.n_free_counts + self.n_epoch_params
+
+    @property
+    def shrinks(self) -> bool:
+        """Whether the penalty residuals are on (a positive penalty and >= 2 count weights)."""
+        return self.penalty > 0 and self.n_free_counts > 0
 
     def take(self, rows: np.ndarray) -> Problem:
         """The same problem restricted to (possibly repeated) ``rows``."""
-        return Problem(self.family, self.count[rows], self.epoch[rows])
+        return replace(self, count=self.count[rows], epoch=self.epoch[rows])
+
+    def with_penalty(self, penalty: float) -> Problem:
+        """The same rows with shrinkage strength ``penalty``."""
+        return replace(self, penalty=float(penalty))
 
     def split(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Shape params, all ``m`` count weights (summing to 1) and the epoch weights."""
@@ -60,11 +94,34 @@ class Problem:
         return theta[:k], weights, theta[k + f :]
 
     def linear_predictor(self, theta: np.ndarray) -> np.ndarray:
+        """``z``: the paper's sum of count and epoch terms, or (saturating) the data's
+        ``z_data = count @ w`` times the epoch factor ``h(epoch)``."""
         _, weights, epoch_weights = self.split(theta)
+        if self.saturating:
+            h, _ = epoch_saturation_gradient(self.epoch[:, 0], *epoch_weights)
+            return (self.count @ weights) * h
         return self.count @ weights + self.epoch @ epoch_weights
 
     def predict(self, theta: np.ndarray) -> np.ndarray:
-        return self.family(self.linear_predictor(theta), theta[: self.n_shape])
+        y = self.family(self.linear_predictor(theta), theta[: self.n_shape])
+        return np.clip(y, 0.0, 1.0) if self.saturating else y
+
+    def penalty_residuals(self, theta: np.ndarray) -> np.ndarray:
+        """``sqrt(lam) * (w_c - 1/m)`` for every count weight (empty without shrinkage)."""
+        if not self.shrinks:
+            return np.empty(0)
+        _, weights, _ = self.split(theta)
+        return np.sqrt(self.penalty) * (weights - 1.0 / weights.size)
+
+    def penalty_jacobian(self) -> np.ndarray:
+        """d penalty_residuals / d theta, shape ``(m, n_raw)`` (``(0, n_raw)`` without)."""
+        if not self.shrinks:
+            return np.empty((0, self.n_raw))
+        k, f = self.n_shape, self.n_free_counts
+        jac = np.zeros((f + 1, self.n_raw))
+        jac[:f, k : k + f] = np.eye(f)
+        jac[f, k : k + f] = -1.0
+        return np.sqrt(self.penalty) * jac
 
     def jacobian(self, theta: np.ndarray) -> np.ndarray:
         """d predict / d theta by the chain rule through ``z``.
@@ -89,14 +146,24 @@ class Problem:
             dz = _FD_STEP * np.maximum(np.abs(z), 0.1)
             dydz = (self.family(z + dz, shape) - base) / dz
         dz_dfree = self.count[:, :-1] - self.count[:, -1:]
-        jac[:, k : k + self.n_free_counts] = dydz[:, None] * dz_dfree
-        jac[:, k + self.n_free_counts :] = dydz[:, None] * self.epoch
+        if not self.saturating:
+            jac[:, k : k + self.n_free_counts] = dydz[:, None] * dz_dfree
+            jac[:, k + self.n_free_counts :] = dydz[:, None] * self.epoch
+            return jac
+        # y = clip(f(z_data * h(epoch)), 0, 1): zero derivatives where the clip is active
+        f = self.n_free_counts
+        _, weights, (tau, kappa) = self.split(theta)
+        h, dh = epoch_saturation_gradient(self.epoch[:, 0], tau, kappa)
+        jac[:, k : k + f] = dydz[:, None] * dz_dfree * h[:, None]
+        jac[:, k + f :] = dydz[:, None] * (self.count @ weights)[:, None] * dh
+        y = self.family(z, shape)
+        jac *= ((y >= 0.0) & (y <= 1.0)).astype(float)[:, None]
         return jac
 
 
 def report_matrix(problem: Problem) -> tuple[np.ndarray, np.ndarray]:
     """``(A, b)`` with ``reported = A @ theta + b`` (the implied last count weight)."""
-    k, f, q = problem.n_shape, problem.n_free_counts, problem.epoch.shape[1]
+    k, f, q = problem.n_shape, problem.n_free_counts, problem.n_epoch_params
     n_rep = k + f + 1 + q
     a = np.zeros((n_rep, problem.n_raw))
     a[: k + f, : k + f] = np.eye(k + f)
@@ -109,19 +176,19 @@ def report_matrix(problem: Problem) -> tuple[np.ndarray, np.ndarray]:
 
 def bounds(problem: Problem) -> tuple[np.ndarray, np.ndarray]:
     """Lower and upper bounds of the raw parameter vector."""
-    return raw_bounds(problem.family, problem.n_free_counts, problem.epoch.shape[1])
+    return raw_bounds(problem.family, problem.n_free_counts, problem.n_epoch_params,
+                      saturating=problem.saturating)
 
 
-def raw_bounds(family: Family, n_free_counts: int, n_epoch: int) -> tuple[np.ndarray, np.ndarray]:
+def raw_bounds(family: Family, n_free_counts: int, n_epoch: int, *, saturating: bool = False
+               ) -> tuple[np.ndarray, np.ndarray]:
     """Lower and upper bounds of a raw vector: ``family``'s box, then ``n_free_counts`` count
-    weights and ``n_epoch`` epoch weights."""
+    weights and ``n_epoch`` epoch weights (``tau, kappa`` of ``h`` when ``saturating``)."""
     f, q = n_free_counts, n_epoch
-    lower = np.concatenate(
-        [family.lower, [_COUNT_WEIGHT_BOUNDS[0]] * f, [_EPOCH_WEIGHT_BOUNDS[0]] * q]
-    )
-    upper = np.concatenate(
-        [family.upper, [_COUNT_WEIGHT_BOUNDS[1]] * f, [_EPOCH_WEIGHT_BOUNDS[1]] * q]
-    )
+    epoch_lo = list(EPOCH_FACTOR_LOWER) if saturating else [_EPOCH_WEIGHT_BOUNDS[0]] * q
+    epoch_hi = list(EPOCH_FACTOR_UPPER) if saturating else [_EPOCH_WEIGHT_BOUNDS[1]] * q
+    lower = np.concatenate([family.lower, [_COUNT_WEIGHT_BOUNDS[0]] * f, epoch_lo])
+    upper = np.concatenate([family.upper, [_COUNT_WEIGHT_BOUNDS[1]] * f, epoch_hi])
     return lower, upper
 
 
@@ -148,7 +215,10 @@ def starting_points(
     while len(starts) < n_starts:
         shape = rng.uniform(lo, hi)
         w = rng.dirichlet(np.ones(m))
-        v = np.array([rng.uniform(0.0, 1.5), rng.uniform(-1.0, 0.3)][:q])
+        if problem.saturating:  # tau, kappa of h
+            v = np.array([np.exp(rng.uniform(np.log(0.02), np.log(1.0))), rng.uniform(0.3, 3.0)])
+        else:
+            v = np.array([rng.uniform(0.0, 1.5), rng.uniform(-1.0, 0.3)][:q])
         starts.append(np.concatenate([shape, w[:-1], v]))
     return [np.clip(s, lower, upper) for s in starts[:n_starts]]
 
@@ -158,6 +228,12 @@ def _linear_start(problem: Problem, y: np.ndarray) -> tuple[np.ndarray, np.ndarr
     design = np.hstack([np.ones((y.size, 1)), problem.count, problem.epoch])
     coef = np.linalg.lstsq(design, y, rcond=None)[0]
     total = coef[1 : 1 + m].sum()
+    if problem.saturating:  # the count weights from the regression, h from its default start
+        ok = np.all(np.isfinite(coef)) and total > 1e-8
+        weights = coef[1 : 1 + m] / total if ok else np.full(m, 1.0 / m)
+        if not np.all(np.abs(weights) < 3.0):
+            weights = np.full(m, 1.0 / m)
+        return weights, np.asarray(EPOCH_FACTOR_START, dtype=float)
     if np.all(np.isfinite(coef)) and total > 1e-8:
         weights = coef[1 : 1 + m] / total
         epoch_weights = coef[1 + m :] / total
@@ -173,8 +249,13 @@ def solve(
     *,
     loss: str,
     f_scale: float,
+    tol: float = 1e-10,
+    nfev_per_param: int = 200,
 ) -> OptimizeResult:
     """Run bounded least squares from every start and keep the lowest cost.
+
+    ``tol`` is ``ftol = xtol = gtol``; ``nfev_per_param`` caps the evaluations per raw
+    parameter (the shrinkage's warm-started cross-validation fits use looser values).
 
     Raises
     ------
@@ -182,9 +263,13 @@ def solve(
         If every start fails (non-finite residuals, solver error).
     """
     lower, upper = bounds(problem)
+    penalty_jac = problem.penalty_jacobian()
 
     def residuals(theta: np.ndarray) -> np.ndarray:
-        return problem.predict(theta) - y
+        return np.concatenate([problem.predict(theta) - y, problem.penalty_residuals(theta)])
+
+    def jacobian(theta: np.ndarray) -> np.ndarray:
+        return np.vstack([problem.jacobian(theta), penalty_jac])
 
     best: OptimizeResult | None = None
     errors: list[str] = []
@@ -194,17 +279,17 @@ def solve(
                 res = least_squares(
                     residuals,
                     x0,
-                    jac=lambda t: problem.jacobian(t),
+                    jac=jacobian,
                     bounds=(lower, upper),
                     method="trf",
                     tr_solver="exact",
                     loss=loss,
                     f_scale=f_scale,
                     x_scale="jac",
-                    ftol=1e-10,
-                    xtol=1e-10,
-                    gtol=1e-10,
-                    max_nfev=200 * problem.n_raw,
+                    ftol=tol,
+                    xtol=tol,
+                    gtol=tol,
+                    max_nfev=nfev_per_param * problem.n_raw,
                 )
             except (ValueError, np.linalg.LinAlgError, FloatingPointError) as exc:
                 errors.append(str(exc))
@@ -225,12 +310,15 @@ def solve(
 def covariance(
     problem: Problem, theta: np.ndarray, y: np.ndarray, *, loss: str, f_scale: float
 ) -> np.ndarray:
-    """``sigma^2 (J^T W J)^-1`` of the raw parameters (``inf`` if ``J`` is rank deficient).
+    """``sigma^2 (J^T W J + P)^-1`` of the raw parameters (``inf`` if it is singular).
 
     ``W`` is the identity for the linear loss; for the Huber loss it holds the IRLS weights
     ``min(1, f_scale / |r|)``, so rows the fit treated as outliers count as little in the
-    covariance as they did in the fit. ``sigma^2`` is the weighted residual variance with
-    ``n - p`` degrees of freedom.
+    covariance as they did in the fit. ``P`` is the shrinkage penalty's ``lam * D^T D`` (zero
+    without shrinkage: the usual ``(J^T W J)^-1``), so a shrunk law's covariance is the
+    posterior one of its ridge prior. ``sigma^2`` is the weighted residual variance with
+    ``n - df`` degrees of freedom, ``df`` the effective number of parameters
+    (:func:`effective_params`).
     """
     n, p = y.size, theta.size
     with np.errstate(all="ignore"):
@@ -241,11 +329,162 @@ def covariance(
     else:
         w = np.ones(n)
     jw = jac * np.sqrt(w)[:, None]
-    dof = n - p
-    if dof <= 0 or not np.all(np.isfinite(jw)):
+    aug = np.vstack([jw, problem.penalty_jacobian()])
+    df = effective_params(problem, theta, w=w) if problem.shrinks else float(p)
+    dof = n - df
+    if dof <= 0 or not np.all(np.isfinite(aug)):
         return np.full((p, p), np.inf)
-    _, sv, vt = np.linalg.svd(jw, full_matrices=False)
-    if sv[-1] <= np.finfo(float).eps * max(jw.shape) * sv[0]:
+    _, sv, vt = np.linalg.svd(aug, full_matrices=False)
+    if sv[-1] <= np.finfo(float).eps * max(aug.shape) * sv[0]:
         return np.full((p, p), np.inf)
     sigma2 = float(np.sum(w * r**2) / dof)
     return sigma2 * (vt.T / sv**2) @ vt
+
+
+def effective_params(problem: Problem, theta: np.ndarray, *, w: np.ndarray | None = None
+                     ) -> float:
+    """Effective number of parameters: the trace of the (linearised) hat matrix,
+    ``tr(J (J^T W J + P)^-1 J^T W)``.
+
+    Without shrinkage this is the rank of ``J`` (the number of raw parameters when they are
+    identified); as ``lam -> inf`` the ``m - 1`` free count weights drop out and it tends to
+    the total-count twin's count.
+    """
+    with np.errstate(all="ignore"):
+        jac = problem.jacobian(theta)
+    if w is not None:
+        jac = jac * np.sqrt(w)[:, None]
+    if not np.all(np.isfinite(jac)):
+        return float("nan")
+    pj = problem.penalty_jacobian()
+    gram = jac.T @ jac + pj.T @ pj
+    sol = np.linalg.pinv(gram, hermitian=True)  # pinv: an unidentified direction counts 0
+    return float(np.trace(sol @ (jac.T @ jac)))
+
+
+SHRINK_GRID = (1.0, 0.25, 0.0625, 0.015625)
+"""Prior spreads ``t`` of the shrinkage grid: ``lam = sigma^2 / (t/m)^2`` says the count weights
+differ from the equal weight ``1/m`` by about ``t/m`` (``sigma^2``: the unshrunk fit's residual
+variance). ``lam = 0`` (no shrinkage) is always a candidate too; ``t = 1/64`` is the top."""
+
+
+_CV_SOLVE = {"tol": 1e-6, "nfev_per_param": 20}  # held-out fits only rank the lam values
+
+
+@dataclass(frozen=True)
+class PenaltyChoice:
+    """The outcome of :func:`choose_penalty`: the grid, the CV errors and the chosen fit."""
+
+    grid: np.ndarray  # lam values, 0 first, increasing
+    cv_mse: np.ndarray  # mean held-out loss per lam (squared or Huber; inf: a fold failed)
+    index: int  # position of the chosen lam in grid
+    result: OptimizeResult  # the full-data fit at the chosen lam
+    n_folds: int  # 0: too few groups for cross-validation (the top of the grid is used)
+
+    @property
+    def penalty(self) -> float:
+        return float(self.grid[self.index])
+
+    @property
+    def at_top(self) -> bool:
+        return self.index == len(self.grid) - 1
+
+
+def choose_penalty(
+    problem: Problem,
+    y: np.ndarray,
+    unshrunk: OptimizeResult,
+    groups: np.ndarray,
+    *,
+    loss: str,
+    f_scale: float,
+    n_folds: int = 3,
+    seed: int | None = 0,
+    tolerance: float = 0.02,
+) -> PenaltyChoice:
+    """Choose the shrinkage ``lam`` of the count weights by K-fold cross-validation over groups.
+
+    Every ``lam`` of the grid (0, then :data:`SHRINK_GRID`) is fitted on all rows, warm-started
+    from the previous ``lam`` and from equal weights; each fold's fit starts from that. The
+    chosen ``lam`` is the largest whose mean held-out squared error (predictions clipped to
+    [0, 1]) is within ``tolerance`` (relative) of the best: among laws that predict as well,
+    the one nearest the total-count twin. With the Huber loss the held-out error is the Huber
+    loss too (a crashed evaluation in a fold must not decide the shrinkage). With fewer than 3
+    groups there is no
+    cross-validation and the top of the grid is used.
+
+    Parameters
+    ----------
+    problem : Problem
+        The unpenalised problem (all training rows).
+    y : numpy.ndarray
+        Observed accuracies.
+    unshrunk : OptimizeResult
+        The multi-start fit at ``lam = 0``.
+    groups : numpy.ndarray
+        Group (run) label per row.
+    loss, f_scale : str, float
+        As for :func:`solve`.
+    n_folds : int
+        Folds (at most the number of groups).
+    seed : int or None
+        Seeds the assignment of groups to folds.
+    tolerance : float
+        Relative slack of the "as good as the best" rule.
+
+    Returns
+    -------
+    PenaltyChoice
+    """
+    theta0 = np.asarray(unshrunk.x, dtype=float)
+    m = problem.count.shape[1]
+    resid = problem.predict(theta0) - y
+    dof = max(y.size - theta0.size, 1)
+    sigma2 = max(float(resid @ resid) / dof, 1e-8)
+    grid = np.array([0.0, *(sigma2 / (t / m) ** 2 for t in SHRINK_GRID)])
+    equal = theta0.copy()
+    k, f = problem.n_shape, problem.n_free_counts
+    equal[k : k + f] = 1.0 / m
+    lower, upper = bounds(problem)
+    equal = np.clip(equal, lower, upper)
+    fits = [unshrunk]
+    for i, lam in enumerate(grid[1:], start=1):  # the top also tries equal weights
+        starts = [fits[-1].x, equal] if i == len(grid) - 1 else [fits[-1].x]
+        fits.append(solve(problem.with_penalty(lam), y, starts, loss=loss, f_scale=f_scale))
+    labels, inverse = np.unique(groups, return_inverse=True)
+    n_folds = min(n_folds, labels.size)
+    if n_folds < 3:
+        top = len(grid) - 1
+        return PenaltyChoice(grid, np.full(len(grid), np.nan), top, fits[top], 0)
+    order = np.random.default_rng(seed).permutation(labels.size)
+    fold_of_group = np.empty(labels.size, dtype=int)
+    fold_of_group[order] = np.arange(labels.size) % n_folds
+    fold = fold_of_group[inverse]
+    sse = np.zeros(len(grid))
+    for j in range(n_folds):
+        train, test = np.flatnonzero(fold != j), np.flatnonzero(fold == j)
+        part, held = problem.take(train), problem.take(test)
+        for i, lam in enumerate(grid):
+            try:
+                res = solve(part.with_penalty(lam), y[train], [fits[i].x], loss=loss,
+                            f_scale=f_scale, **_CV_SOLVE)
+            except FitError:
+                sse[i] = np.inf
+                continue
+            with np.errstate(all="ignore"):
+                pred = np.clip(held.predict(res.x), 0.0, 1.0)
+            err = float(np.sum(_held_out_loss(pred - y[test], loss=loss, f_scale=f_scale)))
+            sse[i] += err if np.isfinite(err) else np.inf
+    cv_mse = sse / y.size
+    best = float(np.min(cv_mse))
+    ok = np.flatnonzero(cv_mse <= best * (1.0 + tolerance) + 1e-15)
+    index = int(ok.max()) if np.isfinite(best) else 0
+    return PenaltyChoice(grid, cv_mse, index, fits[index], n_folds)
+
+
+def _held_out_loss(r: np.ndarray, *, loss: str, f_scale: float) -> np.ndarray:
+    """Squared residuals, or the Huber loss ``2 f |r| - f^2`` beyond ``f_scale``."""
+    a = np.abs(r)
+    if loss != "huber":
+        return a**2
+    return np.where(a <= f_scale, a**2, 2.0 * f_scale * a - f_scale**2)

@@ -2,7 +2,18 @@
 
 :class:`ScalingLaw` fits ``accuracy = f(z)`` (a family of :mod:`mixscale.fit.laws`) where ``z``
 is a linear predictor (the paper's models 0-3) of scaled per-class counts ``n_<class>`` and
-``epoch``.
+``epoch``, or ``accuracy = f(z_data) * h(epoch)`` with a saturating predictor (``s0``, ``s2``),
+where epochs are a separate resource that cannot replace data without limit.
+:attr:`ScalingLaw.bounded` says whether a law keeps every prediction in [0, 1] below a fitted
+asymptote (a bounded family with a saturating predictor); only such laws are served.
+
+Shrinkage. The count weights of a per-class predictor (``m0``, ``m1``, ``s0``) are shrunk
+towards equal weights -- the total-count twin -- by a ridge penalty ``lam * sum_c (w_c -
+1/m)**2`` whose strength is chosen by K-fold cross-validation over runs
+(:func:`mixscale.fit.lsq.choose_penalty`): a per-class law moves away from equal weights only as
+far as held-out runs support. ``shrinkage_`` is the chosen ``lam``, ``effective_params_`` the
+trace of the hat matrix, and ``identifiability_`` a warning when the design cannot identify the
+per-class weights (and which rows would help). ``shrink=False`` fits as the paper does.
 
 Scaling. All class columns share one scale, the largest class count over all classes and
 training rows, so the class weights compare directly as "value of one image of class c" (the
@@ -32,6 +43,8 @@ from mixscale.fit.lawjson import law_from_dict, law_to_dict
 from mixscale.fit.laws import get_family, get_predictor, n_raw_params
 from mixscale.fit.metrics import mse, r2
 
+_MAX_NAMED = 3  # classes named by an identifiability warning
+
 __all__ = ["ScalingLaw"]
 
 class ScalingLaw(LawBase):
@@ -52,7 +65,10 @@ class ScalingLaw(LawBase):
     n_starts : int
         Number of least-squares starts: the family's grid first, then seeded random starts.
     seed : int or None
-        Seed of the random starts.
+        Seed of the random starts (and of the shrinkage folds).
+    shrink : bool
+        Shrink the per-class count weights towards equal weights with a cross-validated
+        strength (per-class predictors only; module docstring). False: the paper's fit.
 
     Attributes
     ----------
@@ -76,6 +92,19 @@ class ScalingLaw(LawBase):
     bootstrap_raw_ : numpy.ndarray or None
         Replicate parameter vectors kept by :meth:`keep_bootstrap` (saved in the JSON), which
         :meth:`predict_interval` turns into prediction intervals.
+    shrinkage_ : float or None
+        The chosen shrinkage strength ``lam`` of the count weights (0: none); None for a
+        total-count predictor (nothing to shrink). Bootstrap refits use the same ``lam``.
+    shrinkage_cv_ : dict of float to float or None
+        Held-out MSE per candidate ``lam`` (None without cross-validation; not in the JSON).
+    effective_params_ : float
+        Effective number of parameters (trace of the linearised hat matrix); the raw count
+        without shrinkage.
+    identifiability_ : str or None
+        A readable warning when the training rows cannot identify the per-class weights
+        (too few distinct mixtures, shares that do not vary independently, or shrinkage at
+        the top of its grid), naming the classes whose share the next rows should vary; None
+        when they can (and for total-count predictors).
     """
 
     def __init__(
@@ -88,6 +117,7 @@ class ScalingLaw(LawBase):
         f_scale: float = 0.01,
         n_starts: int = 8,
         seed: int | None = 0,
+        shrink: bool = True,
     ) -> None:
         self.family = family
         self.predictor = predictor
@@ -96,9 +126,17 @@ class ScalingLaw(LawBase):
         self.f_scale = f_scale
         self.n_starts = n_starts
         self.seed = seed
+        self.shrink = shrink
 
     def __repr__(self) -> str:
         return f"ScalingLaw(family={self.family!r}, predictor={self.predictor!r})"
+
+    @property
+    def bounded(self) -> bool:
+        """True iff every prediction is in [0, 1] below a fitted asymptote and more epochs
+        saturate: a bounded family (:attr:`mixscale.fit.laws.Family.bounded`) with a
+        saturating predictor (``s0``, ``s2``). The paper's m0-m3 are never bounded."""
+        return get_family(self.family).bounded and get_predictor(self.predictor).saturating
 
     # ------------------------------------------------------------------ fitting
     def fit(self, X: pd.DataFrame, y: Any, *, groups: Any = None) -> ScalingLaw:
@@ -151,10 +189,18 @@ class ScalingLaw(LawBase):
                     f"the largest {name} in the training rows must be > 0 to scale inputs to "
                     f"[0, 1], but got {value:g}."
                 )
-        problem = self._problem(counts, epoch, scales=scales)
+        problem = self._problem(counts, epoch, scales=scales, penalty=0.0)
         rng = np.random.default_rng(self.seed)
         starts = _lsq.starting_points(problem, y_fit, n_starts=self.n_starts, rng=rng)
         best = _lsq.solve(problem, y_fit, starts, loss=self.loss, f_scale=self.f_scale)
+        per_class = get_predictor(self.predictor).per_class and len(columns) > 1
+        choice, lam = None, (0.0 if per_class else None)
+        if per_class and self.shrink:
+            fold_groups = groups[keep] if groups is not None else _mixture_groups(counts)
+            choice = _lsq.choose_penalty(problem, y_fit, best, fold_groups, loss=self.loss,
+                                         f_scale=self.f_scale, seed=self.seed)
+            best, lam = choice.result, choice.penalty
+            problem = problem.with_penalty(lam)
         raw_cov = _lsq.covariance(problem, best.x, y_fit, loss=self.loss, f_scale=self.f_scale)
         a, _ = _lsq.report_matrix(problem)
         pcov = np.full((a.shape[0], a.shape[0]), np.inf)
@@ -166,6 +212,13 @@ class ScalingLaw(LawBase):
         self._set_fitted(best.x, pcov, cost=float(best.cost), n_train=int(keep.sum()))
         self._set_design(counts)  # floor, mix and range of the training rows (plan, serving)
         self.groups_ = groups
+        self.shrinkage_ = lam
+        self.shrinkage_cv_ = (None if choice is None or not choice.n_folds else
+                              {float(g): float(v) for g, v in zip(choice.grid, choice.cv_mse,
+                                                                  strict=True)})
+        self.effective_params_ = _lsq.effective_params(problem, best.x)
+        self.identifiability_ = (identifiability_warning(counts, columns, choice)
+                                 if per_class else None)
         return self
 
     def _check_options(self) -> None:
@@ -177,28 +230,34 @@ class ScalingLaw(LawBase):
             f_scale=self.f_scale,
             n_starts=self.n_starts,
             seed=self.seed,
+            shrink=self.shrink,
         )
 
     def _problem(
-        self, counts: np.ndarray, epoch: np.ndarray, *, scales: tuple[float, ...] | None = None
+        self, counts: np.ndarray, epoch: np.ndarray, *, scales: tuple[float, ...] | None = None,
+        penalty: float | None = None,
     ) -> _lsq.Problem:
         """Scaled design blocks for raw ``counts`` (rows x class columns) and ``epoch``.
 
-        ``scales`` (count, total, epoch) default to the fitted ones.
+        ``scales`` (count, total, epoch) default to the fitted ones, ``penalty`` to the
+        fitted shrinkage (so bootstrap refits shrink as the fit did).
         """
         if scales is None:
             scales = (self.count_scale_, self.total_scale_, self.epoch_scale_)
+        if penalty is None:
+            penalty = getattr(self, "shrinkage_", None) or 0.0
         count_scale, total_scale, epoch_scale = scales
         predictor = get_predictor(self.predictor)
         count_block = predictor.count_block(counts / count_scale, counts.sum(axis=1) / total_scale)
         epoch_block = predictor.epoch_block(epoch / epoch_scale)
-        return _lsq.Problem(get_family(self.family), count_block, epoch_block)
+        return _lsq.Problem(get_family(self.family), count_block, epoch_block,
+                            saturating=predictor.saturating, penalty=float(penalty))
 
     def _set_fitted(self, raw: np.ndarray, pcov: np.ndarray, *, cost: float, n_train: int) -> None:
         family, predictor = get_family(self.family), get_predictor(self.predictor)
         names = list(family.param_names)
         names += [f"w_{c}" for c in predictor.count_names(self.class_columns_)]
-        names += [f"w_{e}" for e in predictor.epoch_names()]
+        names += predictor.epoch_param_names()
         k, f = len(family.param_names), len(predictor.count_names(self.class_columns_)) - 1
         free = raw[k : k + f]
         values = np.concatenate([raw[: k + f], [1.0 - free.sum()], raw[k + f :]])
@@ -286,7 +345,8 @@ class ScalingLaw(LawBase):
         self._check_fitted()
         family, predictor = get_family(self.family), get_predictor(self.predictor)
         n_free = len(predictor.count_names(self.class_columns_)) - 1
-        lower, upper = _lsq.raw_bounds(family, n_free, len(predictor.epoch_powers))
+        lower, upper = _lsq.raw_bounds(family, n_free, predictor.n_epoch_params,
+                                       saturating=predictor.saturating)
         k = len(family.param_names)
         names = list(self.params_)
         names = names[: k + n_free] + names[k + n_free + 1 :]  # drop the implied weight
@@ -371,11 +431,89 @@ class ScalingLaw(LawBase):
 
     # ---------------------------------------------------------- serialisation
     def to_dict(self) -> dict[str, Any]:
-        """Everything needed to rebuild the fitted law (plain JSON types)."""
+        """Everything needed to rebuild the fitted law (plain JSON types), with the
+        shrinkage, effective parameters and identifiability warning of the fit."""
         self._check_fitted()
-        return law_to_dict(self)
+        d = law_to_dict(self)
+        d["options"]["shrink"] = bool(self.shrink)
+        lam = getattr(self, "shrinkage_", None)
+        d["shrinkage"] = None if lam is None else float(lam)
+        d["effective_params"] = float(self.effective_params_)
+        d["identifiability"] = self.identifiability_
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ScalingLaw:
-        """Rebuild a fitted law from :meth:`to_dict` output."""
-        return law_from_dict(cls, d)
+        """Rebuild a fitted law from :meth:`to_dict` output (a law saved before shrinkage
+        existed reads as unshrunk: ``shrinkage_`` 0 or None, no warning)."""
+        law = law_from_dict(cls, d)
+        per_class = get_predictor(law.predictor).per_class and len(law.class_columns_) > 1
+        lam = d.get("shrinkage", 0.0 if per_class else None)
+        if lam is not None and not (isinstance(lam, (int, float)) and 0 <= lam < np.inf):
+            raise MixscaleError(f"a law's `shrinkage` must be a float >= 0 or null, "
+                                f"but got {lam!r}.")
+        law.shrinkage_ = None if lam is None else float(lam)
+        law.shrinkage_cv_ = None
+        law.effective_params_ = float(d.get("effective_params", law.raw_params_.size))
+        note = d.get("identifiability")
+        law.identifiability_ = None if note is None else str(note)
+        return law
+
+
+def _mixture_groups(counts: np.ndarray) -> np.ndarray:
+    """One group per distinct count vector (a run's rows share it): the folds' default."""
+    return np.unique(counts, axis=0, return_inverse=True)[1].reshape(-1)
+
+
+def _class_names(columns: list[str], index: np.ndarray) -> str:
+    names = [columns[i].removeprefix("n_") for i in index[:_MAX_NAMED]]
+    return ", ".join(repr(n) for n in names)
+
+
+def identifiability_warning(counts: np.ndarray, columns: list[str],
+                            choice: _lsq.PenaltyChoice | None) -> str | None:
+    """Why the rows ``counts`` cannot identify per-class weights, and which rows would help.
+
+    Parameters
+    ----------
+    counts : numpy.ndarray
+        Training rows x classes, raw counts (after the ``min_epoch`` drop).
+    columns : list of str
+        The ``n_<class>`` columns.
+    choice : PenaltyChoice or None
+        The shrinkage choice (None: not shrunk).
+
+    Returns
+    -------
+    str or None
+        None when the weights are identified: at least ``m + 1`` distinct mixtures for ``m``
+        classes, class shares that vary independently (condition of the centred shares), and
+        a cross-validated shrinkage below the top of its grid.
+    """
+    mixes = np.unique(np.asarray(counts, dtype=float), axis=0)
+    m = len(columns)
+    total = mixes.sum(axis=1, keepdims=True)
+    shares = mixes / np.where(total > 0, total, 1.0)
+    mean = shares.mean(axis=0)
+    spread = shares.std(axis=0) / np.where(mean > 0, mean, 1.0)
+    least_varied = np.argsort(spread, kind="stable")
+    help_rows = (f"rows that vary the share of class {_class_names(columns, least_varied)} "
+                 "(the classes whose share the design moves least)")
+    if len(mixes) < m + 1:
+        return (f"per-class weights not identified: {len(mixes)} distinct class mixtures for "
+                f"{m} per-class weights (need at least {m + 1}); they were shrunk towards "
+                f"equal weights. Add {help_rows}.")
+    sv, vt = np.linalg.svd(shares - mean, full_matrices=False)[1:]
+    if m > 1 and sv[m - 2] < 1e-3 * sv[0]:
+        together = np.argsort(-np.abs(vt[m - 2]), kind="stable")
+        return (f"per-class weights not identified: the shares of class "
+                f"{_class_names(columns, together)} move together across the design "
+                f"(condition {sv[0] / max(sv[m - 2], 1e-300):.3g}). Add rows that vary them "
+                "independently.")
+    if choice is not None and choice.at_top:
+        why = ("too few runs to cross-validate" if not choice.n_folds else
+               "cross-validation over runs chose the top of the grid")
+        return (f"per-class weights shrunk to (nearly) equal ({why}, lam = "
+                f"{choice.penalty:.3g}): these rows do not tell the classes apart. Add "
+                f"{help_rows}.")
+    return None

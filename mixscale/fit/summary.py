@@ -11,12 +11,10 @@ import pandas as pd
 
 from mixscale.errors import FitError
 from mixscale.fit.inputs import read_features
-from mixscale.fit.laws import FAMILIES, PREDICTORS, n_raw_params
+from mixscale.fit.laws import FAMILIES, PREDICTORS, get_family, get_predictor, n_raw_params
 from mixscale.fit.scaling import ScalingLaw
 
 __all__ = ["fit_all", "parameter_table"]
-
-
 
 
 def parameter_table(law: ScalingLaw) -> pd.DataFrame:
@@ -68,7 +66,11 @@ def fit_all(
     summary : pandas.DataFrame
         One row per combination: ``family, predictor, n_params, train_mse, train_r2,
         val_mse, val_r2, error`` (``error`` holds the :class:`FitError` message of a failed
-        combination, else ``None``).
+        combination, else ``None``), then ``bounded`` (:attr:`ScalingLaw.bounded`),
+        ``effective_params`` (trace of the hat matrix), ``shrinkage`` (the cross-validated
+        ``lam`` of a per-class law's count weights, NaN for total-count laws) and
+        ``identifiability`` (the law's warning that the design cannot identify its per-class
+        weights, else ``None``).
     """
     families = list(FAMILIES) if families is None else list(families)
     predictors = list(PREDICTORS) if predictors is None else list(predictors)
@@ -89,6 +91,10 @@ def fit_all(
                 "val_mse": nan,
                 "val_r2": nan,
                 "error": None,
+                "bounded": get_family(fam).bounded and get_predictor(pred).saturating,
+                "effective_params": nan,
+                "shrinkage": nan,
+                "identifiability": None,
             }
             try:
                 law.fit(X_train, y_train, groups=groups)
@@ -97,6 +103,9 @@ def fit_all(
                 rows.append(row)
                 continue
             laws[(fam, pred)] = law
+            row.update(effective_params=law.effective_params_,
+                       shrinkage=nan if law.shrinkage_ is None else law.shrinkage_,
+                       identifiability=law.identifiability_)
             train = law.score(X_train, y_train)
             row.update(train_mse=train["mse"], train_r2=train["r2"])
             if X_val is not None:

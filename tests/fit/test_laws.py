@@ -39,6 +39,8 @@ def _linear_predictor(predictor, rng, n_rows=200):
     epoch = rng.uniform(0.0, 1.0, n_rows)
     count_block = predictor.count_block(counts, total)
     weights = rng.dirichlet(np.ones(count_block.shape[1]))
+    if predictor.saturating:  # epochs stay out of z
+        return count_block @ weights
     epoch_weights = np.array([0.4, -0.2][: len(predictor.epoch_powers)])
     return count_block @ weights + predictor.epoch_block(epoch) @ epoch_weights
 

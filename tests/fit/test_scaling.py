@@ -331,7 +331,10 @@ def test_bootstrap_resamples_runs_and_covers_the_truth():
     for seed in range(n_sets):
         X, y, _, runs = simulate("power", shape, w, (0.3,), n_runs=20, noise=0.002,
                                  run_noise=0.02, seed=seed, epochs=epochs)
-        law = ScalingLaw(family="power", predictor="m0", n_starts=2).fit(X, y, groups=runs)
+        # the paper's unshrunk estimator: shrinkage biases the extreme weights towards equal
+        # on purpose, so its intervals are not meant to cover them at the nominal rate
+        law = ScalingLaw(family="power", predictor="m0", n_starts=2, shrink=False).fit(
+            X, y, groups=runs)
         boot = law.bootstrap(X, y, n_boot=60, seed=seed, X_pred=X_pred, level=level)
         names = [f"w_{c}" for c in law.class_columns_]
         if seed == 0:  # the result's contract, once
@@ -389,6 +392,10 @@ def test_fit_all_summarises_every_combination_and_records_failures():
         "val_mse",
         "val_r2",
         "error",
+        "bounded",
+        "effective_params",
+        "shrinkage",
+        "identifiability",
     ]
     assert set(zip(summary["family"], summary["predictor"], strict=True)) == {
         (f, p) for f in families for p in predictors

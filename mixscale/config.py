@@ -39,7 +39,9 @@ __all__ = [
 ]
 
 Echo = Callable[[str], None]  # how a stage prints one line of progress (print by default)
-RESOLVED_PARAMS = ("device", "augment", "stem", "precision")  # `auto` resolves these per machine
+# Params resolved where the rows train: `auto` choices per machine, and eval_images (0 = the
+# whole test split) to the number of test images each evaluation scores, per dataset.
+RESOLVED_PARAMS = ("device", "augment", "stem", "precision", "eval_images")
 MAX_SEEDS = 100  # most verification seeds one plan may ask for (plan --verify --seeds)
 
 
@@ -259,6 +261,13 @@ class TrainConfig:
     model: str = "smallcnn"  # network architecture
     epochs: int = 30  # training epochs per row
     eval_every: int = 3  # evaluate (and log metrics) every this many epochs, and at the end
+    # Epochs before this one are not evaluated (the last epoch always is): `train` and `main`
+    # set it to the fit's min_epoch, whose fit drops those evaluations anyway, unless
+    # --eval-early; 0 = evaluate every eval_every-th epoch.
+    eval_from: int = 0
+    # Test images each evaluation scores: a fixed, seeded (data.EVAL_SEED), stratified subset
+    # of the test split; 0 = the whole split. A row logs the number it scored.
+    eval_images: int = 0
     lr: float = 0.05  # SGD learning rate
     momentum: float = 0.9  # SGD momentum
     weight_decay: float = 5e-4  # L2 penalty
@@ -295,6 +304,8 @@ class TrainConfig:
         check_choice("precision", self.precision, PRECISIONS)
         check_int("epochs", self.epochs, low=1, high=100_000)
         check_int("eval_every", self.eval_every, low=1, high=self.epochs)
+        check_int("eval_from", self.eval_from, low=0)
+        check_int("eval_images", self.eval_images, low=0)
         _check_float("lr", self.lr, low=0.0, high=10.0, low_open=True)
         _check_float("momentum", self.momentum, low=0.0, high=0.999)
         _check_float("weight_decay", self.weight_decay, low=0.0, high=1.0)
@@ -394,8 +405,21 @@ class TrainConfig:
             raise MixscaleError(f"the recipe of {source} is not valid: {exc}") from None
 
     def eval_epochs(self) -> list[int]:
-        """Epochs (1-based, after training that epoch) at which the row is evaluated."""
-        epochs = list(range(self.eval_every, self.epochs + 1, self.eval_every))
-        if epochs[-1] != self.epochs:
+        """Epochs (1-based, after training that epoch) at which the row is evaluated: every
+        ``eval_every``-th from ``eval_from`` on, and always the last.
+
+        Examples
+        --------
+        >>> TrainConfig(epochs=30, eval_from=10).eval_epochs()[:3]
+        [12, 15, 18]
+        """
+        epochs = [e for e in range(self.eval_every, self.epochs + 1, self.eval_every)
+                  if e >= self.eval_from]
+        if not epochs or epochs[-1] != self.epochs:
             epochs.append(self.epochs)
         return epochs
+
+    def skipped_epochs(self) -> list[int]:
+        """The ``eval_every``-th epochs that ``eval_from`` leaves unevaluated."""
+        return [e for e in range(self.eval_every, self.epochs, self.eval_every)
+                if e < self.eval_from]

@@ -100,7 +100,7 @@ def train_row_cmd(**kw: Any) -> None:
     """
     from mixscale import track as tr
     from mixscale.data import load_dataset
-    from mixscale.stages.rows import check_adhoc_counts, train_counts, train_rows
+    from mixscale.stages.rows import check_adhoc_counts, resolve_eval, train_counts, train_rows
 
     if bool(kw["run_id"].strip()) == bool(kw["counts"].strip()):
         raise MixscaleError("train-row needs exactly one of --run-id (a design row) or "
@@ -111,6 +111,7 @@ def train_row_cmd(**kw: Any) -> None:
     if counts is not None:  # validated before any logging
         dataset = load_dataset(kw["dataset"], data_dir=config.data_dir, download=config.download)
         check_adhoc_counts(dataset, counts)
+        resolve_eval(config, dataset)  # --eval-images fits the test split
     session = Session(kw)
     config = with_tuned(kw, config, session)
     if counts is not None:
@@ -243,12 +244,13 @@ def main_cmd(**kw: Any) -> None:
     from mixscale import track as tr
     from mixscale.stages.design import prepare_design, run_design
     from mixscale.stages.fit import run_fit, serve_command
-    from mixscale.stages.rows import train_rows
+    from mixscale.stages.rows import resolve_eval, train_rows
 
     spec, config, fit_config = design_spec_from(kw), train_config_from(kw), fit_config_from(kw)
     t0 = time.perf_counter()
     prepared = prepare_design(spec, data_dir=config.data_dir,
                               download=config.download)  # validated before any logging
+    resolve_eval(config, prepared.dataset)  # --eval-images fits the test split
     tuning = main_tune_setup(kw, spec.dataset) if kw["tune"] else None
     session = Session(kw)
     client = session.client

@@ -145,6 +145,14 @@ train_options = _options(
     recipe_option("--epochs", click.IntRange(1, 100_000)),
     recipe_option("--eval-every", click.IntRange(1),
                 "Evaluate on the test split every N epochs (and at the last)."),
+    option("--eval-images", click.IntRange(0), T.eval_images,
+         "Score every evaluation on a fixed, seeded, stratified subset of N test images; 0 = "
+         "the whole test split. Rows log the number scored (param eval_images)."),
+    click.option("--eval-early", type=click.BOOL, default=False, is_flag=False, flag_value=True,
+                 show_default=True,
+                 help="Also evaluate the epochs below the fit's --min-epoch (10 for `train`), "
+                      "which the fit drops; by default they are skipped (the last epoch is "
+                      "always evaluated). `--eval-early` alone = true."),
     recipe_option("--lr", click.FloatRange(0, 10, min_open=True), "SGD learning rate."),
     recipe_option("--momentum", click.FloatRange(0, 0.999)),
     recipe_option("--weight-decay", click.FloatRange(0, 1)),
@@ -230,6 +238,9 @@ def train_config_from(kw: dict[str, Any], tuned: dict[str, Any] | None = None) -
     else:
         values["lr_milestones"] = milestones_within(tuple(values["lr_milestones"]), epochs)
     values["eval_every"] = min(values["eval_every"], epochs)
+    # epochs the fit drops are not evaluated unless --eval-early (`main` passes its --min-epoch)
+    values["eval_from"] = 0 if kw.get("eval_early") else kw.get("min_epoch", _F.min_epoch)
+    values["eval_images"] = kw.get("eval_images", T.eval_images)
     for f in ("crop_padding", "precision", "device", "checkpoint_every", "data_dir",
               "download"):
         if f in kw:
@@ -349,7 +360,7 @@ def tune_base(kw: dict[str, Any], epochs: int | None = None) -> TrainConfig:
 
     ``epochs`` (``main --tune-epochs``) shortens the pipeline's recipe for the study's trials.
     """
-    config = train_config_from(kw)
+    config = dataclasses.replace(train_config_from(kw), eval_from=0)  # the pruner: every epoch
     if epochs is None:
         return config
     return dataclasses.replace(

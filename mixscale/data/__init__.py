@@ -8,13 +8,15 @@ folders; torchvision and PIL only inside the loaders that need them), and
 from __future__ import annotations
 
 from mixscale.data.datasets import ImageDataset, design_dataset, load_dataset, sanitize_class_name
-from mixscale.data.subsets import sample_subset, subset_hash
+from mixscale.data.subsets import EVAL_SEED, eval_subset, sample_subset, subset_hash
 
 __all__ = [
     "ImageDataset",
     "design_dataset",
     "load_dataset",
     "sanitize_class_name",
+    "EVAL_SEED",
+    "eval_subset",
     "sample_subset",
     "subset_hash",
 ]

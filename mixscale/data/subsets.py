@@ -1,4 +1,5 @@
-"""A row's images: drawn per class without replacement, seeded by the row, and hashed.
+"""A row's images: drawn per class without replacement, seeded by the row, and hashed; and the
+test images every evaluation scores (the whole test split, or a fixed stratified subset of it).
 
 The same row and seed always give the same images.
 """
@@ -11,7 +12,9 @@ import numpy as np
 
 from mixscale.errors import MixscaleError
 
-__all__ = ["sample_subset", "subset_hash"]
+__all__ = ["EVAL_SEED", "sample_subset", "subset_hash", "eval_subset"]
+
+EVAL_SEED = 0  # seeds the --eval-images subset: every row of every design scores the same images
 
 
 def sample_subset(labels: np.ndarray, counts: np.ndarray, *, seed: int) -> np.ndarray:
@@ -55,3 +58,58 @@ def subset_hash(indices: np.ndarray) -> str:
     """Short, stable hash of a subset's image indices (logged so subsets can be compared)."""
     data = np.ascontiguousarray(np.sort(np.asarray(indices, dtype=np.int64))).tobytes()
     return hashlib.sha256(data).hexdigest()[:12]
+
+
+def eval_subset(labels: np.ndarray, n: int, *, n_classes: int, seed: int = EVAL_SEED
+                ) -> np.ndarray:
+    """Indices of the test images every evaluation scores: the whole split, or ``n`` of them.
+
+    The subset is stratified (each class gets its share of ``n``, by largest remainder, and at
+    least one image) and drawn with ``seed``, so every row scored with the same ``n`` sees the
+    same images.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (M,)
+        Labels of the test split.
+    n : int
+        Images to score; 0 = the whole split (as does ``n == M``).
+    n_classes : int
+        Classes of the dataset (the smallest allowed ``n``).
+    seed : int
+        Seeds the draw (:data:`EVAL_SEED` by default).
+
+    Returns
+    -------
+    ndarray of int64
+        Sorted indices into ``labels`` (``arange(M)`` for the whole split).
+
+    Raises
+    ------
+    MixscaleError
+        If ``n`` is neither 0 nor in ``[n_classes, M]``; the message names ``n`` and the range.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    total = len(labels)
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or not (
+            n == 0 or n_classes <= n <= total):
+        raise MixscaleError(
+            f"--eval-images must be 0 (the whole test split) or in [{n_classes}, {total}] (at "
+            f"least one image per class, at most the test split's {total}), but got "
+            f"eval_images={n!r}.")
+    if n in (0, total):
+        return np.arange(total, dtype=np.int64)
+    have = np.bincount(labels, minlength=n_classes)
+    exact = n * have / total
+    take = np.minimum(np.maximum(np.floor(exact).astype(np.int64), (have > 0).astype(np.int64)),
+                      have)
+    for c in np.argsort(-(exact - np.floor(exact)), kind="stable"):  # largest remainders first
+        if take.sum() >= n:
+            break
+        if take[c] < have[c]:
+            take[c] += 1
+    while take.sum() > n:  # the one-per-class floor overshot: take from classes above one
+        take[int(np.argmax(np.where(take > 1, take - exact, -np.inf)))] -= 1
+    while take.sum() < n:  # classes at their limit left some over
+        take[int(np.argmax(np.where(take < have, exact - take, -np.inf)))] += 1
+    return sample_subset(labels, take, seed=seed)

@@ -50,7 +50,7 @@ from mlflow import MlflowClient
 
 from mixscale import track as tr
 from mixscale.config import RESOLVED_PARAMS, Echo, TrainConfig
-from mixscale.data import design_dataset, load_dataset, sample_subset, subset_hash
+from mixscale.data import design_dataset, eval_subset, load_dataset, sample_subset, subset_hash
 from mixscale.data.datasets import ImageDataset
 from mixscale.errors import MixscaleError
 from mixscale.stages import checkpoints as ck
@@ -58,7 +58,8 @@ from mixscale.stages.progress import Progress
 from mixscale.train import resolve_settings, set_threads, train_model
 
 __all__ = ["Assignment", "WORKER_ENV_VARS", "EXECUTORS", "resolve_worker", "select_rows",
-           "configure_http_retries", "row_params", "claim_recipe", "claimed_rows", "run_row",
+           "configure_http_retries", "resolve_eval", "eval_note", "row_params", "claim_recipe",
+           "claimed_rows", "run_row",
            "train_with_ray", "train_in_processes", "time_shares", "train_rows",
            "check_adhoc_counts", "train_counts"]
 
@@ -167,6 +168,31 @@ def configure_http_retries() -> None:
         os.environ.setdefault(key, value)
 
 
+def resolve_eval(config: TrainConfig, dataset: ImageDataset) -> TrainConfig:
+    """``config`` with ``eval_images`` set to the number of test images each evaluation of
+    ``dataset`` scores (0, the whole split, becomes the split's size): what a row logs.
+
+    Raises
+    ------
+    MixscaleError
+        If ``eval_images`` is neither 0 nor in [number of classes, test split size]
+        (:func:`mixscale.data.eval_subset`); callers check it before anything is logged.
+    """
+    idx = eval_subset(dataset.test_labels, config.eval_images, n_classes=dataset.n_classes)
+    return dataclasses.replace(config, eval_images=len(idx))
+
+
+def eval_note(config: TrainConfig) -> str | None:
+    """The line saying which epochs ``eval_from`` leaves unevaluated; None when it skips none."""
+    skipped = config.skipped_epochs()
+    if not skipped:
+        return None
+    shown = ", ".join(map(str, config.eval_epochs()))
+    return (f"evaluating epochs {shown} of {config.epochs}: epochs below {config.eval_from} "
+            f"(the fit's --min-epoch, which drops them) are not evaluated; --eval-early "
+            f"evaluates them too")
+
+
 def row_params(config: TrainConfig, settings: Any) -> dict[str, object]:
     """The training recipe as logged on every row run."""
     return config.to_params(settings.as_params())
@@ -251,6 +277,11 @@ def run_row(client: MlflowClient, row: tr.RowSpec, run_id: str, *, dataset: Any,
         t_data = time.perf_counter()
         idx = sample_subset(dataset.train_labels, row.counts, seed=row.seed)
         train_x, train_y = dataset.train_images[idx], dataset.train_labels[idx]
+        eval_idx = eval_subset(dataset.test_labels, config.eval_images,
+                               n_classes=dataset.n_classes)
+        whole = len(eval_idx) == len(dataset.test_labels)
+        test_x = dataset.test_images if whole else dataset.test_images[eval_idx]
+        test_y = dataset.test_labels if whole else dataset.test_labels[eval_idx]
         data_seconds = time.perf_counter() - t_data
         extra = {**params, "subset_hash": subset_hash(idx)}
         t_log = time.perf_counter()
@@ -260,13 +291,14 @@ def run_row(client: MlflowClient, row: tr.RowSpec, run_id: str, *, dataset: Any,
             tr.with_retries(lambda: tr.log_params(client, run_id, extra), what="logging params")
             tr.log_row_inputs(client, run_id, dataset=dataset.name, source=config.data_dir,
                               digest=extra["subset_hash"], train_labels=dataset.train_labels[idx],
-                              test_labels=dataset.test_labels, class_keys=dataset.class_keys)
+                              test_labels=test_y, class_keys=dataset.class_keys,
+                              eval_digest=None if whole else subset_hash(eval_idx))
         elif echo is not None:
             echo(f"row {row.row}: resuming run {run_id} from its checkpoint at epoch "
                  f"{start.state['epoch']}/{config.epochs}")
         tracking[0] += time.perf_counter() - t_log
         result = train_model(
-            train_x, train_y, dataset.test_images, dataset.test_labels,
+            train_x, train_y, test_x, test_y,
             config=config, class_keys=dataset.class_keys, seed=row.seed,
             mean=dataset.mean, std=dataset.std, callback=_on_eval, on_epoch=on_epoch,
             on_checkpoint=_on_checkpoint if config.checkpoint_every else None,
@@ -307,6 +339,7 @@ def _ray_row(tracking_uri: str, row: tr.RowSpec, run_id: str, dataset_name: str,
     set_threads(threads)
     client = MlflowClient(tracking_uri)
     dataset = _dataset(dataset_name, config.data_dir, config.download)
+    config = resolve_eval(config, dataset)
     settings = resolve_settings(config, image_shape=dataset.image_shape)
     result = run_row(client, row, run_id, dataset=dataset, config=config,
                      params=row_params(config, settings), echo=print)
@@ -501,9 +534,13 @@ def train_rows(client: MlflowClient, design_id: str, config: TrainConfig, *,
                                  address=ray_address, num_cpus=ray_cpus, echo=echo)
     dataset = design_dataset(client.get_run(design_id).data.params,
                              data_dir=config.data_dir, download=config.download)
+    config = resolve_eval(config, dataset)  # refused here, before any row is claimed
     settings = resolve_settings(config, image_shape=dataset.image_shape)
     params = row_params(config, settings)
     recipe = claim_recipe(config, settings)
+    note = eval_note(config)
+    if note and assignments:
+        echo(note)
     progress = Progress([a.row.subset_size for a in assignments], echo=echo)
     results = []
     for a, run_id in claimed_rows(client, assignments, config, recipe, skip=progress.skip_row):
@@ -578,6 +615,7 @@ def train_counts(client: MlflowClient, experiment_id: str, dataset_name: str,
     if dataset is None:
         dataset = load_dataset(dataset_name, data_dir=config.data_dir, download=config.download)
     counts_arr = check_adhoc_counts(dataset, counts)
+    config = resolve_eval(config, dataset)
     settings = resolve_settings(config, image_shape=dataset.image_shape)  # validates device
     total = int(counts_arr.sum())
     run_id = tr.start_stage_run(client, experiment_id, kind="adhoc",

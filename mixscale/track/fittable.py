@@ -27,11 +27,22 @@ def assemble_table(client: MlflowClient, design_ids: Iterable[str], *,
     ``<metric>_<class>`` at the same epoch (NaN where a run did not log it), for
     :class:`mixscale.fit.classlaw.ClassLaw`; that costs one more request per run and class.
 
+    Every row must have been scored on the same test images: ``eval_images`` (the number
+    each evaluation scored, the whole split's size or an ``--eval-images`` subset's) is a
+    column, and rows with different values are refused.
+
     Returns
     -------
     DataFrame
-        Columns ``accuracy, n_<class>..., epoch, total_n, subset_size, role, run_id, design_id``
-        [, ``accuracy_<class>...``], one row per (run, logged epoch), sorted by run and epoch.
+        Columns ``accuracy, n_<class>..., epoch, total_n, subset_size, eval_images, role,
+        run_id, design_id`` [, ``accuracy_<class>...``], one row per (run, logged epoch), sorted
+        by run and epoch.
+
+    Raises
+    ------
+    MixscaleError
+        If the designs have different classes, no row has a history, or the rows were scored
+        on different numbers of test images (the message names the values found).
     """
     design_ids = list(design_ids)
     keys = None
@@ -62,6 +73,7 @@ def assemble_table(client: MlflowClient, design_ids: Iterable[str], *,
                 frame[f"n_{key}"] = int(n)
             frame["total_n"] = int(row.counts.sum())
             frame["subset_size"] = row.subset_size
+            frame["eval_images"] = row.eval_images
             frame["role"] = row.role
             frame["run_id"] = row.run_id
             frame["design_id"] = design_id
@@ -72,6 +84,20 @@ def assemble_table(client: MlflowClient, design_ids: Iterable[str], *,
             "history; train them first (`mixscale train --design-id ...`)."
         )
     table = pd.concat(frames, ignore_index=True)
-    cols = ["accuracy", *[f"n_{k}" for k in keys], "epoch", "total_n", "subset_size", "role",
-            "run_id", "design_id", *([f"accuracy_{k}" for k in keys] if class_metrics else [])]
+    _check_eval_images(table)
+    cols = ["accuracy", *[f"n_{k}" for k in keys], "epoch", "total_n", "subset_size",
+            "eval_images", "role", "run_id", "design_id",
+            *([f"accuracy_{k}" for k in keys] if class_metrics else [])]
     return table[cols].sort_values(["run_id", "epoch"], kind="stable").reset_index(drop=True)
+
+
+def _check_eval_images(table: pd.DataFrame) -> None:
+    """Refuse a table whose rows were scored on different numbers of test images."""
+    found = table.groupby(table["eval_images"].astype(object).where(
+        table["eval_images"].notna(), "not logged"), sort=False)["run_id"].nunique()
+    if len(found) > 1:
+        values = ", ".join(f"{v} ({n} row(s))" for v, n in found.items())
+        raise MixscaleError(
+            f"the rows were scored on different numbers of test images (param eval_images: "
+            f"{values}); accuracies on different test images do not belong in one fit: fit "
+            "rows trained with one --eval-images together (retrain the others with it).")

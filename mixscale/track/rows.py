@@ -50,6 +50,7 @@ class RowSpec:
     status: str  # MLflow run status: SCHEDULED, RUNNING, FINISHED, FAILED, KILLED
     heartbeat: float | None = None  # unix seconds of the last sign of life (tag, else start)
     claim: str | None = None  # the run's mixscale.claim token when listed (None: never claimed)
+    eval_images: int | None = None  # test images each evaluation scored (None: not logged yet)
 
 
 def create_design_rows(client: MlflowClient, design_id: str, table: pd.DataFrame, *,
@@ -189,7 +190,8 @@ def list_rows(client: MlflowClient, design_id: str) -> list[RowSpec]:
             seed=int(params["seed"]), status=r.info.status,
             counts=np.array([int(params[f"n_{k}"]) for k in keys], dtype=np.int64),
             heartbeat=float(beat) if beat else (r.info.start_time or 0) / 1000 or None,
-            claim=r.data.tags.get(CLAIM)))
+            claim=r.data.tags.get(CLAIM),
+            eval_images=int(params["eval_images"]) if "eval_images" in params else None))
     return rows
 
 

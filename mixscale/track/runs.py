@@ -152,13 +152,15 @@ def _labels_profile(labels: np.ndarray, class_keys: tuple[str, ...]) -> str:
 
 def log_row_inputs(client: MlflowClient, run_id: str, *, dataset: str, source: str,
                    digest: str, train_labels: np.ndarray, test_labels: np.ndarray,
-                   class_keys: tuple[str, ...]) -> None:
-    """Log a row's training subset and the test split as the run's MLflow dataset inputs.
+                   class_keys: tuple[str, ...], eval_digest: str | None = None) -> None:
+    """Log a row's training subset and its test images as the run's MLflow dataset inputs.
 
     The UI's Dataset column then shows ``<dataset>-train-subset`` (context ``training``, digest
     ``digest``: the row's ``subset_hash``) and ``<dataset>-test`` (context ``evaluation``, digest
     of the test labels); each profile holds the images per class and the total. The store keeps
-    one input per (name, digest) and run, so logging the same inputs again adds none.
+    one input per (name, digest) and run, so logging the same inputs again adds none. A row
+    scored on an ``--eval-images`` subset logs ``<dataset>-test-subset`` instead, with the
+    subset's own digest (``eval_digest``) and its labels.
 
     Parameters
     ----------
@@ -169,18 +171,22 @@ def log_row_inputs(client: MlflowClient, run_id: str, *, dataset: str, source: s
     digest : str
         The training subset's hash (:func:`mixscale.data.subset_hash`).
     train_labels, test_labels : numpy.ndarray
-        The labels of the subset's images and of the test split.
+        The labels of the subset's images and of the test images scored.
     class_keys : tuple of str
         The class keys, in label order (the profile's count keys).
+    eval_digest : str, optional
+        The ``--eval-images`` subset's hash (:func:`mixscale.data.subset_hash` of its indices);
+        None = the whole test split was scored.
     """
     src = json.dumps({"dataset": dataset, "source": source})
-    test_digest = hashlib.sha256(np.ascontiguousarray(
+    test_name = f"{dataset}-test" if eval_digest is None else f"{dataset}-test-subset"
+    test_digest = eval_digest or hashlib.sha256(np.ascontiguousarray(
         np.asarray(test_labels, dtype=np.int64)).tobytes()).hexdigest()[:12]
     inputs = [
         DatasetInput(Dataset(f"{dataset}-train-subset", digest, "local", src,
                              profile=_labels_profile(train_labels, class_keys)),
                      tags=[InputTag("mlflow.data.context", "training")]),
-        DatasetInput(Dataset(f"{dataset}-test", test_digest, "local", src,
+        DatasetInput(Dataset(test_name, test_digest, "local", src,
                              profile=_labels_profile(test_labels, class_keys)),
                      tags=[InputTag("mlflow.data.context", "evaluation")]),
     ]

@@ -294,7 +294,7 @@ KILL_SPEC = DesignSpec(subset_sizes=(300,), rows_per_size=2, val_rows_per_size=0
 KILL_CONFIG = TrainConfig(epochs=10, eval_every=1, lr_milestones=(), device="cpu",
                           checkpoint_every=2)
 KILL_ARGS = ["--device", "cpu", "--epochs", "10", "--eval-every", "1", "--lr-milestones", "",
-             "--checkpoint-every", "2", "--workers", "1"]
+             "--checkpoint-every", "2", "--workers", "1", "--eval-early"]
 
 
 def _checkpointed_past(client: MlflowClient, design_id: str) -> tr.RowSpec | None:

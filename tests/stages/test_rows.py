@@ -10,6 +10,8 @@ busy cores.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import re
 import signal
@@ -30,7 +32,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mixscale import track as tr
 from mixscale.cli import cli
 from mixscale.config import DesignSpec, TrainConfig
-from mixscale.data import design_dataset
+from mixscale.data import design_dataset, eval_subset, subset_hash
 from mixscale.errors import MixscaleError
 from mixscale.stages import rows as wk
 from mixscale.stages.design import prepare_design, run_design
@@ -41,7 +43,8 @@ from tests.support.mlflowserver import MlflowServer
 MIXSCALE = str(Path(sys.executable).parent / "mixscale")
 SPEC = DesignSpec(subset_sizes=(40, 80), rows_per_size=4, val_rows_per_size=2, iterations=50,
                   seed=3)
-TRAIN_ARGS = ["--epochs", "3", "--eval-every", "1", "--lr-milestones", "", "--batch-size", "8"]
+TRAIN_ARGS = ["--epochs", "3", "--eval-every", "1", "--lr-milestones", "", "--batch-size", "8",
+              "--eval-early"]  # every epoch evaluated: the checks below count the steps
 CONFIG = TrainConfig(epochs=3, eval_every=1, lr_milestones=(), batch_size=8)
 N_ROWS = 12
 
@@ -207,6 +210,75 @@ def test_a_row_logs_where_its_time_went_and_train_prints_the_shares(store) -> No
                           r"of \d+ s over 1 row\(s\)", lines[-1])
     assert shares is not None, lines[-1]
     assert abs(sum(int(v) for v in shares.groups()) - 100) <= 1
+
+
+def _eval_input(client: MlflowClient, run_id: str):
+    (di,) = [di for di in client.get_run(run_id).inputs.dataset_inputs
+             if {t.key: t.value for t in di.tags}["mlflow.data.context"] == "evaluation"]
+    return di.dataset
+
+
+def test_eval_images_scores_a_fixed_stratified_subset_and_logs_it(store) -> None:
+    client = store.client
+    design = run_design(prepare_design(SPEC), client, store.new_experiment(),
+                        echo=lambda _: None)
+    ds = design_dataset(client.get_run(design.design_id).data.params)
+    first, second, third = tr.list_rows(client, design.design_id)[:3]
+    config = dataclasses.replace(CONFIG, eval_images=50)
+    with pytest.raises(MixscaleError, match=r"--eval-images must be 0 \(the whole test split\) "
+                       r"or in \[10, 450\].*eval_images=451"):
+        train_rows(client, design.design_id, dataclasses.replace(config, eval_images=451),
+                   run_ids=[first.run_id], echo=lambda _: None)
+    assert client.get_run(first.run_id).data.params.get("eval_images") is None  # nothing logged
+    assert client.get_run(first.run_id).info.status == "SCHEDULED"
+    for row in (first, second):
+        assert train_rows(client, design.design_id, config, run_ids=[row.run_id],
+                          echo=lambda _: None) == 1
+    train_rows(client, design.design_id, CONFIG, run_ids=[third.run_id], echo=lambda _: None)
+
+    idx = eval_subset(ds.test_labels, 50, n_classes=ds.n_classes)
+    digests = set()
+    for row in (first, second):
+        run = client.get_run(row.run_id)
+        assert run.data.params["eval_images"] == "50"
+        m = run.data.metrics
+        assert m["eval_images_per_s"] * m["time_eval_s"] == pytest.approx(50 * 3, rel=1e-6)
+        test = _eval_input(client, row.run_id)
+        assert test.name == "digits-test-subset" and test.digest == subset_hash(idx)
+        profile = json.loads(test.profile)
+        assert profile["num_rows"] == 50
+        assert list(profile["counts"].values()) == np.bincount(
+            ds.test_labels[idx], minlength=10).tolist() == [5] * 10
+        digests.add(test.digest)
+    assert len(digests) == 1  # every row scores the same images
+    full = client.get_run(third.run_id)
+    assert full.data.params["eval_images"] == str(len(ds.test_labels)) == "450"
+    assert _eval_input(client, third.run_id).name == "digits-test"
+
+
+def test_epochs_below_the_fits_min_epoch_are_not_evaluated_unless_asked(store) -> None:
+    client = store.client
+    design = run_design(prepare_design(SPEC), client, store.new_experiment(),
+                        echo=lambda _: None)
+    first, second = tr.list_rows(client, design.design_id)[:2]
+    args = ["train", "--design-id", design.design_id, "--tracking-uri", store.uri,
+            "--epochs", "12", "--eval-every", "3", "--lr-milestones", "", "--batch-size", "8"]
+    env = {"MLFLOW_TRACKING_URI": store.uri}
+    out = CliRunner().invoke(cli, [*args, "--worker", "0", "--workers", "12"],
+                             env=env)  # row 0 only
+    assert out.exit_code == 0, out.output
+    steps = [m.step for m in client.get_metric_history(first.run_id, "test_accuracy")]
+    assert steps == [12]  # 3, 6 and 9 lie below the fit's default min_epoch, 10
+    note = ("evaluating epochs 12 of 12: epochs below 10 (the fit's --min-epoch, which drops "
+            "them) are not evaluated; --eval-early evaluates them too")
+    assert out.output.count(note) == 1
+    assert client.get_run(first.run_id).data.params["eval_from"] == "10"
+    out = CliRunner().invoke(cli, [*args, "--eval-early", "--worker", "1", "--workers", "12"],
+                             env=env)  # row 1, asked for every evaluation
+    assert out.exit_code == 0, out.output
+    steps = [m.step for m in client.get_metric_history(second.run_id, "test_accuracy")]
+    assert steps == [3, 6, 9, 12]
+    assert "evaluating epochs" not in out.output
 
 
 # ------------------------------------------------------------ a real server on PostgreSQL
@@ -485,7 +557,7 @@ def test_max_parallel_local_processes_then_rerun_restarts_killed_rows(tmp_path) 
                            echo=lambda _: None).design_id
     exe = str(Path(sys.executable).with_name("mixscale"))
     args = [exe, "train", "--design-id", design_id, "--tracking-uri", uri, "--max-parallel",
-            "2", "--eval-every", "1", "--lr-milestones", ""]
+            "2", "--eval-every", "1", "--lr-milestones", "", "--eval-early"]
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     proc = subprocess.Popen([*args, "--epochs", "300"], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)

@@ -1,9 +1,11 @@
 """Progress of a batch of training rows: rows done of total, the current row's epoch, an ETA.
 
-On a terminal (``stream.isatty()``) one status line is redrawn in place with ``\\r``; every
-finished row leaves one permanent line above it. Elsewhere (a log file, ``mlflow run``, CI)
-only plain lines are printed: one per finished row, plus one per evaluation when at least
-``log_every`` seconds have passed since the last line, so long rows still show life.
+On a terminal (``stream.isatty()``) a `tqdm <https://tqdm.github.io>`_ bar over the whole
+batch's work is redrawn in place, its text the current row, epoch, last test accuracy, elapsed
+time and ETA; every finished row leaves one permanent line above it (``tqdm.write``). Elsewhere
+(a log file, ``mlflow run``, CI) there is no bar, only plain lines: one per finished row, plus one
+per evaluation when at least ``log_every`` seconds have passed since the last line, so long rows
+still show life.
 
 The ETA weighs rows by their work (subset size; every row trains the same epochs), so a design
 whose large rows come last is not promised an early finish: remaining time = elapsed time x
@@ -18,11 +20,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
+from tqdm import tqdm
+
 from mixscale.config import Echo
 
 __all__ = ["Progress", "eta_seconds", "format_duration"]
-
-
 
 def eta_seconds(elapsed: float, done_work: float, total_work: float) -> float | None:
     """Seconds left if the remaining work goes at the rate seen so far.
@@ -70,8 +72,7 @@ class Progress:
     weights : sequence of float
         Work per row, in training order (its subset size).
     stream : text stream, optional
-        Where the terminal status line goes (default ``sys.stdout``); plain lines go to
-        ``echo``.
+        Where the terminal's bar goes (default ``sys.stdout``); plain lines go to ``echo``.
     echo : callable, optional
         Prints one permanent line (default: write it to ``stream``).
     tty : bool, optional
@@ -81,7 +82,9 @@ class Progress:
     clock : callable
         Monotonic seconds (replaceable in tests).
     columns : int, optional
-        Terminal width the status line is cut to (default: the terminal's, else 120).
+        Terminal width the bar is cut to (default: the terminal's, else 120).
+
+    Call :meth:`close` when the batch is done (it removes the bar).
     """
 
     def __init__(self, weights: Sequence[float], *, stream: TextIO | None = None,
@@ -100,8 +103,13 @@ class Progress:
         self.epoch, self.epochs = 0, 1
         self.accuracy: float | None = None  # the current row's last test accuracy
         self.last_line = self.start
-        self.status_width = 0
         self.columns = columns or shutil.get_terminal_size(fallback=(120, 24)).columns
+        self.bar: tqdm | None = None
+        if self.tty:  # the work done is the bar's count; its text says the rest
+            # one column short of the terminal: a line that fills it wraps and cannot be redrawn
+            self.bar = tqdm(total=sum(self.weights), file=self.stream, ncols=self.columns - 1,
+                            bar_format="{desc} {bar}", leave=False, mininterval=0,
+                            dynamic_ncols=False)
 
     @property
     def total(self) -> int:
@@ -147,21 +155,27 @@ class Progress:
         """The next row is not trained here (another worker took it): drop it from the work."""
         if self.done < self.total:
             del self.weights[self.done]
+        if self.bar is not None:
+            self.bar.total = sum(self.weights)
         self.epoch = 0
         self.log(message)
 
     def log(self, line: str) -> None:
-        """Print a permanent line (clearing the status line first on a terminal)."""
-        self.clear()
-        self.echo(line)
+        """Print a permanent line (above the bar on a terminal)."""
+        if self.bar is not None and self.echo == self._write_line:
+            tqdm.write(line, file=self.stream)  # clears the bar, writes, redraws the bar
+        elif self.bar is not None:
+            with self.bar.external_write_mode(file=self.stream):
+                self.echo(line)
+        else:
+            self.echo(line)
         self.last_line = self.clock()
 
-    def clear(self) -> None:
-        """Erase the status line (terminal mode only)."""
-        if self.tty and self.status_width:
-            self.stream.write("\r" + " " * self.status_width + "\r")
-            self.stream.flush()
-            self.status_width = 0
+    def close(self) -> None:
+        """The batch is done: remove the bar (terminal mode only)."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
     def _line(self) -> str:
         acc = "" if self.accuracy is None else f" test_accuracy={self.accuracy:.3f}"
@@ -170,12 +184,11 @@ class Progress:
                 f"{format_duration(self.eta())}")
 
     def _status(self) -> None:
-        if not self.tty:
+        if self.bar is None:
             return
-        line = self._line()[:max(self.columns - 1, 20)]  # a wrapped line cannot be redrawn
-        self.stream.write("\r" + line.ljust(self.status_width))
-        self.stream.flush()
-        self.status_width = max(self.status_width, len(line))
+        self.bar.n = min(self.done_work(), self.bar.total)
+        self.bar.set_description_str(self._line(), refresh=False)
+        self.bar.refresh()
 
     def _write_line(self, line: str) -> None:
         self.stream.write(line + "\n")

@@ -543,21 +543,25 @@ def train_rows(client: MlflowClient, design_id: str, config: TrainConfig, *,
         echo(note)
     progress = Progress([a.row.subset_size for a in assignments], echo=echo)
     results = []
-    for a, run_id in claimed_rows(client, assignments, config, recipe, skip=progress.skip_row):
-        row = a.row
-        t0 = time.perf_counter()
-        label = f"row {row.row:>3} {row.role:<10} n={row.subset_size:<5}"
-        progress.start_row(label, config.epochs)
-        try:
-            result = run_row(client, row, run_id, dataset=dataset, config=config,
-                                params=params, on_eval=progress.on_eval,
-                                on_epoch=progress.on_epoch, echo=progress.log)
-        except BaseException as exc:
-            progress.log(f"row {row.row} ({run_id}) FAILED: {type(exc).__name__}: {exc}")
-            raise
-        progress.finish_row(f"{label} test_accuracy={result.final['test_accuracy']:.3f} "
-                            f"({time.perf_counter() - t0:.1f} s)")
-        results.append(result)
+    try:
+        for a, run_id in claimed_rows(client, assignments, config, recipe,
+                                      skip=progress.skip_row):
+            row = a.row
+            t0 = time.perf_counter()
+            label = f"row {row.row:>3} {row.role:<10} n={row.subset_size:<5}"
+            progress.start_row(label, config.epochs)
+            try:
+                result = run_row(client, row, run_id, dataset=dataset, config=config,
+                                 params=params, on_eval=progress.on_eval,
+                                 on_epoch=progress.on_epoch, echo=progress.log)
+            except BaseException as exc:
+                progress.log(f"row {row.row} ({run_id}) FAILED: {type(exc).__name__}: {exc}")
+                raise
+            progress.finish_row(f"{label} test_accuracy={result.final['test_accuracy']:.3f} "
+                                f"({time.perf_counter() - t0:.1f} s)")
+            results.append(result)
+    finally:
+        progress.close()
     trained = len(results)
     if results:
         echo(time_shares(results))

@@ -101,33 +101,32 @@ def test_plain_mode_never_writes_carriage_returns() -> None:
     assert stream.getvalue().splitlines() == ["a failure", "[1/1] row 0 | elapsed 0s, ETA 0s"]
 
 
-def test_terminal_mode_redraws_one_line_and_keeps_finished_rows() -> None:
+def test_terminal_mode_draws_a_tqdm_bar_and_keeps_finished_rows() -> None:
     class Terminal(io.StringIO):
         def isatty(self) -> bool:
             return True
 
     clock, stream = Clock(), Terminal()
-    progress = Progress([1, 1], stream=stream, clock=clock, columns=120)
-    assert progress.tty
+    progress = Progress([1, 3], stream=stream, clock=clock, columns=120)
+    assert progress.tty and progress.bar is not None
     progress.start_row("row 0", epochs=2)
     clock.now += 5
     progress.on_epoch(1)
     progress.on_eval(1, {"test_accuracy": 0.75})
     out = stream.getvalue()
-    assert "\r[1/2] row 0 epoch 1/2 test_accuracy=0.750 | elapsed 5s, ETA 15s" in out
-    assert "\n" not in out
+    last = out.split("\r")[-1]  # the bar as drawn now: its text, then the bar itself
+    assert last.startswith("[1/2] row 0 epoch 1/2 test_accuracy=0.750 | elapsed 5s, ETA 35s ")
+    assert "\n" not in out and len(last) == 119
+    assert progress.bar.n == pytest.approx(0.5) and progress.bar.total == 4  # work, by size
     progress.finish_row("row 0 finished")
     tail = stream.getvalue()[len(out):]
-    assert tail.startswith("\r" + " " * progress_width(out) + "\r")  # status line erased
-    assert tail.endswith("[1/2] row 0 finished | elapsed 5s, ETA 5s\n")
+    assert "\r[1/2] row 0 finished | elapsed 5s, ETA 15s\n" in tail  # a permanent line
+    progress.close()
+    assert progress.bar is None
+    assert stream.getvalue().endswith("\r" + " " * 119 + "\r")  # the bar is gone
 
 
-def progress_width(out: str) -> int:
-    """Width of the widest status line drawn so far."""
-    return max(len(part) for part in out.split("\r"))
-
-
-def test_terminal_status_line_is_cut_to_the_terminal_width() -> None:
+def test_terminal_bar_is_cut_short_of_the_terminal_width() -> None:
     class Terminal(io.StringIO):
         def isatty(self) -> bool:
             return True
@@ -135,4 +134,6 @@ def test_terminal_status_line_is_cut_to_the_terminal_width() -> None:
     stream = Terminal()
     progress = Progress([1], stream=stream, clock=Clock(), columns=30)
     progress.start_row("a very long row label that would wrap", epochs=3)
-    assert all(len(part) <= 29 for part in stream.getvalue().split("\r"))
+    parts = stream.getvalue().split("\r")
+    assert max(len(part) for part in parts) == 29  # cut, one column short: never wraps
+    assert any(part.startswith("[1/1] a very long row") for part in parts)

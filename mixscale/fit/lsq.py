@@ -400,18 +400,19 @@ def choose_penalty(
     f_scale: float,
     n_folds: int = 3,
     seed: int | None = 0,
-    tolerance: float = 0.02,
+    n_se: float = 1.0,
 ) -> PenaltyChoice:
     """Choose the shrinkage ``lam`` of the count weights by K-fold cross-validation over groups.
 
     Every ``lam`` of the grid (0, then :data:`SHRINK_GRID`) is fitted on all rows, warm-started
     from the previous ``lam`` and from equal weights; each fold's fit starts from that. The
     chosen ``lam`` is the largest whose mean held-out squared error (predictions clipped to
-    [0, 1]) is within ``tolerance`` (relative) of the best: among laws that predict as well,
-    the one nearest the total-count twin. With the Huber loss the held-out error is the Huber
-    loss too (a crashed evaluation in a fold must not decide the shrinkage). With fewer than 3
-    groups there is no
-    cross-validation and the top of the grid is used.
+    [0, 1]) exceeds the best one's by at most ``n_se`` standard errors of the paired per-run
+    difference (the one-standard-error rule): among laws that predict as well as the held-out
+    runs can tell, the one nearest the total-count twin. With the Huber loss the held-out
+    error is the Huber loss too (a crashed evaluation in a fold must not decide the
+    shrinkage). With fewer than 3 groups there is no cross-validation and the top of the grid
+    is used.
 
     Parameters
     ----------
@@ -429,8 +430,8 @@ def choose_penalty(
         Folds (at most the number of groups).
     seed : int or None
         Seeds the assignment of groups to folds.
-    tolerance : float
-        Relative slack of the "as good as the best" rule.
+    n_se : float
+        Slack of the "as good as the best" rule, in standard errors.
 
     Returns
     -------
@@ -460,7 +461,7 @@ def choose_penalty(
     fold_of_group = np.empty(labels.size, dtype=int)
     fold_of_group[order] = np.arange(labels.size) % n_folds
     fold = fold_of_group[inverse]
-    sse = np.zeros(len(grid))
+    row_loss = np.full((len(grid), y.size), np.inf)  # held-out loss of every row per lam
     for j in range(n_folds):
         train, test = np.flatnonzero(fold != j), np.flatnonzero(fold == j)
         part, held = problem.take(train), problem.take(test)
@@ -469,16 +470,24 @@ def choose_penalty(
                 res = solve(part.with_penalty(lam), y[train], [fits[i].x], loss=loss,
                             f_scale=f_scale, **_CV_SOLVE)
             except FitError:
-                sse[i] = np.inf
                 continue
             with np.errstate(all="ignore"):
                 pred = np.clip(held.predict(res.x), 0.0, 1.0)
-            err = float(np.sum(_held_out_loss(pred - y[test], loss=loss, f_scale=f_scale)))
-            sse[i] += err if np.isfinite(err) else np.inf
-    cv_mse = sse / y.size
-    best = float(np.min(cv_mse))
-    ok = np.flatnonzero(cv_mse <= best * (1.0 + tolerance) + 1e-15)
-    index = int(ok.max()) if np.isfinite(best) else 0
+            row_loss[i, test] = _held_out_loss(pred - y[test], loss=loss, f_scale=f_scale)
+    row_loss[~np.isfinite(row_loss)] = np.inf
+    cv_mse = row_loss.mean(axis=1)
+    best = int(np.argmin(cv_mse))
+    if not np.isfinite(cv_mse[best]):
+        return PenaltyChoice(grid, cv_mse, 0, fits[0], n_folds)
+    # one standard error of the paired per-run difference to the best lam
+    per_group = np.stack([np.bincount(inverse, weights=r, minlength=labels.size)
+                          if np.all(np.isfinite(r)) else np.full(labels.size, np.inf)
+                          for r in row_loss]) / y.size * labels.size
+    diff = per_group - per_group[best]
+    with np.errstate(invalid="ignore"):
+        se = diff.std(axis=1, ddof=1) / np.sqrt(labels.size)
+        ok = np.flatnonzero(diff.mean(axis=1) <= n_se * se + 1e-15)
+    index = int(ok.max()) if ok.size else best
     return PenaltyChoice(grid, cv_mse, index, fits[index], n_folds)
 
 

@@ -8,12 +8,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mixscale.errors import MixscaleError
+from mixscale.fit import lsq as _lsq
 from mixscale.fit.laws import (
     FAMILIES,
     PREDICTORS,
     Z_MIN,
     algebraic_root,
     arctan_law,
+    epoch_saturation,
+    epoch_saturation_gradient,
     get_family,
     get_predictor,
     log_law,
@@ -251,3 +254,81 @@ def test_unknown_names_are_refused_with_the_choices():
         get_predictor("m9")
     with pytest.raises(MixscaleError, match="takes 3 shape parameters"):
         FAMILIES["power"](np.ones(2), (1.0, 2.0))
+
+
+# ---------------------------------------------------------------- bounded laws, epochs apart
+BOUNDED = [n for n, f in FAMILIES.items() if f.bounded]
+SATURATING = [n for n, p in PREDICTORS.items() if p.saturating]
+
+
+def _box_draws(lower, upper, rng, n):
+    """Uniform draws in a box, plus its corners' extremes on every axis (low and high)."""
+    lower, upper = np.asarray(lower, float), np.asarray(upper, float)
+    draws = [rng.uniform(lower, upper) for _ in range(n)]
+    return draws + [lower.copy(), upper.copy(), np.where(np.arange(lower.size) % 2, lower, upper)]
+
+
+def test_bounded_flags_only_families_whose_asymptote_stays_at_or_below_one():
+    """The flag is a fact of each family's box: a bounded family never passes 1 anywhere in
+    its box, even at a huge linear predictor; every other family has a shape in its box that
+    does (or grows without limit)."""
+    assert BOUNDED == ["m4"] and SATURATING == ["s0", "s2"]
+    rng = np.random.default_rng(3)
+    z = np.array([0.0, 1e-3, 0.5, 1.0, 10.0, 1e6, 1e12])
+    for name, family in FAMILIES.items():
+        highest = max(float(family(z, shape).max())
+                      for shape in _box_draws(family.lower, family.upper, rng, 200))
+        if family.bounded:
+            assert highest <= 1.0 + 1e-12, name
+        else:
+            assert highest > 1.0, name
+
+
+@pytest.mark.parametrize("predictor_name", SATURATING)
+@pytest.mark.parametrize("family_name", BOUNDED)
+def test_bounded_laws_stay_in_unit_interval_for_huge_counts_and_epochs(family_name,
+                                                                       predictor_name):
+    """Any parameters in the box, counts and epochs up to 10^6 times the training maxima:
+    every prediction of a bounded family with a saturating predictor is in [0, 1]."""
+    family, predictor = FAMILIES[family_name], PREDICTORS[predictor_name]
+    rng = np.random.default_rng(5)
+    counts = np.vstack([rng.uniform(0, 1, (50, N_CLASSES)), np.zeros((1, N_CLASSES)),
+                        10.0 ** rng.uniform(0, 6, (50, N_CLASSES))])
+    epoch = np.concatenate([rng.uniform(0, 1, 51), 10.0 ** rng.uniform(0, 6, 50)])
+    problem = _lsq.Problem(family, predictor.count_block(counts, counts.sum(axis=1) / 4),
+                           predictor.epoch_block(epoch), saturating=True)
+    lower, upper = _lsq.bounds(problem)
+    for theta in _box_draws(lower, upper, rng, 200):
+        y = problem.predict(theta)
+        assert np.all(np.isfinite(y)) and y.min() >= 0.0 and y.max() <= 1.0, theta
+
+
+def test_epoch_factor_starts_at_zero_rises_and_saturates_at_one():
+    e = np.concatenate([[0.0], np.logspace(-4, 8, 200)])
+    for tau, kappa in [(1e-3, 0.05), (0.2, 1.0), (20.0, 20.0), (0.5, 0.3)]:
+        h = epoch_saturation(e, tau, kappa)
+        assert h[0] == 0.0 and np.all(np.diff(h) >= 0) and np.all(h < 1.0 + 1e-15)
+    assert epoch_saturation(np.array([1e12]), 0.2, 1.0)[0] == pytest.approx(1.0)
+    np.testing.assert_allclose(epoch_saturation(np.array([0.3]), 0.1, 1.0), 0.3 / 0.4)  # e/(e+tau)
+    e3 = np.array([0.0, 0.3, 2.0])
+    h, dh = epoch_saturation_gradient(e3, 0.2, 1.5)
+    step = 1e-6
+    num = [(epoch_saturation(e3, 0.2 + step * (j == 0), 1.5 + step * (j == 1)) - h) / step
+           for j in range(2)]
+    np.testing.assert_allclose(dh, np.stack(num, axis=-1), rtol=1e-4, atol=1e-9)
+
+
+@pytest.mark.parametrize("predictor_name", SATURATING)
+def test_saturating_jacobian_matches_finite_differences(predictor_name):
+    predictor, rng = PREDICTORS[predictor_name], np.random.default_rng(2)
+    counts, epoch = rng.uniform(0.05, 1, (30, N_CLASSES)), rng.uniform(0.1, 1, 30)
+    problem = _lsq.Problem(FAMILIES["m4"], predictor.count_block(counts, counts.mean(axis=1)),
+                           predictor.epoch_block(epoch), saturating=True)
+    theta = np.concatenate([[0.05, 0.8, 1.0, 0.5, 0.7], np.full(problem.n_free_counts, 0.2),
+                            [0.3, 1.2]])
+    jac, h = problem.jacobian(theta), 1e-7
+    for j in range(theta.size):
+        up = theta.copy()
+        up[j] += h
+        np.testing.assert_allclose(jac[:, j], (problem.predict(up) - problem.predict(theta)) / h,
+                                   rtol=1e-4, atol=1e-6, err_msg=str(j))

@@ -463,3 +463,148 @@ def test_recovery_for_every_family_and_predictor(family, predictor):
     np.testing.assert_allclose(law.predict(X_new), clean_new, atol=0.004)
     if per_class:  # neighbouring true weights are 0.043 apart
         assert_weights_recovered(law, w, atol=0.005)
+
+
+# ------------------------------------------------- bounded laws (epochs apart) and shrinkage
+M4_SHAPE = (0.05, 0.85, 1.0, 0.3, 0.8)  # eps_inf, delta, alpha, beta, c: floor 0.1, top 0.95
+
+
+def simulate_bounded(*, n_runs=16, k=3, tau=0.15, kappa=1.0, noise=0.003, seed=4):
+    """Runs x epochs from an m4 law with epochs apart: acc = m4(z_data * h(epoch))."""
+    from mixscale.fit.laws import epoch_saturation
+
+    rng = np.random.default_rng(seed)
+    sizes = rng.choice([0.25, 0.5, 0.75, 1.0], n_runs) * MAX_COUNT * k * 0.6
+    counts = np.minimum(np.round(rng.dirichlet(np.ones(k), n_runs) * sizes[:, None]), MAX_COUNT)
+    counts[0] = MAX_COUNT
+    epochs = (10, 20, 30, 40, 50, 60)
+    X = pd.DataFrame(np.repeat(counts, len(epochs), axis=0).astype(np.int64),
+                     columns=[f"n_c{j}" for j in range(k)])
+    X["epoch"] = np.tile(epochs, n_runs)
+    z = X.filter(like="n_").to_numpy(float) / MAX_COUNT @ _true_weights(k)
+    z = z * epoch_saturation(X["epoch"].to_numpy(float) / max(epochs), tau, kappa)
+    y = get_family("m4")(z, M4_SHAPE) + noise * rng.standard_normal(len(X))
+    return X, y, np.repeat(np.arange(n_runs), len(epochs))
+
+
+@pytest.fixture(scope="module")
+def m4_s2():
+    X, y, runs = simulate_bounded()
+    return ScalingLaw(family="m4", predictor="s2", n_starts=3).fit(X, y, groups=runs), X, y
+
+
+def test_bounded_law_saturates_in_epochs_below_the_data_asymptote(m4_s2):
+    """At fixed data, more epochs raise the prediction towards the data's own accuracy
+    f(z_data) and never past it; epochs cannot make up for data (the paper's m2, fitted on
+    the same rows, keeps rising with epochs past 100 %)."""
+    law, X, y = m4_s2
+    assert law.bounded and not ScalingLaw(family="m4", predictor="m2").bounded
+    counts = pd.DataFrame({"n_c0": [120], "n_c1": [120], "n_c2": [120]})
+    epochs = np.array([10, 60, 600, 6_000, 60_000, 6e7])
+    rows = counts.loc[[0] * len(epochs)].reset_index(drop=True).assign(epoch=epochs)
+    pred = law.predict(rows)
+    shape = [law.params_[n] for n in get_family("m4").param_names]
+    data_limit = get_family("m4")(np.array([360 / law.total_scale_]), shape)[0]
+    asymptote = 1.0 - law.params_["eps_inf"]
+    assert np.all(np.diff(pred) >= 0) and pred[-1] == pytest.approx(data_limit, abs=1e-6)
+    assert np.all(pred <= data_limit + 1e-12) and data_limit < asymptote <= 1.0
+    # epochs x 1000 on a third of the data stay below the full data at the usual last epoch
+    more = law.predict(rows.assign(epoch=60_000, n_c0=40, n_c1=40, n_c2=40).iloc[:1])
+    assert more[0] < law.predict(rows.assign(n_c0=400, n_c1=400, n_c2=400).iloc[1:2])[0]
+    paper = ScalingLaw(family="power", predictor="m2", n_starts=2).fit(X, y)
+    assert paper.predict(rows)[-1] > 1.0
+
+
+def test_bounded_law_with_no_images_predicts_the_family_floor(m4_s2):
+    """No images: z = 0, so the law predicts the family's no-data accuracy f(0) at every
+    epoch; for M4 that is (up to the Z_MIN clip) its floor 1 - eps_inf - delta, read as 0 below
+    0. A huge design stays below the asymptote 1 - eps_inf."""
+    law, *_ = m4_s2
+    p = law.params_
+    floor = max(1.0 - p["eps_inf"] - p["delta"], 0.0)
+    none = pd.DataFrame({"n_c0": [0, 0], "n_c1": [0, 0], "n_c2": [0, 0], "epoch": [0, 10_000]})
+    no_data = get_family("m4")(np.zeros(1), [p[n] for n in get_family("m4").param_names])
+    np.testing.assert_array_equal(law.predict(none), np.clip(no_data, 0, 1)[[0, 0]])
+    np.testing.assert_allclose(law.predict(none), floor, atol=1e-4)
+    huge = pd.DataFrame({"n_c0": [10**9], "n_c1": [10**9], "n_c2": [10**9], "epoch": [10**9]})
+    assert floor < law.predict(huge)[0] <= 1.0 - p["eps_inf"]
+
+
+def test_bounded_law_json_round_trips_and_old_json_still_reads():
+    X, y, runs = simulate_bounded(k=3)
+    law = ScalingLaw(family="m4", predictor="s0", n_starts=2).fit(X, y, groups=runs)
+    assert law.bounded and list(law.params_)[-2:] == ["epoch_tau", "epoch_kappa"]
+    again = ScalingLaw.from_json(law.to_json())
+    np.testing.assert_array_equal(again.predict(X), law.predict(X))
+    assert again.bounded and again.shrinkage_ == law.shrinkage_ > 0
+    assert again.effective_params_ == law.effective_params_
+    assert again.identifiability_ == law.identifiability_ and again.shrink
+    old = json.loads(ScalingLaw(family="power", predictor="m1", n_starts=1).fit(X, y).to_json())
+    for key in ("shrinkage", "effective_params", "identifiability"):
+        del old[key]
+    del old["options"]["shrink"]
+    read = ScalingLaw.from_dict(old)
+    assert read.shrinkage_ == 0.0 and read.identifiability_ is None
+    assert read.effective_params_ == len(read.raw_params_) and not read.bounded
+    with pytest.raises(MixscaleError, match="`shrinkage` must be a float >= 0"):
+        ScalingLaw.from_dict({**old, "shrinkage": -1.0})
+
+
+def _shrink_case(weights, *, seed, **kw):
+    """m0 shrunk and unshrunk and its twin m2 on a design, their MSE on a fresh one."""
+    kw = {"epochs": (10, 20, 30, 40, 50, 60), **kw}
+    shape = (-0.05, 0.7, 0.55)
+    X, y, _, runs = simulate("power", shape, weights, (0.3,), seed=seed, **kw)
+    Xv, yv, _, _ = simulate("power", shape, weights, (0.3,), seed=seed + 100, **kw)
+    fits = {(p, s): ScalingLaw(family="power", predictor=p, n_starts=2, shrink=s).fit(
+        X, y, groups=runs) for p, s in [("m0", True), ("m0", False), ("m2", True)]}
+    val = {key: law.score(Xv, yv)["mse"] for key, law in fits.items()}
+    return fits, val
+
+
+def test_shrinkage_takes_the_per_class_law_to_its_total_twin_when_classes_are_alike():
+    """Five equally valuable classes, 10 noisy runs: the shrunk m0 has (nearly) equal weights,
+    about the twin's effective parameter count and validation error close to m2's, where the
+    unshrunk m0 chases the noise."""
+    k = 5
+    fits, val = _shrink_case(np.full(k, 1.0 / k), seed=11, n_runs=10, noise=0.015,
+                             run_noise=0.01)
+    shrunk, raw, twin = fits[("m0", True)], fits[("m0", False)], fits[("m2", True)]
+    dev = {key: np.abs(_class_weights(law) - 1.0 / k).max() for key, law in fits.items()
+           if key[0] == "m0"}
+    assert dev[("m0", True)] < 0.01 and dev[("m0", False)] > 0.05
+    assert shrunk.shrinkage_ > 0 and raw.shrinkage_ == 0.0 and twin.shrinkage_ is None
+    assert twin.effective_params_ <= shrunk.effective_params_ < twin.effective_params_ + 1.0
+    assert raw.effective_params_ == pytest.approx(len(raw.raw_params_))
+    assert val[("m0", True)] < 1.05 * val[("m2", True)] and val[("m0", True)] < val[("m0", False)]
+
+
+def test_shrinkage_keeps_large_real_differences():
+    """Class weights 0.05 ... 0.35 from 14 runs: cross-validation keeps the shrinkage weak,
+    the weights are recovered and the per-class law beats its total-count twin on validation
+    rows."""
+    w = np.array([0.05, 0.125, 0.2, 0.275, 0.35])
+    fits, val = _shrink_case(w, seed=12, n_runs=14, noise=0.004)
+    shrunk = fits[("m0", True)]
+    np.testing.assert_allclose(_class_weights(shrunk), w, atol=0.02)
+    assert shrunk.shrinkage_ < max(shrunk.shrinkage_cv_)  # below the top of the grid
+    assert shrunk.identifiability_ is None
+    assert val[("m0", True)] < 0.5 * val[("m2", True)]
+
+
+def test_identifiability_warning_names_the_classes_rows_should_vary():
+    """Ten class weights from six runs cannot be identified: the law warns, says how many
+    mixtures it needs and names classes whose share new rows should vary."""
+    X, y, _, runs = simulate("power", (-0.05, 0.7, 0.55), _true_weights(10), (0.3,), n_runs=6,
+                             epochs=(10, 20, 30, 40, 50, 60))
+    law = ScalingLaw(family="power", predictor="m0", n_starts=2).fit(X, y, groups=runs)
+    note = law.identifiability_
+    assert note is not None and "6 distinct class mixtures for 10 per-class weights" in note
+    assert "rows that vary the share of class 'c" in note
+    many = simulate("power", (-0.05, 0.7, 0.55), _true_weights(3), (0.3,), n_runs=30)
+    well = ScalingLaw(family="power", predictor="m0", n_starts=2).fit(many[0], many[1],
+                                                                      groups=many[3])
+    assert well.identifiability_ is None
+    summary = fit_all(X, y, families=["power"], predictors=["m0", "m2"], n_starts=1)[1]
+    assert summary["identifiability"].iloc[0] == note  # folds by mixture without groups
+    assert pd.isna(summary["identifiability"].iloc[1])  # m2 has no per-class weights

@@ -4,7 +4,8 @@ only mlflow importer).
 Stages hand data to each other through run ids, tags and named artifacts, all named in
 :mod:`~mixscale.track.names`. Every call goes through an explicit :class:`mlflow.MlflowClient`
 and run id, never the fluent "active run", so stages compose in one process and inside
-``mlflow run``. :mod:`~mixscale.track.store` reaches the store (URI, retries),
+``mlflow run``. :mod:`~mixscale.track.store` reaches the store (URI, the client of
+:func:`~mixscale.track.store.open_client`, refused lookups, retries),
 :mod:`~mixscale.track.runs` starts, logs and ends runs, :mod:`~mixscale.track.rows` creates and
 reads a design's rows, :mod:`~mixscale.track.claims` claims and ends them,
 :mod:`~mixscale.track.evalsender` sends a row's evaluations from a background thread,

@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Run
-from mlflow.exceptions import MlflowException
 
 from mixscale.errors import MixscaleError
 from mixscale.track.names import (
@@ -30,7 +29,7 @@ from mixscale.track.names import (
     SUPERSEDED_BY,
 )
 from mixscale.track.runs import log_params
-from mixscale.track.store import with_retries
+from mixscale.track.store import look_up, with_retries
 
 __all__ = ["RowSpec", "create_design_rows", "design_run", "design_class_keys", "current_row_runs",
            "list_rows", "create_ledger"]
@@ -101,10 +100,8 @@ def design_run(client: MlflowClient, design_id: str) -> Run:
         If no such run exists, its ``mixscale.kind`` tag is not ``design``, or it lacks a
         param of :data:`DESIGN_PARAMS` (a run made by hand or by another tool).
     """
-    try:
-        run = client.get_run(design_id)
-    except MlflowException:
-        raise MixscaleError(f"no run with id {design_id!r} in this tracking store.") from None
+    run = look_up(lambda: client.get_run(design_id),
+                  missing=lambda _: f"no run with id {design_id!r} in this tracking store.")
     kind = run.data.tags.get(KIND)
     if kind != "design":
         raise MixscaleError(

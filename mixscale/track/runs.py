@@ -14,14 +14,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
-from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 
 from mixscale.track.names import ERROR, HEARTBEAT, KIND, MAX_TAG, PARENT
 from mixscale.track.store import with_retries
 
-__all__ = ["experiment_for", "start_stage_run", "stage_run", "end_run", "log_params",
-           "log_metrics", "log_artifacts", "log_eval", "log_row_inputs"]
+__all__ = ["experiment_for", "start_stage_run", "stage_run", "end_run", "has_child_run",
+           "log_params", "log_metrics", "log_artifacts", "log_eval", "log_row_inputs"]
 
 
 def experiment_for(client: MlflowClient, name: str, *, run_id: str | None = None) -> str:
@@ -86,6 +86,12 @@ def end_run(client: MlflowClient, run_id: str, *, error: BaseException | None = 
     if error is not None:
         client.set_tag(run_id, ERROR, f"{type(error).__name__}: {error}"[:MAX_TAG])
     client.set_terminated(run_id, "FAILED" if error is not None else "FINISHED")
+
+
+def has_child_run(client: MlflowClient, run_id: str, experiment_id: str) -> bool:
+    """Whether any run of the experiment, deleted ones included, is nested under ``run_id``."""
+    return bool(client.search_runs([experiment_id], filter_string=f"tags.`{PARENT}` = '{run_id}'",
+                                   run_view_type=ViewType.ALL, max_results=1))
 
 
 def log_params(client: MlflowClient, run_id: str, params: Mapping[str, object], *,

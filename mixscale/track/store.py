@@ -1,4 +1,5 @@
-"""Reaching the tracking store: resolving and checking its URI, and retrying transient failures."""
+"""Reaching the tracking store: resolving and checking its URI, opening a client on it, turning
+a lookup the store refuses into one line, and retrying transient failures."""
 
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ from typing import TypeVar
 
 import mlflow
 import requests
+from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from mixscale.errors import MixscaleError, TrackingUnavailable
 
-__all__ = ["resolve_tracking_uri", "PROBE_TIMEOUT", "tracking_schemes", "check_tracking_uri",
-           "with_retries"]
+__all__ = ["resolve_tracking_uri", "open_client", "look_up", "PROBE_TIMEOUT",
+           "tracking_schemes", "check_tracking_uri", "with_retries"]
 
 T = TypeVar("T")
 
@@ -44,6 +46,41 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
     mlflow.set_tracking_uri(uri)
     os.environ["MLFLOW_TRACKING_URI"] = uri
     return uri
+
+
+def open_client(uri: str) -> MlflowClient:
+    """A client of the tracking store at ``uri``, the one every stage is handed.
+
+    ``uri`` is one that :func:`resolve_tracking_uri` returned (checked, absolute), in this
+    process or in the parent that started it (a worker gets it as ``tracking_uri``). Outside
+    :mod:`mixscale.track` and :mod:`mixscale.serve`, clients are built only here; the other
+    packages name :class:`mlflow.MlflowClient` in annotations alone.
+    """
+    return MlflowClient(uri)
+
+
+def look_up(call: Callable[[], T], *, missing: Callable[[str], str]) -> T:
+    """Run the lookup ``call`` (a run, a model version, an alias...), refusing in one line
+    what the store does not hold.
+
+    Parameters
+    ----------
+    call : callable
+        The request, e.g. ``lambda: client.get_run(run_id)``.
+    missing : callable
+        Given the store's error in at most 200 characters, the message to raise.
+
+    Raises
+    ------
+    MixscaleError
+        ``missing(detail)``, when the store answers the request with an error (an
+        :class:`~mlflow.exceptions.MlflowException`: no such run, model, version or alias).
+        Other errors (a store that does not answer) go on as they are.
+    """
+    try:
+        return call()
+    except MlflowException as exc:
+        raise MixscaleError(missing(str(exc)[:200])) from None
 
 
 PROBE_TIMEOUT = 5.0  # seconds to connect, and again to answer, on first contact with a server

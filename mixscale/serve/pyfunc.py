@@ -2,6 +2,8 @@
 
 The model is logged "from code" (:mod:`mixscale.serve.law_model`): ``load_context`` rebuilds the
 law from its JSON artifact and ``predict`` delegates to :meth:`mixscale.fit.ScalingLaw.predict`.
+Every row also says how far out it asks (``extrapolation_ratio``), and the interval is the
+backtest-calibrated one when the law carries a calibration (:mod:`mixscale.fit.calibration`).
 The ``mixscale`` package travels with the model as ``code_paths``, and nothing here imports torch,
 so ``mlflow models serve`` needs only numpy, scipy, pandas and mlflow.
 """
@@ -26,7 +28,7 @@ from mixscale.errors import MixscaleError
 from mixscale.fit.reader import read_law
 
 __all__ = ["LawModel", "check_served_input", "law_signature", "log_law", "served_class_column",
-           "set_alias", "CHAMPION", "MAX_SCALE", "OUTSIDE"]
+           "set_alias", "CHAMPION", "MAX_SCALE", "OUTSIDE", "RATIO"]
 
 CHAMPION = "champion"  # alias of the law with the best validation MSE
 LAW_ARTIFACT = "law"  # artifact key of the law's JSON inside the logged model
@@ -59,6 +61,7 @@ def served_class_column(class_column: str) -> str:
 
 MAX_SCALE = 1000  # a served count (epoch) above this many times the law's largest is refused
 OUTSIDE = "outside_design"  # served flag: 1 where a class share or the total leaves the design
+RATIO = "extrapolation_ratio"  # served: a row's total / the design's largest total (>= 1)
 
 
 def _bad(message: str) -> MlflowException:
@@ -123,8 +126,10 @@ class LawModel(mlflow.pyfunc.PythonModel):
     """Serves a fitted :class:`~mixscale.fit.ScalingLaw`: counts and epoch in, accuracy out.
 
     Predictions are clipped to [0, 1] (an accuracy); ``params={"interval": 0.9}`` adds the
-    law's run-bootstrap prediction interval, and ``outside_design`` (0/1) flags rows outside
-    the design's range of class shares and totals. Bad input raises an
+    law's prediction interval (calibrated on the backtest when the law carries a calibration,
+    else its run-bootstrap percentiles), ``extrapolation_ratio`` says how far beyond the
+    design's largest total each row is (1 inside it), and ``outside_design`` (0/1) flags rows
+    outside the design's range of class shares and totals. Bad input raises an
     :class:`~mlflow.exceptions.MlflowException` that the scoring server turns into HTTP 400
     (:func:`check_served_input`).
     """
@@ -140,9 +145,12 @@ class LawModel(mlflow.pyfunc.PythonModel):
         A per-class law also returns each class's accuracy, named by
         :func:`served_class_column` (``accuracy_<class>``; ``accuracy_class_lower`` and
         ``accuracy_class_upper`` for classes ``lower`` and ``upper``), and the param
-        ``interval`` adds ``accuracy_lower``/``accuracy_upper``. ``outside_design`` is 1 where
-        a class's share or the total is outside the range of the law's training rows (absent
-        for a law fitted before laws stored that range).
+        ``interval`` adds ``accuracy_lower``/``accuracy_upper`` (the calibrated interval of
+        :meth:`mixscale.fit.base.LawBase.predict_interval` when the law has a calibration).
+        ``extrapolation_ratio`` is every row's total over the design's largest (>= 1; NaN for
+        a law fitted before laws stored their design). ``outside_design`` is 1 where a class's
+        share or the total is outside the range of the law's training rows (absent for a law
+        fitted before laws stored that range).
         """
         frame = check_served_input(pd.DataFrame(model_input), self.law)
         accuracy = np.clip(self.law.predict(frame), 0.0, 1.0)
@@ -161,8 +169,9 @@ class LawModel(mlflow.pyfunc.PythonModel):
                 raise _bad(str(exc)) from None
             out["accuracy_lower"] = np.clip(lower, 0.0, 1.0)
             out["accuracy_upper"] = np.clip(upper, 0.0, 1.0)
+        counts = frame[self.law.class_columns_].to_numpy()
+        out[RATIO] = np.asarray(self.law.extrapolation_ratio(counts), dtype=float)
         if self.law.design_ is not None:
-            counts = frame[self.law.class_columns_].to_numpy()
             out[OUTSIDE] = self.law.outside_design(counts).astype(np.int64)
         return out
 
@@ -175,8 +184,10 @@ def law_signature(class_columns: Sequence[str], *, per_class: bool = False
     have no schema on purpose: MLflow would cast a ``long`` column before the model sees it
     (10.5 -> 10) and drop unknown columns, so :func:`check_served_input` checks the request
     as sent. The param ``interval`` (e.g. 0.9; default 0 = none) adds
-    ``accuracy_lower``/``accuracy_upper``, the bootstrap prediction interval, for laws that
-    kept bootstrap replicates; ``outside_design`` (0/1) flags rows outside the design. A
+    ``accuracy_lower``/``accuracy_upper``, the prediction interval (calibrated when the law
+    carries a calibration, else the bootstrap's), for laws that have one;
+    ``extrapolation_ratio`` (every row) is the row's total over the design's largest, and
+    ``outside_design`` (0/1) flags rows outside the design. A
     per-class law (``per_class=True``) also returns each class's accuracy, named by
     :func:`served_class_column` (``accuracy_<class>``, or ``accuracy_class_<class>`` for the
     classes ``lower`` and ``upper``).
@@ -188,12 +199,13 @@ def law_signature(class_columns: Sequence[str], *, per_class: bool = False
     """
     names = ["accuracy", "accuracy_lower", "accuracy_upper",
              *(map(served_class_column, class_columns) if per_class else [])]
-    repeated = sorted({n for n in [*names, OUTSIDE] if [*names, OUTSIDE].count(n) > 1})
+    every = [*names, RATIO, OUTSIDE]
+    repeated = sorted({n for n in every if every.count(n) > 1})
     if repeated:
         raise MixscaleError(f"the served outputs {repeated} would each appear more than once "
                             f"for classes {list(class_columns)}; rename those classes.")
     outputs = Schema([*(ColSpec("double", n, required=n == "accuracy") for n in names),
-                      ColSpec("long", OUTSIDE, required=False)])
+                      ColSpec("double", RATIO), ColSpec("long", OUTSIDE, required=False)])
     params = ParamSchema([ParamSpec("interval", "double", 0.0)])
     return ModelSignature(inputs=None, outputs=outputs, params=params)
 
@@ -252,3 +264,4 @@ def log_law(law, *, run_id: str, name: str, registered_model_name: str,
 def set_alias(registered_model_name: str, alias: str, version: str) -> None:
     """Point ``models:/<name>@<alias>`` at ``version``."""
     MlflowClient().set_registered_model_alias(registered_model_name, alias, version)
+

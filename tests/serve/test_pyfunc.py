@@ -47,8 +47,8 @@ def test_pyfunc_in_process(pipeline) -> None:
 def test_per_class_law_serves_each_class_and_an_interval(pipeline) -> None:
     model = mlflow.pyfunc.load_model(f"models:/{pipeline.model_name}@perclass-own-total")
     outputs = model.metadata.signature.outputs.input_names()
-    assert [f"accuracy_{c[2:]}" for c in CLASSES] == outputs[3:-1]
-    assert outputs[-1] == "outside_design"
+    assert [f"accuracy_{c[2:]}" for c in CLASSES] == outputs[3:-2]
+    assert outputs[-2:] == ["extrapolation_ratio", "outside_design"]
     law = model.unwrap_python_model().law
     out = model.predict(_rows([2, 8, 16]), params={"interval": 0.9})
     per_class = out[[f"accuracy_{c[2:]}" for c in CLASSES]].to_numpy()
@@ -189,7 +189,7 @@ def test_pyfunc_round_trip_equals_in_process_and_serves_intervals(store) -> None
     model = mlflow.pyfunc.load_model(f"models:/round-trip/{version}")
     served = model.predict(X)
     np.testing.assert_allclose(served["accuracy"], np.clip(law.predict(X), 0, 1), rtol=1e-12)
-    assert list(served.columns) == ["accuracy", "outside_design"]
+    assert list(served.columns) == ["accuracy", "extrapolation_ratio", "outside_design"]
     with_interval = model.predict(X, params={"interval": 0.9})
     lower, upper = with_interval["accuracy_lower"], with_interval["accuracy_upper"]
     assert (lower <= upper).all() and (upper - lower).max() > 0
@@ -355,17 +355,18 @@ def test_classes_named_upper_and_lower_do_not_collide_with_the_interval() -> Non
     out = model.predict(None, X, params={"interval": 0.9})
     per_class = ["accuracy_a", "accuracy_class_upper", "accuracy_class_lower"]
     assert list(out.columns) == ["accuracy", *per_class, "accuracy_lower", "accuracy_upper",
-                                 "outside_design"]
+                                 "extrapolation_ratio", "outside_design"]
     expected = law.predict_classes(X).to_numpy()
     np.testing.assert_allclose(out[per_class].to_numpy(), np.clip(expected, 0, 1), atol=1e-12)
     lower, upper = law.predict_interval(X, 0.9)
     np.testing.assert_allclose(out["accuracy_lower"], np.clip(lower, 0, 1), atol=1e-12)
     np.testing.assert_allclose(out["accuracy_upper"], np.clip(upper, 0, 1), atol=1e-12)
     assert not np.allclose(out["accuracy_upper"], out["accuracy_class_upper"])
-    assert list(model.predict(None, X).columns) == ["accuracy", *per_class, "outside_design"]
+    assert list(model.predict(None, X).columns) == ["accuracy", *per_class,
+                                                    "extrapolation_ratio", "outside_design"]
     names = law_signature(law.class_columns_, per_class=True).outputs.input_names()
     assert names == ["accuracy", "accuracy_lower", "accuracy_upper", *per_class,
-                     "outside_design"]
+                     "extrapolation_ratio", "outside_design"]
     assert len(set(names)) == len(names)
 
 
@@ -377,7 +378,8 @@ def test_law_signature_refuses_repeated_output_names() -> None:
                                             r"more than once.*'n_upper', 'n_class_upper'"):
         law_signature(["n_upper", "n_class_upper"], per_class=True)
     assert law_signature(["n_upper", "n_class_upper"]).outputs.input_names() == [
-        "accuracy", "accuracy_lower", "accuracy_upper", "outside_design"]  # no clash
+        "accuracy", "accuracy_lower", "accuracy_upper", "extrapolation_ratio",
+        "outside_design"]  # no clash
 
 
 def test_a_version_1_scaling_law_is_read_and_served_without_the_flag() -> None:
@@ -392,6 +394,102 @@ def test_a_version_1_scaling_law_is_read_and_served_without_the_flag() -> None:
     model = LawModel()
     model.law = back
     out = model.predict(None, X.head(3))
-    assert list(out.columns) == ["accuracy"]  # no range stored, so no outside_design flag
+    # no range stored: no outside_design flag, and the extrapolation ratio is unknown
+    assert list(out.columns) == ["accuracy", "extrapolation_ratio"]
+    assert out["extrapolation_ratio"].isna().all()
     np.testing.assert_array_equal(out["accuracy"], np.clip(law.predict(X.head(3)), 0, 1))
     assert ScalingLaw.from_dict(law.to_dict()).design_ == law.design_
+
+
+# --- calibrated intervals and the extrapolation ratio ---------------------------------------
+def _calibrated_law():
+    """The synthetic law with a bootstrap and a calibration whose error grows like r**1.5."""
+    from mixscale.fit.calibration import Calibration
+
+    law, X, y, groups = _synthetic_law(seed=6)
+    law.keep_bootstrap(law.bootstrap(X, y, groups=groups, n_boot=20, seed=1))
+    rng = np.random.default_rng(0)
+    ratio = rng.uniform(1.2, 4.0, 300)
+    residuals = pd.DataFrame({"ratio": ratio, "residual": rng.normal(0, 0.01 * ratio**1.5)})
+    return law.calibrate(Calibration.from_residuals(residuals, noise_sd=0.004)), X
+
+
+def _far_rows(law, factors=(0.5, 1.0, 1.5, 2.0, 2.5)) -> tuple[pd.DataFrame, np.ndarray]:
+    """Rows in the design's mix at ``factors`` x its largest total; their expected ratios."""
+    top, mix = law.design_["total_max"], np.asarray(law.design_["mix"])
+    rows = pd.DataFrame(np.round(np.outer(factors, top * mix)), columns=law.class_columns_)
+    rows["epoch"] = 10  # predictions stay below 1 up to 2.5x, so no bound is clipped
+    ratio = np.maximum(rows[law.class_columns_].sum(axis=1).to_numpy() / top, 1.0)
+    return rows.astype(np.int64), ratio
+
+
+def _check_calibrated(out: pd.DataFrame, law, rows: pd.DataFrame, ratio: np.ndarray) -> None:
+    """The documented rule: p -/+ sqrt(h(r)**2 + bootstrap spread**2), h at the row's ratio."""
+    np.testing.assert_allclose(out["extrapolation_ratio"], ratio, rtol=1e-12)
+    point = law.predict(rows)
+    calibration, law.calibration_ = law.calibration_, None  # the bootstrap-only interval
+    try:
+        b_lo, b_hi = law.predict_interval(rows, 0.9)
+    finally:
+        law.calibration_ = calibration
+    h = calibration.half_width(ratio, 0.9)
+    assert np.all(np.diff(h) >= 0) and h[-1] > 1.5 * h[1] and h[0] > 0
+    np.testing.assert_allclose(out["accuracy_upper"] - point,
+                               np.sqrt(h**2 + np.maximum(b_hi - point, 0) ** 2), atol=1e-9)
+    np.testing.assert_allclose(point - out["accuracy_lower"],
+                               np.sqrt(h**2 + np.maximum(point - b_lo, 0) ** 2), atol=1e-9)
+    width = (out["accuracy_upper"] - out["accuracy_lower"]).to_numpy()
+    assert np.all(np.diff(width) >= -1e-12), width  # never narrower further out
+    assert width[-1] > 1.5 * width[1], width  # 2.5x the largest total: wider than at 1x
+    assert np.all(width > (b_hi - b_lo) + 1e-6)  # wider than the bootstrap's alone
+    assert out["accuracy_upper"].max() < 1.0  # (unclipped)
+
+
+def test_served_calibrated_interval_and_extrapolation_ratio_in_process(store) -> None:
+    from mixscale import track as tr
+    from mixscale.serve import log_law
+
+    law, X = _calibrated_law()
+    run_id = tr.start_stage_run(store.client, store.new_experiment(), kind="fit", name="cal")
+    version = log_law(law, run_id=run_id, name="law", registered_model_name="calibrated",
+                      input_example=X.head(2))
+    model = mlflow.pyfunc.load_model(f"models:/calibrated/{version}")
+    served_law = model.unwrap_python_model().law
+    assert served_law.calibration_.to_dict() == law.calibration_.to_dict()  # via the JSON
+    rows, ratio = _far_rows(law)
+    assert ratio[0] == 1.0 and abs(ratio[1] - 1.0) < 0.01 and ratio[-1] > 2.4
+    out = model.predict(rows, params={"interval": 0.9})
+    _check_calibrated(out, law, rows, ratio)
+    plain = model.predict(rows)  # without the param: the ratio, no interval
+    assert "accuracy_lower" not in plain and "extrapolation_ratio" in plain
+
+
+@pytest.fixture(scope="module")
+def calibrated_server(store, tmp_path_factory):
+    """``mlflow models serve`` of a small calibrated law (no pipeline needed)."""
+    from mixscale import track as tr
+    from mixscale.serve import log_law
+
+    law, X = _calibrated_law()
+    run_id = tr.start_stage_run(store.client, store.new_experiment(), kind="fit", name="cal")
+    version = log_law(law, run_id=run_id, name="law", registered_model_name="calibrated-http",
+                      input_example=X.head(2))
+    for url in _serve(f"models:/calibrated-http/{version}", store, tmp_path_factory):
+        yield url, law
+
+
+@pytest.mark.slow
+def test_http_serves_the_calibrated_interval_and_extrapolation_ratio(calibrated_server) -> None:
+    url, law = calibrated_server
+    rows, ratio = _far_rows(law)
+    status, body = _post(f"{url}/invocations",
+                         {"dataframe_split": rows.to_dict(orient="split", index=False),
+                          "params": {"interval": 0.9}})
+    assert status == 200, body
+    out = pd.DataFrame(json.loads(body)["predictions"])
+    _check_calibrated(out, law, rows, ratio)
+    status, body = _post(f"{url}/invocations",
+                         {"dataframe_split": rows.to_dict(orient="split", index=False)})
+    assert status == 200, body
+    assert [p["extrapolation_ratio"] for p in json.loads(body)["predictions"]] == pytest.approx(
+        ratio.tolist(), rel=1e-12)

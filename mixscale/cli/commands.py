@@ -382,6 +382,10 @@ def tune_cmd(**kw: Any) -> None:
 @click.option("--target", type=float, required=True, help="Target test accuracy, in (0, 1).")
 @option("--epochs", int, 0,
       "Epochs of training the prediction is for; 0 = the law's largest training epoch.")
+@option("--confidence", str, "",
+      "Plan with risk: the cheapest counts whose LOWER bound of the law's central C interval "
+      "(calibrated on the backtest when the law has a calibration) reaches --target; 0 = on "
+      "the point prediction; empty = 0.9 for a law with an interval, else 0.")
 @click.option("--verify", type=click.BOOL, default=False, is_flag=False, flag_value=True,
               show_default=True, help="Then train the planned counts --seeds times with the "
               "law's own recipe and log the realised accuracy (`--verify` alone = true).")
@@ -397,7 +401,8 @@ def plan_cmd(**kw: Any) -> None:
     ``epochs=0``); the plan run, nested under it, logs the resolved values.
     """
     from mixscale import track as tr
-    from mixscale.plan import INTERVAL_LEVEL, plan_counts
+    from mixscale.plan import plan_counts
+    from mixscale.plan.planner import confidence_from_text
     from mixscale.stages.verify import check_counts, prepare_verification, run_verification
 
     session = Session(kw)
@@ -408,7 +413,8 @@ def plan_cmd(**kw: Any) -> None:
     current, caps, costs, epochs = plan_inputs(kw, law, available)
     floor = list(parse_int_list("floor", kw["floor"])) if kw["floor"].strip() else None
     plan = plan_counts(law, current=current, caps=caps, costs=costs, target=kw["target"],
-                       epochs=epochs, floor=floor)  # validated before any logging
+                       epochs=epochs, floor=floor,  # validated before any logging
+                       confidence=confidence_from_text(kw["confidence"], law))
     if setup is not None:
         check_counts(plan, setup.dataset)
     click.echo(f"law:          {kw['model_uri']} ({law.family}-{law.predictor})")
@@ -417,14 +423,19 @@ def plan_cmd(**kw: Any) -> None:
     click.echo(plan.to_frame().drop(columns=["cap"]).to_string(
         index=False, float_format="{:.4g}".format))
     interval = ("" if plan.interval is None else
-                f" ({INTERVAL_LEVEL:.0%} interval {plan.interval[0]:.4f}-{plan.interval[1]:.4f})")
+                f" ({plan.interval_level:.0%} {'calibrated ' if plan.calibrated else ''}"
+                f"interval {plan.interval[0]:.4f}-{plan.interval[1]:.4f})")
     click.echo(f"predicted accuracy: {plan.predicted:.4f}{interval} at {plan.epochs} epochs")
     click.echo(f"cost:         {plan.cost:g} ({int(plan.added.sum())} image(s) added)")
+    planned_on = ("the point prediction" if plan.confidence is None else
+                  f"the lower bound of the {plan.confidence:.0%} interval")
+    reached = plan.predicted if plan.confidence is None else plan.interval[0]
     if plan.reachable:
-        click.echo(f"reachable:    yes (target {plan.target:g})")
+        click.echo(f"reachable:    yes (target {plan.target:g}, by {planned_on})")
     else:
         click.echo(f"reachable:    NO - the best counts within the caps reach only "
-                   f"{plan.predicted:.4f} < target {plan.target:g}; the table shows them")
+                   f"{reached:.4f} < target {plan.target:g} ({planned_on}); the table shows "
+                   "them")
     session.mark_launcher()
     with tr.stage_run(session.client, session.experiment_id, kind="plan",
                       name=f"plan-{law.family}-{law.predictor}",

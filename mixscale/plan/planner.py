@@ -23,6 +23,14 @@ one class, and the optimum above would be any split, e.g. everything in one clas
 instead splits images in the design's mix (the training rows' mean class shares): the smallest
 total whose split reaches the target; the plan carries a warning saying so.
 
+**Planning with risk.** With ``confidence=C`` the constraint is on the *lower* bound of the
+law's central ``C`` prediction interval (:meth:`mixscale.fit.base.LawBase.predict_interval`:
+calibrated on the backtest when the law carries a calibration) instead of on the point
+prediction: the cheapest counts that reach the target even in a bad case (at ``C = 0.9``, 95 %
+of outcomes above it when the interval is calibrated). Such a plan buys more images than the
+point plan, more the further it has to extrapolate. ``confidence=None`` (or 0) plans on the
+point prediction, as before.
+
 When even the best counts within the bounds miss the target the plan says so
 (``reachable=False``) and carries those counts -- the caps, except that classes whose images
 lower the prediction stay at their lower bound -- and the accuracy predicted there.
@@ -43,9 +51,14 @@ from scipy.optimize import minimize
 from mixscale.errors import MixscaleError
 from mixscale.fit import ScalingLaw
 
-__all__ = ["Plan", "plan_counts", "default_floor", "INTERVAL_LEVEL"]
+__all__ = ["Plan", "plan_counts", "default_floor", "has_interval", "check_confidence",
+           "confidence_from_text",
+           "DEFAULT_CONFIDENCE",
+           "INTERVAL_LEVEL", "MAX_CONFIDENCE"]
 
-INTERVAL_LEVEL = 0.9  # coverage of the plan's bootstrap prediction interval
+INTERVAL_LEVEL = 0.9  # coverage of the interval a point plan reports
+DEFAULT_CONFIDENCE = 0.9  # `mixscale plan`'s --confidence for a law that has an interval
+MAX_CONFIDENCE = 0.99  # above it the conformal sample of a backtest cannot vouch for a level
 _MAX_STEPS = 100_000  # bound on the one-image rounding steps
 
 
@@ -61,11 +74,15 @@ class Plan:
     target: float  # accuracy asked for
     epochs: int  # epochs the law predicts for
     predicted: float  # law's predicted accuracy at ``counts`` (clipped to [0, 1], as served)
-    interval: tuple[float, float] | None  # 90 % run-bootstrap interval, None without replicates
+    interval: tuple[float, float] | None  # central interval at interval_level; None: no interval
     reachable: bool  # False: even the caps miss the target
     marginal_gain: np.ndarray  # d accuracy for one more image of each class, at ``counts``
     floor: np.ndarray  # fewest images of each class a plan may have
     warnings: tuple[str, ...] = ()  # what the user must know about this plan
+    confidence: float | None = None  # None: planned on the point prediction; C: on the lower
+    # bound of the central C interval
+    interval_level: float = INTERVAL_LEVEL  # coverage of ``interval`` (= confidence if set)
+    calibrated: bool = False  # ``interval`` is the backtest-calibrated one
 
     @property
     def added(self) -> np.ndarray:
@@ -105,7 +122,9 @@ class Plan:
             "epochs": self.epochs,
             "predicted_accuracy": self.predicted,
             "interval": None if self.interval is None else list(self.interval),
-            "interval_level": None if self.interval is None else INTERVAL_LEVEL,
+            "interval_level": None if self.interval is None else self.interval_level,
+            "interval_calibrated": self.calibrated if self.interval is not None else None,
+            "confidence": self.confidence,
             "cost": self.cost,
             "reachable": self.reachable,
             "marginal_gain": [float(v) for v in self.marginal_gain],
@@ -173,11 +192,63 @@ def _floor(law: ScalingLaw, floor: Any, cap: np.ndarray) -> np.ndarray:
     return arr
 
 
-class _Objective:
-    """Batched predictions of one law at fixed epochs (rows of counts in, accuracy out)."""
+def has_interval(law: Any) -> bool:
+    """Can ``law`` give a prediction interval (a calibration or kept bootstrap replicates)?"""
+    return (getattr(law, "calibration_", None) is not None
+            or getattr(law, "bootstrap_raw_", None) is not None)
 
-    def __init__(self, law: ScalingLaw, epochs: int) -> None:
+
+def check_confidence(confidence: Any, law: Any) -> float | None:
+    """``confidence`` checked: None or 0 -> None (point plan), else a level in (0, 0.99].
+
+    Raises
+    ------
+    MixscaleError
+        Naming the allowed range, or a law with no interval to take a lower bound of.
+    """
+    if confidence is None or (not isinstance(confidence, bool)
+                              and isinstance(confidence, int | float) and confidence == 0):
+        return None
+    if isinstance(confidence, bool) or not isinstance(confidence, int | float) \
+            or not 0.0 < float(confidence) <= MAX_CONFIDENCE:
+        raise MixscaleError(f"`confidence` must be 0 (plan on the point prediction) or in "
+                            f"(0, {MAX_CONFIDENCE}], e.g. 0.9, but got {confidence!r}.")
+    if not has_interval(law):
+        raise MixscaleError("`confidence` needs a law with a prediction interval (a "
+                            "calibration or kept bootstrap replicates), but this law has "
+                            "neither; plan with confidence 0 (its point prediction) or a "
+                            "calibrated law.")
+    return float(confidence)
+
+
+def confidence_from_text(text: str, law: Any) -> float | None:
+    """``mixscale plan --confidence``: empty = :data:`DEFAULT_CONFIDENCE` for a law with an
+    interval (:func:`has_interval`), else None (the point prediction); otherwise the number,
+    checked by :func:`check_confidence`.
+
+    Raises
+    ------
+    MixscaleError
+        For text that is not a number, or a value :func:`check_confidence` refuses.
+    """
+    text = str(text).strip()
+    if not text:
+        return DEFAULT_CONFIDENCE if has_interval(law) else None
+    try:
+        value = float(text)
+    except ValueError:
+        raise MixscaleError(f"--confidence must be 0 (plan on the point prediction) or in "
+                            f"(0, {MAX_CONFIDENCE}], e.g. 0.9, but got {text!r}.") from None
+    return check_confidence(value, law)
+
+
+class _Objective:
+    """Batched predictions of one law at fixed epochs (rows of counts in, accuracy out): the
+    point prediction, or with ``confidence`` the lower bound of the central interval."""
+
+    def __init__(self, law: ScalingLaw, epochs: int, confidence: float | None = None) -> None:
         self.law, self.epochs, self.columns = law, int(epochs), list(law.class_columns_)
+        self.confidence = confidence
 
     def frame(self, x: np.ndarray) -> pd.DataFrame:
         x = np.atleast_2d(np.maximum(x, 0.0))
@@ -186,7 +257,9 @@ class _Objective:
         return frame
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.law.predict(self.frame(x))
+        if self.confidence is None:
+            return self.law.predict(self.frame(x))
+        return self.law.predict_interval(self.frame(x), self.confidence)[0]
 
     def gains(self, x: np.ndarray, step: np.ndarray) -> np.ndarray:
         """Accuracy change for ``step[c]`` images of each class c, one class at a time."""
@@ -364,9 +437,10 @@ def _proportional(f: _Objective, lo: np.ndarray, cap: np.ndarray, mix: np.ndarra
 def plan_counts(law: ScalingLaw, *, current: Sequence[float] | np.ndarray,
                 caps: Sequence[float] | np.ndarray, costs: Sequence[float] | np.ndarray,
                 target: float, epochs: int, interval: bool | None = None,
-                floor: int | Sequence[int] | None = None) -> Plan:
+                floor: int | Sequence[int] | None = None,
+                confidence: float | None = None) -> Plan:
     """Cheapest integer counts ``max(current, floor) <= x <= caps`` with predicted accuracy
-    >= ``target``.
+    (or, with ``confidence``, the lower bound of its central interval) >= ``target``.
 
     Parameters
     ----------
@@ -381,12 +455,17 @@ def plan_counts(law: ScalingLaw, *, current: Sequence[float] | np.ndarray,
     epochs : int
         Epochs of training the prediction is for (>= 1).
     interval : bool or None
-        Add the law's 90 % run-bootstrap interval at the plan; None = when the law carries
-        replicates.
+        Add the law's 90 % interval at the plan (calibrated when the law carries a
+        calibration, else its run bootstrap's); None = when the law has one. A plan with
+        ``confidence`` always reports its interval at that level.
     floor : int, array_like of int or None
         Fewest images of each class the plan may have (one value for every class, or one per
         class; ``floor <= caps``). None = :func:`default_floor`, the smallest per-class count
         of the law's training rows.
+    confidence : float or None
+        None or 0: plan on the point prediction. ``C`` in (0, :data:`MAX_CONFIDENCE`]: the
+        cheapest counts whose lower bound of the central ``C`` interval reaches ``target``
+        (needs a law with an interval: :func:`has_interval`).
 
     Returns
     -------
@@ -401,13 +480,14 @@ def plan_counts(law: ScalingLaw, *, current: Sequence[float] | np.ndarray,
     MixscaleError
         A vector whose length is not the number of classes, ``current > caps``,
         ``floor > caps``, negative costs, counts or floors, ``target`` outside (0, 1),
-        ``epochs < 1``.
+        ``epochs < 1``, ``confidence`` outside 0 or (0, 0.99] or on a law without interval.
     """
     cur, cap, cost = _check(law, current, caps, costs, target, epochs)
+    level = check_confidence(confidence, law)
     low = _floor(law, floor, cap)
     lo = np.maximum(cur, low)  # a plan's lower bound: what one has, and never below the floor
     target = float(target)
-    f = _Objective(law, int(epochs))
+    f = _Objective(law, int(epochs), level)
     notes: list[str] = []
     if _class_blind(f, np.maximum(lo, 1.0)):
         mix = _mix(law)
@@ -435,17 +515,20 @@ def plan_counts(law: ScalingLaw, *, current: Sequence[float] | np.ndarray,
     if hasattr(law, "outside_design") and bool(law.outside_design(counts)[0]):
         notes.append("the plan lies outside the design's range of class shares and totals: "
                      "its prediction is an extrapolation.")
-    predicted = float(np.clip(f(counts)[0], 0.0, 1.0))  # an accuracy, as served
-    if interval is None:
-        interval = getattr(law, "bootstrap_raw_", None) is not None
+    predicted = float(np.clip(law.predict(f.frame(counts))[0], 0.0, 1.0))  # as served
+    if interval is None or level is not None:
+        interval = has_interval(law)
     bounds = None
+    at = INTERVAL_LEVEL if level is None else level
     if interval:
-        lower, upper = law.predict_interval(f.frame(counts), INTERVAL_LEVEL)
+        lower, upper = law.predict_interval(f.frame(counts), at)
         bounds = (float(np.clip(lower[0], 0, 1)), float(np.clip(upper[0], 0, 1)))
     return Plan(class_columns=list(law.class_columns_), current=cur, caps=cap, costs=cost,
                 counts=counts, target=target, epochs=int(epochs), predicted=predicted,
                 interval=bounds, reachable=reachable,
-                marginal_gain=f.gains(counts, np.ones_like(counts)), floor=low,
-                warnings=tuple(notes))
+                marginal_gain=_Objective(law, int(epochs)).gains(counts, np.ones_like(counts)),
+                floor=low,
+                warnings=tuple(notes), confidence=level, interval_level=at,
+                calibrated=getattr(law, "calibration_", None) is not None)
 
 

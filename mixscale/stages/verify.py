@@ -312,9 +312,16 @@ def verification_lines(plan: Plan, v: Verification) -> list[str]:
     lines = [f"verification: {n} seed(s) of the planned counts, {plan.epochs} epochs"]
     if not plan.reachable:
         lines.append("              (target out of reach: verifying the best reachable counts)")
-    lines += [f"  seed {s}: test_accuracy {a:.4f} (run {r})"
-              for s, a, r in zip(v.seeds, v.realised, v.run_ids, strict=True)]
-    lines.append(f"predicted:    {v.predicted:.4f}")
+    where = [""] * n
+    if plan.interval is not None:  # each seed: inside the plan's (calibrated) interval?
+        lo, hi = plan.interval
+        where = ["  inside" if lo <= a <= hi else "  OUTSIDE" for a in v.realised]
+    lines += [f"  seed {s}: test_accuracy {a:.4f}{w} (run {r})"
+              for s, a, w, r in zip(v.seeds, v.realised, where, v.run_ids, strict=True)]
+    band = ("" if plan.interval is None else
+            f" ({plan.interval_level:.0%} {'calibrated ' if plan.calibrated else ''}interval "
+            f"{plan.interval[0]:.4f}-{plan.interval[1]:.4f})")
+    lines.append(f"predicted:    {v.predicted:.4f}{band}")
     lines.append(f"realised:     {v.mean:.4f} +/- {std} (mean +/- std over {n} seed(s))")
     inside = ("" if v.within_interval is None else
               f"; {round(v.within_interval * n)}/{n} seed(s) inside the interval")

@@ -291,3 +291,127 @@ def test_a_class_that_lowers_accuracy_is_never_added() -> None:
                        epochs=EPOCHS)
     assert not plan.reachable
     np.testing.assert_array_equal(plan.counts, best)
+
+
+# ------------------------------------------------------------------ planning with risk
+def _calibrated(law: ScalingLaw, *, noise: float = 0.01) -> ScalingLaw:
+    """``law`` with a calibration whose error grows like r**1 beyond the design."""
+    from mixscale.fit.calibration import Calibration
+
+    rng = np.random.default_rng(1)
+    ratio = rng.uniform(1.1, 3.0, 200)
+    residuals = pd.DataFrame({"ratio": ratio, "residual": rng.normal(0, 0.01 * ratio)})
+    return law.calibrate(Calibration.from_residuals(residuals, noise_sd=noise))
+
+
+def _lower(law: ScalingLaw, counts: np.ndarray, level: float) -> np.ndarray:
+    frame = pd.DataFrame(np.atleast_2d(counts), columns=law.class_columns_)
+    frame["epoch"] = EPOCHS
+    return law.predict_interval(frame, level)[0]
+
+
+@pytest.mark.parametrize("target", [0.6, 0.68])  # inside the design, and beyond its total
+def test_confidence_buys_more_and_its_lower_bound_reaches_the_target(target: float) -> None:
+    law = _calibrated(_synthetic("m0"))
+    caps = np.array([400, 400, 400])
+    args = {"current": CUR, "caps": caps, "costs": [1.0, 2.0, 3.0], "target": target,
+            "epochs": EPOCHS}
+    point = plan0(law, **args)
+    risky = plan0(law, **args, confidence=0.9)
+    assert point.reachable and risky.reachable and point.confidence is None
+    assert _lower(law, point.counts, 0.9)[0] < target  # the point plan is not safe at 90 %
+    assert risky.cost > point.cost and risky.added.sum() > point.added.sum()
+    lower = _lower(law, risky.counts, 0.9)[0]
+    assert lower >= target - 1e-9
+    assert risky.interval == pytest.approx((lower, risky.interval[1]))
+    assert risky.interval_level == 0.9 and risky.calibrated and risky.confidence == 0.9
+    assert risky.predicted > target  # its point prediction is above the target by the margin
+    # cheapest: one image fewer of any added class drops the lower bound below the target
+    fewer = risky.counts - np.eye(3)[risky.added > 0]
+    assert np.all(_lower(law, fewer, 0.9) < target)
+    saved = json.loads(json.dumps(risky.to_dict()))
+    assert saved["confidence"] == 0.9 and saved["interval_level"] == 0.9
+    assert saved["interval_calibrated"] is True
+    # a higher confidence never buys less
+    assert plan0(law, **args, confidence=0.95).cost >= risky.cost
+    if target > 0.65:  # beyond the design: the calibrated width grows with the ratio
+        assert law.extrapolation_ratio(risky.counts[None, :])[0] > 1.0
+
+
+@pytest.mark.parametrize("confidence", [1.0, 0.995, -0.1, 1.5, True, "0.9"])
+def test_a_confidence_outside_the_allowed_range_is_refused(confidence) -> None:
+    law = _calibrated(_synthetic("m0"))
+    with pytest.raises(MixscaleError, match=r"`confidence` must be 0 \(plan on the point "
+                                            r"prediction\) or in \(0, 0\.99\]"):
+        plan0(law, current=CUR, caps=CAP, costs=[1, 1, 1], target=0.5, epochs=EPOCHS,
+              confidence=confidence)
+
+
+def test_confidence_needs_a_law_with_an_interval_and_zero_is_the_point_plan() -> None:
+    law = _synthetic("m0")  # no bootstrap, no calibration
+    args = {"current": CUR, "caps": CAP, "costs": [1, 1, 1], "target": 0.5, "epochs": EPOCHS}
+    with pytest.raises(MixscaleError, match="needs a law with a prediction interval"):
+        plan0(law, **args, confidence=0.9)
+    np.testing.assert_array_equal(plan0(law, **args, confidence=0).counts,
+                                  plan0(law, **args).counts)
+
+
+def test_verify_reports_each_seed_inside_or_outside_the_calibrated_interval() -> None:
+    from mixscale.stages.verify import Verification, verification_lines
+
+    law = _calibrated(_synthetic("m0"))
+    plan = plan0(law, current=CUR, caps=CAP, costs=[1, 1, 1], target=0.5, epochs=EPOCHS,
+                 confidence=0.9)
+    lo, hi = plan.interval
+    realised = np.array([(lo + hi) / 2, hi + 0.01, lo - 0.01])
+    v = Verification(seeds=[0, 1, 2], run_ids=["r0", "r1", "r2"], realised=realised,
+                     predicted=plan.predicted, mean=float(realised.mean()), std=0.01,
+                     abs_error=0.0, within_interval=1 / 3)
+    lines = verification_lines(plan, v)
+    seeds = [ln for ln in lines if ln.lstrip().startswith("seed ")]
+    assert [ln.split()[4] for ln in seeds] == ["inside", "OUTSIDE", "OUTSIDE"], seeds
+    assert f"(90% calibrated interval {lo:.4f}-{hi:.4f})" in "\n".join(lines)
+    assert "1/3 seed(s) inside the interval" in lines[-1]
+
+
+@pytest.fixture(scope="module")
+def calibrated_uri(store) -> str:
+    """A registered calibrated synthetic law (no pipeline needed)."""
+    from mixscale import track as tr
+    from mixscale.serve import log_law
+
+    law = _calibrated(_synthetic("m0"))
+    frame = pd.DataFrame([[10, 10, 10, EPOCHS]], columns=[*CLASSES, "epoch"])
+    run_id = tr.start_stage_run(store.client, store.new_experiment(), kind="fit", name="cal")
+    version = log_law(law, run_id=run_id, name="law", registered_model_name="plan-calibrated",
+                      input_example=frame)
+    return f"models:/plan-calibrated/{version}"
+
+
+def test_cli_plan_confidence_default_and_refusal(store, calibrated_uri: str) -> None:
+    args = ["plan", "--tracking-uri", store.uri, "--model-uri", calibrated_uri,
+            "--current", "3,5,2", "--caps", "400,400,400", "--target", "0.68",
+            "--epochs", str(EPOCHS)]
+    saved = {}
+    for name, extra in (("default", []), ("point", ["--confidence", "0"])):
+        result = CliRunner().invoke(cli, [*args, "--experiment", f"plan-conf-{name}", *extra],
+                                    catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        (run,) = _plan_runs(store, f"plan-conf-{name}")
+        path = store.client.download_artifacts(run.info.run_id, "plan.json", str(store.root))
+        with open(path) as fh:
+            saved[name] = json.load(fh)
+        saved[name]["output"] = result.output
+    default, point = saved["default"], saved["point"]
+    assert default["confidence"] == 0.9 and point["confidence"] is None  # the default is 0.9
+    assert default["interval_calibrated"] is True and default["interval"][0] >= 0.68 - 1e-9
+    assert default["cost"] > point["cost"]
+    assert "by the lower bound of the 90% interval" in default["output"]
+    assert "90% calibrated interval" in default["output"]
+    result = CliRunner().invoke(cli, [*args, "--experiment", "plan-conf-bad",
+                                      "--confidence", "1.5"])
+    assert result.exit_code == 1
+    lines = [ln for ln in result.output.splitlines() if ln.startswith("Error:")]
+    assert len(lines) == 1 and "must be 0 (plan on the point prediction) or in (0, 0.99]" in (
+        lines[0]), result.output
+    assert _plan_runs(store, "plan-conf-bad") == []

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from mixscale.plan import Plan
 
 __all__ = ["design_heatmap", "accuracy_vs_epoch", "accuracy_vs_size", "predicted_vs_observed",
-           "class_coefficients", "class_curves", "plan_figure", "close"]
+           "class_coefficients", "class_curves", "backtest_error", "plan_figure", "close"]
 
 
 _ROLE_NAMES = {"train": "training rows", "validation": "validation rows"}
@@ -192,6 +192,33 @@ def class_curves(law, *, per_class: int, epochs: int) -> Figure:
     ax.set_ylabel("predicted test accuracy of the class")
     ax.set_title(f"per-class law: others at {per_class} images, {epochs} epochs")
     ax.legend(fontsize=7, ncol=2, title="class")
+    fig.tight_layout()
+    return fig
+
+
+def backtest_error(backtest: pd.DataFrame) -> Figure:
+    """Backtest RMSE (accuracy points) against the extrapolation ratio, one line per law.
+
+    ``backtest`` is the fit's ``backtest.csv`` (:func:`mixscale.stages.fit.backtest_table`):
+    ``law``, ``ratio`` and ``residual`` per predicted row. Each point is the RMSE of one law's
+    residuals at one ratio (rounded to 2 decimals); the ratio axis is logarithmic.
+    """
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    rows = backtest.assign(ratio=backtest["ratio"].astype(float).round(2),
+                           sq=backtest["residual"].astype(float) ** 2)
+    for law, part in rows.groupby("law", sort=False):
+        rmse = 100.0 * np.sqrt(part.groupby("ratio")["sq"].mean())
+        ax.plot(rmse.index, rmse.to_numpy(), "o-", ms=3, lw=1.2, label=str(law))
+    if len(rows):
+        ax.set_xscale("log")
+        ratios = sorted(rows["ratio"].unique())
+        if len(ratios) <= 8:
+            ax.set_xticks(ratios, [f"{r:g}" for r in ratios])
+            ax.minorticks_off()
+        ax.legend(fontsize=7, ncol=2, title="law")
+    ax.set_xlabel("extrapolation ratio (predicted size / largest fitted size)")
+    ax.set_ylabel("backtest RMSE (accuracy points)")
+    ax.set_title("backtest: fitted on the sizes up to s, scored on larger ones")
     fig.tight_layout()
     return fig
 

@@ -33,6 +33,7 @@ from mixscale.config import (
     split_list,
 )
 from mixscale.errors import MixscaleError
+from mixscale.fit.backtest import SELECTS
 from mixscale.fit.laws import FAMILIES, PREDICTORS
 from mixscale.fit.options import FitConfig
 
@@ -198,6 +199,9 @@ fit_options = _options(
     option("--class-law", click.BOOL, _F.class_law,
          "Also fit the per-class law with diminishing returns (perclass-own-total) from the "
          "rows' test_accuracy_<class> metrics."),
+    option("--select", click.Choice(SELECTS), _F.select,
+         "How the champion is chosen among the registered (bounded) laws: backtest = lowest "
+         "backtest RMSE at 1-3x the fitted size; validation = lowest validation MSE."),
     option("--model-name", str, "", "Registered model; empty = mixscale-<dataset>."),
 )
 
@@ -254,7 +258,8 @@ def fit_config_from(kw: dict[str, Any]) -> FitConfig:
         predictors=parse_name_list("predictors", kw["predictors"], tuple(PREDICTORS)),
         min_epoch=kw["min_epoch"], n_starts=kw["n_starts"], model_name=kw["model_name"] or None,
         loss=kw["loss"], n_boot=kw["n_boot"], extrapolate=kw["extrapolate"],
-        class_law=kw["class_law"], seed=kw.get("seed", 0))
+        class_law=kw["class_law"], seed=kw.get("seed", 0),
+        select=kw.get("select", _F.select))
 
 
 def friendly(f: Callable) -> Callable:

@@ -8,6 +8,7 @@ from typing import Literal
 
 from mixscale.config import check_choice, check_int
 from mixscale.errors import MixscaleError
+from mixscale.fit.backtest import SELECTS
 from mixscale.fit.laws import FAMILIES, PREDICTORS
 
 __all__ = ["FitConfig"]
@@ -17,16 +18,24 @@ __all__ = ["FitConfig"]
 class FitConfig:
     """Which scaling laws to fit, and how."""
 
-    families: tuple[str, ...] = ("power",)  # law families (see mixscale.fit.laws)
+    # law families (see mixscale.fit.laws): the paper's power law (unbounded: reported, not
+    # registered) and the bounded M4, which extrapolates (backtest) far better
+    families: tuple[str, ...] = ("power", "m4")
     predictors: tuple[str, ...] = tuple(PREDICTORS)  # linear predictors: the paper's models 0-3
     min_epoch: int = 10  # evaluations before this epoch are dropped (paper: noisy early epochs)
     n_starts: int = 8  # multi-start least-squares starts per law
     loss: Literal["linear", "huber"] = "linear"  # least-squares loss (huber resists outliers)
     n_boot: int = 100  # run-bootstrap replicates for the champion's intervals; 0 = none
-    extrapolate: bool = True  # also fit without the largest subset size and score on it
+    # backtest every law (fit on the sizes up to each but the largest, score on the larger
+    # ones; mixscale.fit.backtest), which also gives the old extrap_* score on the largest size
+    extrapolate: bool = True
     # also fit the per-class law with diminishing returns (mixscale.fit.classlaw) from the rows'
     # test_accuracy_<class> metrics, and compare, register and serve it like the others
     class_law: bool = True
+    # how the champion is chosen among the registered (bounded) laws: "backtest" = lowest
+    # backtest RMSE at extrapolation ratios up to 3 (mixscale.fit.backtest), "validation" =
+    # lowest validation MSE (the rule before backtests; also the fallback without a fold)
+    select: Literal["backtest", "validation"] = "backtest"
     model_name: str | None = None  # registered model name; None = "mixscale-<dataset>"
     seed: int = 0  # seeds the random starts
 
@@ -42,6 +51,7 @@ class FitConfig:
         check_int("min_epoch", self.min_epoch, low=0)
         check_int("n_starts", self.n_starts, low=1, high=10_000)
         check_choice("loss", self.loss, ("linear", "huber"))
+        check_choice("select", self.select, SELECTS)
         check_int("n_boot", self.n_boot, low=0, high=100_000)
         check_int("seed", self.seed, low=0, high=2**31 - 2)
         if not isinstance(self.class_law, bool):

@@ -35,8 +35,16 @@ _MAX_DESCRIPTION = 5000  # characters MLflow's SQL registry stores of a descript
 
 
 def law_key(family: str, predictor: str) -> str:
-    """``<family>-<predictor>``, the alias and artifact name of a law."""
-    return f"{family}-{predictor}"
+    """``<family>-<predictor>``, the alias and artifact name of a law (a law without a
+    predictor, the ensemble: ``<family>``)."""
+    return f"{family}-{predictor}" if isinstance(predictor, str) and predictor else family
+
+
+def is_bounded(law: Any) -> bool:
+    """``law.bounded``: predictions in [0, 1] below a fitted asymptote, 0 images -> 0 (or
+    chance), epochs saturating (see :mod:`mixscale.fit.base`). Only bounded laws are
+    registered and served; a law without the attribute counts as unbounded."""
+    return bool(getattr(law, "bounded", False))
 
 
 def law_health(law: Any) -> tuple[str, list[str]]:
@@ -51,7 +59,9 @@ def law_health(law: Any) -> tuple[str, list[str]]:
     Returns
     -------
     tag : str
-        ``"ok"``, or kinds separated by ``;``, e.g. ``"at_bound:a;huge_se:a,b"``.
+        ``"ok"``, or kinds separated by ``;``, e.g. ``"at_bound:a;huge_se:a,b"``;
+        ``unidentified`` when the law's ``identifiability_`` warns that the design cannot
+        identify its per-class weights (that warning is the line).
     warnings : list of str
         One readable line per problem parameter.
     """
@@ -78,6 +88,10 @@ def law_health(law: Any) -> tuple[str, list[str]]:
             shown = ",".join(names[:_MAX_NAMES])
             more = f",+{len(names) - _MAX_NAMES}" if len(names) > _MAX_NAMES else ""
             kinds.append(f"{kind}:{shown}{more}")
+    unidentified = getattr(law, "identifiability_", None)  # the design cannot place weights
+    if unidentified:
+        kinds.append("unidentified")
+        lines.append(str(unidentified))
     return (";".join(kinds) if kinds else "ok"), lines
 
 
@@ -107,14 +121,19 @@ def extrap_columns(mse: float, r2: float, held_out: np.ndarray) -> dict[str, obj
             "extrap_rmse_points": 100.0 * float(np.sqrt(mse)), "extrap_note": note}
 
 
-def order_summary(summary: pd.DataFrame, basis: str) -> pd.DataFrame:
-    """The deciding columns first: ``law``, ``rank`` (1 = champion by ``basis``), ``basis``,
-    validation MSE/r^2, extrapolation RMSE in points, ``health``; then the rest."""
+def order_summary(summary: pd.DataFrame, basis: str,
+                  eligible: pd.Series | None = None) -> pd.DataFrame:
+    """The deciding columns first: ``law``, ``rank`` (1 = champion by ``basis``, among the
+    ``eligible`` laws: the registered ones; empty for the others), ``basis``, validation
+    MSE/r^2, backtest RMSE at ratios up to 3, extrapolation RMSE in points, ``bounded``,
+    ``health``; then the rest."""
     out = summary.copy()
     out.insert(0, "law", [law_key(f, p) for f, p in zip(out["family"], out["predictor"],
                                                         strict=True)])
-    out["rank"] = out[basis].rank(method="first").astype("Int64")
-    first = ["law", "rank", basis, "val_mse", "val_r2", "extrap_rmse_points", "health"]
+    score = out[basis] if eligible is None else out[basis].where(eligible.to_numpy())
+    out["rank"] = score.rank(method="first").astype("Int64")
+    first = ["law", "rank", basis, "val_mse", "val_r2", "backtest_rmse_r3",
+             "extrap_rmse_points", "bounded", "health"]
     first = [c for c in dict.fromkeys(first) if c in out]
     return out[first + [c for c in out.columns if c not in first]]
 
@@ -131,8 +150,11 @@ def _predictor_words(predictor: str) -> str:
 def law_words(law: Any) -> str:
     """What a law is, in one sentence: family, formula and predictor."""
     family = FAMILIES.get(law.family)
+    doc = sys.modules[type(law).__module__].__doc__ or type(law).__name__
+    if family is None and hasattr(law, "members"):  # the ensemble: its module says what it is
+        weights = ", ".join(f"{n} {w:.3g}" for n, w in law.weights.items())
+        return f"{doc.strip().splitlines()[0]} Members and weights: {weights}."
     if family is None:  # the per-class law: its module's first line says what it is
-        doc = sys.modules[type(law).__module__].__doc__ or type(law).__name__
         return (f"{doc.strip().splitlines()[0]} Each class's own test accuracy is modelled from "
                 "its own count, the total count and the epoch; overall accuracy weights the "
                 "classes by their test frequency.")
@@ -158,7 +180,7 @@ def version_description(law: Any, rec: dict[str, Any], *, fit_run_id: str, seen:
     """The model version's description: what the law is, what it saw, how it was chosen."""
     key = law_key(rec["family"], rec["predictor"])
     if key == champion:
-        chosen = (f"**Champion** (alias `champion`): lowest {basis} of the {n_laws} laws fitted "
+        chosen = (f"**Champion** (alias `champion`): lowest {basis} of the {n_laws} laws ranked "
                   f"({rec[basis]:.4g}).")
     elif pd.isna(rec["rank"]):
         chosen = f"Not ranked: no {basis} (the champion {champion} has {champion_score:.4g})."
@@ -167,6 +189,7 @@ def version_description(law: Any, rec: dict[str, Any], *, fit_run_id: str, seen:
                   f"champion {champion} has {champion_score:.4g}).")
     quality = [f"{name} {rec[col]:.4g}" for col, name in
                (("val_mse", "validation MSE"), ("val_r2", "validation r²"),
+                ("backtest_rmse_r3", "backtest RMSE at 1-3x the fitted size (fraction)"),
                 ("extrap_rmse_points", "extrapolation RMSE in accuracy points (fitted without "
                                        "the largest subset size, scored on it)"))
                if col in rec and rec[col] is not None and np.isfinite(rec[col])]

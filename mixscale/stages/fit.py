@@ -1,10 +1,18 @@
-"""The fit stage: table from the tracking server -> laws -> metrics, artifacts, registry.
+"""The fit stage: table from the tracking server -> laws -> backtests, metrics, registry.
 
-Every fitted law becomes a version of one registered model (default ``mixscale-<dataset>``)
-with the alias ``<family>-<predictor>``; the law with the lowest validation MSE also gets the
-alias ``champion``, so ``models:/<name>@champion`` always names the current best law. The model
-and every version carry a description (what the law is, what it was fitted on, how it was
-chosen) and each version the tag ``mixscale.health`` (see :mod:`mixscale.fit.report`).
+Every law is fitted on the training rows and backtested (:mod:`mixscale.fit.backtest`: fitted
+on the rows up to each subset size but the largest, scored on every larger size, logged as
+``backtest.csv`` and ``backtest.png``). Every *bounded* law (``law.bounded``: predictions in
+[0, 1], a fitted asymptote) becomes a version of one registered model (default
+``mixscale-<dataset>``) with the alias ``<family>-<predictor>`` (the ensemble of the bounded
+laws, :mod:`mixscale.fit.ensemble`: ``ensemble``); unbounded laws (the paper's power models)
+are fitted and reported in ``fit_summary.csv`` but not registered. The champion, alias
+``champion``, is the registered law with the lowest backtest RMSE at extrapolation ratios up
+to 3 (``select="backtest"``) or the lowest validation MSE (``select="validation"``; also the
+fallback when no backtest fold exists), so ``models:/<name>@champion`` always names the
+current best law. The model and every version carry a description (what the law is, what it
+was fitted on, how it was chosen) and each version the tag ``mixscale.health`` (see
+:mod:`mixscale.fit.report`).
 """
 
 from __future__ import annotations
@@ -12,29 +20,44 @@ from __future__ import annotations
 import re
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from mlflow import MlflowClient
 
 from mixscale import plots
 from mixscale import track as tr
 from mixscale.config import Echo
 from mixscale.errors import MixscaleError
-from mixscale.fit import FitConfig, fit_all, parameter_table, report
+from mixscale.fit import FitConfig, ScalingLaw, fit_all, parameter_table, report
+from mixscale.fit.backtest import (
+    BACKTEST_COLUMNS,
+    SELECT_SCORE,
+    backtest,
+    backtest_summary,
+    fold_scores,
+)
+from mixscale.fit.calibration import Calibration, noise_sd
 from mixscale.fit.classlaw import FAMILY as CLASS_FAMILY
 from mixscale.fit.classlaw import N_SHAPE, ClassLaw, class_accuracy_column
 from mixscale.fit.classlaw import PREDICTOR as CLASS_PREDICTOR
+from mixscale.fit.ensemble import ENSEMBLE, EnsembleLaw, fit_ensemble
 from mixscale.serve import CHAMPION, log_law, set_alias
 
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
 __all__ = ["FitResult", "run_fit", "fit_and_log", "fit_table_and_log", "extrapolation_summary",
-           "class_law_summary", "default_model_name", "serve_command"]
+           "class_law_summary", "backtest_table", "choose_champion", "default_model_name",
+           "serve_command"]
 
 _QUALITY = ("train_mse", "train_r2", "val_mse", "val_r2", "extrap_mse", "extrap_r2",
-            "extrap_rmse_points")
+            "extrap_rmse_points", "backtest_rmse", "backtest_rmse_r1.5", "backtest_rmse_r2",
+            "backtest_rmse_r3")
+BACKTEST_CSV, BACKTEST_PNG = "backtest.csv", "backtest.png"
 _EXTRAP = ["extrap_mse", "extrap_r2", "extrap_rmse_points", "extrap_note"]
 HEALTH_TAG = "mixscale.health"
 
@@ -101,8 +124,7 @@ def class_law_summary(table: pd.DataFrame, features: list[str], config: FitConfi
     """Fit the per-class law (:mod:`mixscale.fit.classlaw`) and score it like the other laws.
 
     Returns the fitted law (None when it failed) and its row of the fit summary: train and
-    validation MSE/r^2, and with ``config.extrapolate`` the score on the largest subset size of
-    a fit without it.
+    validation MSE/r^2 (its extrapolation scores come from its backtest, as every law's).
     """
     nan = float("nan")
     n_classes = sum(c.startswith("n_") for c in features)
@@ -111,11 +133,8 @@ def class_law_summary(table: pd.DataFrame, features: list[str], config: FitConfi
                               "val_mse": nan, "val_r2": nan, "error": None}
     train = table[table["role"] == "train"]
     val = table[table["role"] == "validation"]
-    options = {"min_epoch": config.min_epoch, "n_starts": config.n_starts, "seed": config.seed,
-               "loss": config.loss}
     try:
-        law = ClassLaw(**options).fit(train[features], train["accuracy"].to_numpy(),
-                                      groups=train["run_id"].to_numpy())
+        law = _fitter((CLASS_FAMILY, CLASS_PREDICTOR), features, config)(train, groups=True)
     except MixscaleError as exc:
         row["error"] = str(exc)
         return None, row
@@ -124,18 +143,48 @@ def class_law_summary(table: pd.DataFrame, features: list[str], config: FitConfi
     if len(val):
         score = law.score(val[features], val["accuracy"].to_numpy())
         row.update(val_mse=score["mse"], val_r2=score["r2"])
-    if config.extrapolate:
-        split = _extrapolation_split(table)
-        if split is not None:
-            small, big = split
-            try:
-                part = ClassLaw(**options).fit(small[features], small["accuracy"].to_numpy())
-                score = part.score(big[features], big["accuracy"].to_numpy())
-                row.update(report.extrap_columns(score["mse"], score["r2"],
-                                                 _held_out(big, config)))
-            except MixscaleError:
-                pass  # too few rows without the largest size: no extrapolation score
     return law, row
+
+
+def _fitter(key: tuple[str, str], features: list[str], config: FitConfig
+            ) -> Callable[..., object]:
+    """``fit(rows, groups=False) -> law``: one law fitted on some rows of the fit table, with
+    the fit's options (``groups=True`` keeps the run ids, for the run bootstrap)."""
+    options = {"min_epoch": config.min_epoch, "n_starts": config.n_starts, "seed": config.seed,
+               "loss": config.loss}
+
+    def fit(rows: pd.DataFrame, groups: bool = False) -> object:
+        law = (ClassLaw(**options) if key == (CLASS_FAMILY, CLASS_PREDICTOR)
+               else ScalingLaw(family=key[0], predictor=key[1], **options))
+        return law.fit(rows[features], rows["accuracy"].to_numpy(),
+                       groups=rows["run_id"].to_numpy() if groups else None)
+    return fit
+
+
+def _backtest_laws(table: pd.DataFrame, laws: dict[tuple[str, str], object],
+                   features: dict[tuple[str, str], list[str]], config: FitConfig
+                   ) -> dict[tuple[str, str], pd.DataFrame]:
+    """Every fitted law's backtest residuals (:func:`mixscale.fit.backtest.backtest`)."""
+    return {key: backtest(table, _fitter(key, features[key], config), features=features[key],
+                          min_epoch=config.min_epoch) for key in laws}
+
+
+def _backtest_columns(table: pd.DataFrame, residuals: dict[tuple[str, str], pd.DataFrame]
+                      ) -> pd.DataFrame:
+    """Per law: the backtest RMSEs and, from the fold without the largest size, the
+    ``extrap_*`` columns (today's single split, kept)."""
+    sizes = sorted(table["subset_size"].unique())
+    last = int(sizes[-2]) if len(sizes) > 1 else None
+    rows = []
+    for (family, predictor), res in residuals.items():
+        row: dict[str, object] = {"family": family, "predictor": predictor}
+        if len(res):
+            row.update(backtest_summary(res))
+        scored = fold_scores(res, last) if last is not None else None
+        if scored is not None:
+            row.update(report.extrap_columns(*scored))
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def _bootstrap_files(key: str, law, train: pd.DataFrame, features: list[str],
@@ -181,8 +230,20 @@ def fit_and_log(config: FitConfig, client: MlflowClient, experiment_id: str,
 
 
 def _fit_laws(table: pd.DataFrame, features: list[str], config: FitConfig
-              ) -> tuple[dict[tuple[str, str], object], pd.DataFrame]:
-    """Every requested law (and the per-class law) fitted to the training rows, and the summary.
+              ) -> tuple[dict[tuple[str, str], object], pd.DataFrame,
+                         dict[tuple[str, str], pd.DataFrame]]:
+    """Every requested law (and the per-class law) fitted to the training rows, backtested
+    (with ``config.extrapolate``), and the ensemble of the bounded ones.
+
+    Returns
+    -------
+    laws : dict
+        ``(family, predictor) -> fitted law`` (the ensemble is ``("ensemble", "")``).
+    summary : pandas.DataFrame
+        One row per law: the fit's scores, backtest RMSEs, ``extrap_*``, ``bounded``,
+        ``effective_params`` and ``identifiability`` (each law's own, where it has them).
+    residuals : dict
+        ``(family, predictor) -> backtest residuals`` (empty without ``config.extrapolate``).
 
     Raises
     ------
@@ -199,25 +260,64 @@ def _fit_laws(table: pd.DataFrame, features: list[str], config: FitConfig
         groups=train["run_id"].to_numpy(), min_epoch=config.min_epoch,
         n_starts=config.n_starts, seed=config.seed, loss=config.loss,
     )
-    if config.extrapolate:
-        summary = summary.merge(extrapolation_summary(table, features, config),
-                                on=["family", "predictor"], how="left")
+    law_features = dict.fromkeys(laws, features)
     if config.class_law:  # features + each class's accuracy column, which only it reads
         class_features = [*features, *map(class_accuracy_column, count_cols)]
         class_law, row = class_law_summary(table, class_features, config)
         summary = pd.concat([summary, pd.DataFrame([row])], ignore_index=True)
         if class_law is not None:
             laws[(CLASS_FAMILY, CLASS_PREDICTOR)] = class_law
+            law_features[(CLASS_FAMILY, CLASS_PREDICTOR)] = class_features
     if not laws:
         raise MixscaleError("every law failed to fit:\n" + summary.to_string(index=False))
-    return laws, summary
+    residuals = _backtest_laws(table, laws, law_features, config) if config.extrapolate else {}
+    members = {key: laws[key] for key in laws if report.is_bounded(laws[key])}
+    if len(members) >= 2 and residuals:
+        ensemble, nested = fit_ensemble(
+            {_law_key(*k): m for k, m in members.items()},
+            {_law_key(*k): residuals[k] for k in members})
+        if ensemble is not None:
+            key = (ENSEMBLE, "")
+            laws[key], residuals[key] = ensemble, nested
+            summary = pd.concat([summary, pd.DataFrame([_ensemble_row(ensemble, summary,
+                                                                      train, val)])],
+                                ignore_index=True)
+    if residuals:
+        summary = summary.merge(_backtest_columns(table, residuals), on=["family", "predictor"],
+                                how="left")
+    keys = list(zip(summary["family"], summary["predictor"], strict=True))
+    summary["bounded"] = [report.is_bounded(laws[k]) if k in laws else None for k in keys]
+    for col, attr, empty in (("effective_params", "effective_params_", np.nan),
+                             ("identifiability", "identifiability_", None)):
+        # fit_all reports them for its laws; the per-class law and the ensemble say their own
+        have = summary[col] if col in summary else pd.Series(empty, index=summary.index)
+        summary[col] = [getattr(laws[k], attr, empty) if k in laws and pd.isna(v) else v
+                        for k, v in zip(keys, have, strict=True)]
+    return laws, summary, residuals
+
+
+def _ensemble_row(ensemble: EnsembleLaw, summary: pd.DataFrame, train: pd.DataFrame,
+                  val: pd.DataFrame) -> dict[str, object]:
+    """The ensemble's row of the fit summary (its parameters: its members' and the weights)."""
+    n_params = summary.set_index(summary["family"] + "-" + summary["predictor"])["n_params"]
+    row: dict[str, object] = {
+        "family": ENSEMBLE, "predictor": "", "error": None,
+        "n_params": int(sum(n_params.get(n, 0) for n in ensemble.members)
+                        + len(ensemble.members) - 1)}
+    score = ensemble.score(train, train["accuracy"].to_numpy())
+    row.update(train_mse=score["mse"], train_r2=score["r2"], val_mse=np.nan, val_r2=np.nan)
+    if len(val):
+        score = ensemble.score(val, val["accuracy"].to_numpy())
+        row.update(val_mse=score["mse"], val_r2=score["r2"])
+    return row
 
 
 def _fit_artifacts(table: pd.DataFrame, features: list[str],
                    laws: dict[tuple[str, str], object], summary: pd.DataFrame, best: pd.Series,
-                   per_class: pd.DataFrame, config: FitConfig
-                   ) -> tuple[dict[str, object], dict[str, object]]:
-    """The fit run's tables (fit table, summary, each law's parameters) and its figures."""
+                   per_class: pd.DataFrame, residuals: dict[tuple[str, str], pd.DataFrame],
+                   config: FitConfig) -> tuple[dict[str, object], dict[str, object]]:
+    """The fit run's tables (fit table, summary, backtest, each law's parameters) and its
+    figures."""
     count_cols = [c for c in features if c.startswith("n_")]
     train = table[table["role"] == "train"]
     champion = _law_key(best["family"], best["predictor"])
@@ -236,11 +336,15 @@ def _fit_artifacts(table: pd.DataFrame, features: list[str],
         shown[_law_key(CLASS_FAMILY, CLASS_PREDICTOR)] = summary[
             summary["family"] == CLASS_FAMILY].iloc[0]
     files: dict[str, object] = {tr.FIT_TABLE_CSV: table, tr.FIT_SUMMARY_CSV: summary}
-    # Predicted vs observed (the paper's Figs. 3-6) for every law of a small fit (the
-    # default: one family x 4 predictors), else for the champion and best per-class law.
+    if residuals:
+        files[BACKTEST_CSV] = backtest_table(residuals)
+        figs[BACKTEST_PNG] = plots.backtest_error(files[BACKTEST_CSV])
+    # Predicted vs observed (the paper's Figs. 3-6) for every law of a small fit, else for the
+    # paper's power laws, the champion and the best per-class law.
     pictured = ([(_law_key(f, p), law) for (f, p), law in laws.items()] if len(laws) <= 8
-                else [(k, laws[(r["family"], r["predictor"])]) for k, r in shown.items()])
-    for key, law in pictured:
+                else [(_law_key(f, p), law) for (f, p), law in laws.items() if f == "power"]
+                + [(k, laws[(r["family"], r["predictor"])]) for k, r in shown.items()])
+    for key, law in dict(pictured).items():
         pred = law.predict(table[features])
         figs[f"predicted_vs_observed_{key}.png"] = plots.predicted_vs_observed(
             table["accuracy"].to_numpy()[kept], pred[kept],
@@ -252,14 +356,77 @@ def _fit_artifacts(table: pd.DataFrame, features: list[str],
             class_law, per_class=max(1, int(largest["total_n"]) // len(count_cols)),
             epochs=int(train["epoch"].max()))
     if config.n_boot:
-        boot_features = [c for c in table.columns if c.startswith(("n_", "accuracy_"))]
+        boot_features = [*(c for c in table.columns if c.startswith(("n_", "accuracy_"))),
+                         "epoch"]
         for key, rec in shown.items():
             law = laws[(rec["family"], rec["predictor"])]
-            figs.update(_bootstrap_files(key, law, train, [*boot_features, "epoch"],
-                                         config))
+            # an ensemble's interval is its members': bootstrap those that carry weight
+            boot = ([(n, m) for n, m in law.members.items() if law.weights[n] > 0]
+                    if isinstance(law, EnsembleLaw) else [(key, law)])
+            for name, one in boot:
+                figs.update(_bootstrap_files(name, one, train, boot_features, config))
     for (family, predictor), law in laws.items():
         files[f"params_{_law_key(family, predictor)}.csv"] = parameter_table(law)
     return files, figs
+
+
+def backtest_table(residuals: dict[tuple[str, str], pd.DataFrame]) -> pd.DataFrame:
+    """Every law's backtest residuals in one table, ``law`` first (``backtest.csv``)."""
+    parts = [res.assign(law=_law_key(*key)) for key, res in residuals.items() if len(res)]
+    if not parts:
+        return pd.DataFrame(columns=["law", *BACKTEST_COLUMNS])
+    out = pd.concat(parts, ignore_index=True)
+    return out[["law", *BACKTEST_COLUMNS]]
+
+
+def _calibrate(laws: dict[tuple[str, str], object], residuals: dict[tuple[str, str],
+               pd.DataFrame], table: pd.DataFrame, config: FitConfig) -> dict[str, str]:
+    """Calibrate every registered law's interval on its own backtest residuals
+    (:mod:`mixscale.fit.calibration`, with the table's seed/evaluation noise).
+
+    Returns ``law -> why not`` for the laws that could not be calibrated.
+    """
+    noise = noise_sd(table, min_epoch=config.min_epoch)
+    skipped = {}
+    for key, law in laws.items():
+        res = residuals.get(key)
+        if res is None or not hasattr(law, "calibrate"):
+            continue
+        try:
+            law.calibrate(Calibration.from_residuals(res, noise_sd=noise))
+        except MixscaleError as exc:
+            skipped[_law_key(*key)] = str(exc)
+    return skipped
+
+
+def choose_champion(summary: pd.DataFrame, select: str, *, has_validation: bool
+                    ) -> tuple[str, pd.Series]:
+    """The selection basis and the eligible-laws mask of a fit summary.
+
+    Only registered (bounded) laws are eligible. ``select="backtest"`` ranks them by
+    :data:`~mixscale.fit.backtest.SELECT_SCORE` (backtest RMSE at ratios in (1, 3]), else,
+    when no law has a residual there, by ``backtest_rmse``; only laws whose backtest covers
+    as many rows as the most complete one are ranked (a law that failed on a fold would be
+    scored on easier rows). ``select="validation"``, or a backtest without any fold, ranks by
+    ``val_mse`` (``train_mse`` without validation rows): today's rule. Ties keep the
+    summary's order.
+
+    Returns
+    -------
+    basis : str
+        The summary column the champion is the lowest of.
+    eligible : pandas.Series
+        True for the laws that are ranked.
+    """
+    registered = summary["bounded"].eq(True)
+    if select == "backtest":
+        for basis in (SELECT_SCORE, "backtest_rmse"):
+            if basis in summary and summary.loc[registered, basis].notna().any():
+                n = summary["backtest_n"].where(registered)
+                return basis, registered & summary[basis].notna() & n.eq(n.max())
+    basis = ("val_mse" if has_validation and summary.loc[registered, "val_mse"].notna().any()
+             else "train_mse")
+    return basis, registered & summary[basis].notna()
 
 
 def fit_table_and_log(config: FitConfig, client: MlflowClient, experiment_id: str,
@@ -296,14 +463,21 @@ def fit_table_and_log(config: FitConfig, client: MlflowClient, experiment_id: st
         )
     features = [*count_cols, "epoch"]
     t0 = time.perf_counter()
-    laws, summary = _fit_laws(table, features, config)
+    laws, summary, residuals = _fit_laws(table, features, config)
     fit_seconds = time.perf_counter() - t0
+    registered = {k: law for k, law in laws.items() if report.is_bounded(law)}
+    if not registered:
+        raise MixscaleError(
+            f"no bounded law fitted (families {','.join(config.families)}, class_law "
+            f"{config.class_law}): only bounded laws are registered and served; add a bounded "
+            "family (e.g. --families power,m4) or keep --class-law true.")
+    calibration_notes = _calibrate(registered, residuals, table, config) if residuals else {}
     health = {key: report.law_health(law) for key, law in laws.items()}
     summary["health"] = [health[k][0] if k in health else None
                          for k in zip(summary["family"], summary["predictor"], strict=True)]
-    basis = "val_mse" if len(val) and summary["val_mse"].notna().any() else "train_mse"
-    summary = report.order_summary(summary, basis)
-    ranked = summary.dropna(subset=[basis]).sort_values(basis)
+    basis, eligible = choose_champion(summary, config.select, has_validation=bool(len(val)))
+    summary = report.order_summary(summary, basis, eligible)
+    ranked = summary[eligible.to_numpy()].sort_values(basis, kind="stable")
     best = ranked.iloc[0]
     champion = _law_key(best["family"], best["predictor"])
     per_class = ranked[ranked["predictor"].isin(["m0", "m1"])]
@@ -317,14 +491,14 @@ def fit_table_and_log(config: FitConfig, client: MlflowClient, experiment_id: st
             "predictors": ",".join(config.predictors), "min_epoch": config.min_epoch,
             "n_starts": config.n_starts, "seed": config.seed, "model_name": model_name,
             "loss": config.loss, "n_boot": config.n_boot, "extrapolate": config.extrapolate,
-            "class_law": config.class_law,
+            "class_law": config.class_law, "select": config.select,
             "champion_basis": basis,
         })
         metrics = {"fit_seconds": fit_seconds, "assemble_seconds": assemble_seconds,
                    "n_runs_train": train["run_id"].nunique(),
                    "n_runs_validation": val["run_id"].nunique(), "n_points": len(table)}
         for rec in summary.to_dict("records"):
-            prefix = f"{rec['family']}_{rec['predictor']}"
+            prefix = _metric_prefix(rec["family"], rec["predictor"])
             for key in _QUALITY:
                 value = rec.get(key)
                 if value is not None and np.isfinite(value):
@@ -333,7 +507,11 @@ def fit_table_and_log(config: FitConfig, client: MlflowClient, experiment_id: st
                         if k in best and np.isfinite(best[k])})
         tr.log_metrics(client, fit_id, metrics)
 
-        files, figs = _fit_artifacts(table, features, laws, summary, best, per_class, config)
+        files, figs = _fit_artifacts(table, features, laws, summary, best, per_class,
+                                     residuals, config)
+        if calibration_notes:
+            files["calibration_skipped.txt"] = "".join(
+                f"{k}: {why}\n" for k, why in calibration_notes.items())
         tr.log_artifacts(client, fit_id, {**files, **figs})
         for name, fig in figs.items():
             if name.endswith(".png"):
@@ -343,16 +521,17 @@ def fit_table_and_log(config: FitConfig, client: MlflowClient, experiment_id: st
         example = example.astype("int64").reset_index(drop=True)
         seen = report.fitted_on(table, design_ids, dataset, config.min_epoch)
         versions = {}
-        for (family, predictor), law in laws.items():
+        for (family, predictor), law in registered.items():
             key = _law_key(family, predictor)
             rec = summary[(summary["family"] == family) & (summary["predictor"] == predictor)]
-            versions[key] = log_law(
-                law, run_id=fit_id, name=f"law-{key}", registered_model_name=model_name,
-                input_example=example,
-                tags={"mixscale.family": family, "mixscale.predictor": predictor,
-                      "mixscale.fit_run": fit_id, HEALTH_TAG: health[(family, predictor)][0],
-                      "val_mse": rec["val_mse"].iloc[0], "train_mse": rec["train_mse"].iloc[0]},
-            )
+            tags = {"mixscale.family": family, "mixscale.predictor": predictor,
+                    "mixscale.fit_run": fit_id, HEALTH_TAG: health[(family, predictor)][0],
+                    "val_mse": rec["val_mse"].iloc[0], "train_mse": rec["train_mse"].iloc[0]}
+            if SELECT_SCORE in rec and np.isfinite(rec[SELECT_SCORE].iloc[0]):
+                tags[SELECT_SCORE] = rec[SELECT_SCORE].iloc[0]
+            versions[key] = log_law(law, run_id=fit_id, name=f"law-{key}",
+                                    registered_model_name=model_name, input_example=example,
+                                    tags=tags)
             client.update_model_version(model_name, versions[key], description=(
                 report.version_description(
                     law, rec.iloc[0].to_dict(), fit_run_id=fit_id, seen=seen, basis=basis,
@@ -365,10 +544,18 @@ def fit_table_and_log(config: FitConfig, client: MlflowClient, experiment_id: st
             champion_version=versions[champion], champion_score=best[basis]))
         client.set_tag(fit_id, "mixscale.champion", f"{champion} (v{versions[champion]})")
     _echo_summary(summary, health, basis, echo)
-    echo(f"champion: {champion} (version {versions[champion]}, {basis} "
-         f"{best[basis]:.4g}, validation r2 {best['val_r2']:.3f})")
+    other = "val_mse" if basis != "val_mse" else SELECT_SCORE
+    also = (f", {other} {best[other]:.4g}" if other in best and np.isfinite(best[other])
+            else "")
+    echo(f"champion: {champion} (version {versions[champion]}, select {config.select}: "
+         f"lowest {basis} {best[basis]:.4g}{also}, validation r2 {best['val_r2']:.3f})")
     return FitResult(fit_run_id=fit_id, model_name=model_name, versions=versions,
                      champion=champion, summary=summary)
+
+
+def _metric_prefix(family: str, predictor: str) -> str:
+    """``<family>_<predictor>`` (the ensemble: ``ensemble``), the prefix of a law's metrics."""
+    return f"{family}_{predictor}" if predictor else family
 
 
 def _echo_summary(summary: pd.DataFrame, health: dict[tuple[str, str], tuple[str, list[str]]],
@@ -381,7 +568,7 @@ def _echo_summary(summary: pd.DataFrame, health: dict[tuple[str, str], tuple[str
     if "health" in shown:
         shown["health"] = [("ok" if h == "ok" else "WARNING") if isinstance(h, str) else ""
                            for h in shown["health"]]
-    with pd.option_context("display.width", 160, "display.max_columns", 30):
+    with pd.option_context("display.width", 200, "display.max_columns", 40):
         echo(shown.to_string(index=False, na_rep="", float_format=lambda v: f"{v:.4g}"))
     for (family, predictor), (tag, lines) in health.items():
         if tag != "ok":
@@ -391,6 +578,9 @@ def _echo_summary(summary: pd.DataFrame, health: dict[tuple[str, str], tuple[str
     if len(notes):
         echo(f"note: {notes['extrap_note'].iloc[0]} ({', '.join(notes['law'])}); "
              "extrap_rmse_points is the RMSE in accuracy points.")
+    if "bounded" in summary and (~summary["bounded"].eq(True)).any():
+        echo("(unbounded laws are reported but not registered: "
+             f"{', '.join(summary.loc[~summary['bounded'].eq(True), 'law'])})")
     if any(tag != "ok" for tag, _ in health.values()):
         echo(f"(a WARNING law's parameters are not pinned down by the data: see its "
              f"{HEALTH_TAG} model version tag; the champion is still chosen by {basis})")

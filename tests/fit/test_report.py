@@ -11,7 +11,9 @@ import pytest
 
 from mixscale import plots
 from mixscale import track as tr
-from mixscale.fit import FitConfig, ScalingLaw
+from mixscale.errors import MixscaleError
+from mixscale.fit import FitConfig, ScalingLaw, report
+from mixscale.fit.backtest import BACKTEST_COLUMNS, SELECT_SCORE
 from mixscale.fit.report import FLAT_STD, law_health
 from mixscale.stages.fit import HEALTH_TAG, extrapolation_summary, fit_table_and_log
 
@@ -57,7 +59,9 @@ def fit_table(*, shape: str = "power", flat_largest: bool = False, seed: int = 0
 
 
 def _config(**kw) -> FitConfig:
-    options = {"families": ("power",), "predictors": ("m2",), "min_epoch": 3, "n_starts": 2,
+    # power-m2 (the paper's, unbounded: reported, not registered) and m4-s2 (bounded: registered)
+    options = {"families": ("power", "m4"), "predictors": ("m2", "s2"), "min_epoch": 3,
+               "n_starts": 2,
                "n_boot": 0, "class_law": False,
                "model_name": f"fit-report-{uuid.uuid4().hex[:8]}"}
     return FitConfig(**{**options, **kw})
@@ -76,31 +80,65 @@ def _fit(store, table, **kw):
 
 @pytest.fixture(scope="module")
 def healthy(store):
-    """power m0 and m2 fitted and registered on a tiny table a power law fits well."""
-    return _fit(store, fit_table(), predictors=("m0", "m2"))
+    """power-m2 (healthy, unbounded) with the bounded m4-s0 and m4-s2 and their ensemble,
+    fitted, backtested and registered on a tiny table a power law fits well."""
+    return _fit(store, fit_table(), predictors=("m2", "s0", "s2"))
 
 
 def test_law_at_its_bound_is_warned_and_tagged(store) -> None:
     result, out = _fit(store, fit_table(shape="log"))
-    version = store.client.get_model_version(result.model_name, result.versions["power-m2"])
-    assert version.tags[HEALTH_TAG] == "at_bound:a"
+    rows = result.summary.set_index("law")
+    assert rows.loc["power-m2", "health"] == "at_bound:a"
     assert "WARNING power-m2: a = -2 at its lower bound -2" in out
-    row = result.summary.set_index("law").loc["power-m2"]
-    assert row["health"] == "at_bound:a"
-    assert "Health warning `at_bound:a`: a = -2 at its lower bound -2" in version.description
+    assert "power-m2" not in result.versions  # unbounded: reported, not registered
+    # a registered law's version carries its health tag and says it in its description
+    tag = rows.loc["m4-s2", "health"]
+    version = store.client.get_model_version(result.model_name, result.versions["m4-s2"])
+    assert tag.startswith("at_bound:") and version.tags[HEALTH_TAG] == tag
+    assert f"Health warning `{tag}`" in version.description
+    assert "WARNING m4-s2: " in out
 
 
 def test_healthy_law_is_ok(healthy, store) -> None:
     result, out = healthy
-    for key in ("power-m0", "power-m2"):
-        version = store.client.get_model_version(result.model_name, result.versions[key])
-        assert version.tags[HEALTH_TAG] == "ok"
-        assert "Health: `ok`" in version.description
-    assert "WARNING" not in out
+    assert result.summary.set_index("law").loc["power-m2", "health"] == "ok"
+    assert "WARNING power-m2" not in out
+    for key, version in result.versions.items():  # every registered law's tag is its health
+        tag = result.summary.set_index("law").loc[key, "health"]
+        assert store.client.get_model_version(result.model_name, version).tags[HEALTH_TAG] == tag
+    rec = {"family": "power", "predictor": "m2", "rank": 1, "val_mse": 0.1, "health": "ok"}
+    text = report.version_description(
+        ScalingLaw(family="power", predictor="m2"), rec, fit_run_id="r", seen="s",
+        basis="val_mse", n_laws=1, champion="power-m2", champion_score=0.1)
+    assert "Health: `ok`" in text
+
+
+class _Law:
+    """What law_health reads of a law: parameters, boxes and standard errors."""
+
+    family = "power"
+
+    def __init__(self, se: dict[str, float]) -> None:
+        self.params_ = {"a": 0.1, "b": 1.0, "c": 0.5}
+        self._se = se
+
+    def parameter_bounds(self) -> dict[str, tuple[float, float]]:
+        return {"a": (-2.0, 1.0), "b": (0.0, 20.0), "c": (0.01, 3.0)}
+
+    def standard_errors(self) -> dict[str, float]:
+        return self._se
 
 
 def test_huge_standard_error_is_named() -> None:
-    # rows that barely vary the class mix (thirds, +-1 image) cannot place per-class weights
+    tag, lines = law_health(_Law({"a": 3.5, "b": 0.1, "c": 0.2}))  # a's box is 3 wide
+    assert tag == "huge_se:a"
+    assert lines == ["a: standard error 3.5 > its box width 3"]
+    assert law_health(_Law({"a": 2.9, "b": 0.1, "c": 0.2}))[0] == "ok"
+
+
+def test_unidentified_class_weights_are_named() -> None:
+    # rows that barely vary the class mix (thirds, +-1 image) cannot place per-class weights:
+    # the law shrinks them to equal and says which rows would help; the health tag carries it
     train = fit_table().query("role == 'train'").copy()
     jitter = dict(zip(train["run_id"].unique(), [-1, 0, 1] * 10, strict=False))
     third = train["total_n"] // 3
@@ -110,10 +148,8 @@ def test_huge_standard_error_is_named() -> None:
     law = ScalingLaw(family="power", predictor="m0", min_epoch=3, n_starts=2)
     law.fit(train[_features(train)], train["accuracy"])
     tag, lines = law_health(law)
-    se, bounds = law.standard_errors(), law.parameter_bounds()
-    huge = [n for n in bounds if se[n] > bounds[n][1] - bounds[n][0]]
-    assert huge and f"huge_se:{','.join(huge)}" in tag
-    assert any(f"{huge[0]}: standard error" in line for line in lines)
+    assert law.identifiability_ and "unidentified" in tag.split(";")
+    assert law.identifiability_ in lines and "'c0'" in law.identifiability_
 
 
 def test_extrap_r2_blank_where_held_out_accuracies_are_flat() -> None:
@@ -136,20 +172,29 @@ def test_flat_extrapolation_logs_points_not_r2(store) -> None:
     metrics = store.client.get_run(result.fit_run_id).data.metrics
     assert "power_m2_extrap_rmse_points" in metrics and "power_m2_extrap_mse" in metrics
     assert "power_m2_extrap_r2" not in metrics
-    assert "note: extrap_r2 left empty" in out and "(power-m2)" in out
+    (note,) = [line for line in out.splitlines() if line.startswith("note: extrap_r2 left empty")]
+    assert "power-m2" in note
 
 
 def test_summary_puts_the_deciding_columns_first(healthy, store) -> None:
     result, out = healthy
     path = store.client.download_artifacts(result.fit_run_id, tr.FIT_SUMMARY_CSV)
     summary = pd.read_csv(path)
-    assert list(summary.columns[:6]) == ["law", "rank", "val_mse", "val_r2",
-                                         "extrap_rmse_points", "health"]
-    assert {"family", "predictor", "train_mse", "extrap_mse", "extrap_r2"} <= set(summary)
+    # the tiny table's sizes 10, 40, 160 give ratios 4 only: no residual at ratios <= 3, so
+    # the backtest ranks by backtest_rmse (all ratios)
+    assert list(summary.columns[:9]) == ["law", "rank", "backtest_rmse", "val_mse", "val_r2",
+                                         SELECT_SCORE, "extrap_rmse_points", "bounded",
+                                         "health"]
+    assert {"family", "predictor", "train_mse", "extrap_mse", "extrap_r2", "backtest_rmse_r1.5",
+            "backtest_rmse_r2", "backtest_n", "effective_params"} <= set(summary)
     champion = summary.loc[summary["rank"] == 1, "law"].item()
     assert champion == result.champion
-    assert summary.loc[summary["rank"] == 1, "val_mse"].item() == summary["val_mse"].min()
-    assert out.splitlines()[0].split()[:6] == list(summary.columns[:6])
+    registered = summary[summary["bounded"]]
+    assert summary["rank"].notna().tolist() == summary["bounded"].tolist()
+    assert summary.loc[summary["rank"] == 1, "backtest_rmse"].item() == \
+        registered["backtest_rmse"].min()
+    assert out.splitlines()[0].split()[:9] == list(summary.columns[:9])
+    assert f"champion: {champion} (version" in out and "select backtest" in out
 
 
 def test_registry_descriptions_say_what_where_and_why(healthy, store) -> None:
@@ -157,18 +202,91 @@ def test_registry_descriptions_say_what_where_and_why(healthy, store) -> None:
     client = store.client
     model = client.get_registered_model(result.model_name)
     assert "design-tiny" in model.description and result.champion in model.description
+    assert set(result.versions) == {"m4-s0", "m4-s2", "ensemble"}
     for key, version in result.versions.items():
         text = client.get_model_version(result.model_name, version).description
         assert "design-tiny" in text and "tiny" in text and result.fit_run_id in text
-        assert "a + b * z**c" in text  # the formula
+        if key == "ensemble":
+            assert "stacked average of bounded laws" in text
+            assert "Members and weights: m4-s" in text
+        else:
+            assert "(eps - eps_inf)" in text  # the formula
         assert "subset sizes 10, 40, 160" in text
         assert "12 training runs and 6 validation runs" in text
         if key == result.champion:
-            assert "**Champion**" in text and "lowest val_mse" in text
+            assert "**Champion**" in text and "lowest backtest_rmse of the 3 laws" in text
         else:
-            assert "Rank 2 of 2 by val_mse" in text
-    m0 = client.get_model_version(result.model_name, result.versions["power-m0"]).description
-    assert "each class's image count (one weight per class" in m0
+            assert "of 3 by backtest_rmse" in text
+    s0 = client.get_model_version(result.model_name, result.versions["m4-s0"]).description
+    assert "each class's image count (one weight per class" in s0
+
+
+def test_backtest_is_logged_per_law(healthy, store) -> None:
+    result, _ = healthy
+    client = store.client
+    artifacts = {a.path for a in client.list_artifacts(result.fit_run_id)}
+    assert {"backtest.csv", "backtest.png"} <= artifacts
+    res = pd.read_csv(client.download_artifacts(result.fit_run_id, "backtest.csv"))
+    assert list(res.columns) == ["law", *BACKTEST_COLUMNS]
+    assert set(res["law"]) == set(result.summary["law"])  # every law, the unbounded too
+    assert sorted(res["fit_size"].unique()) == [10, 40]
+    np.testing.assert_allclose(res["ratio"], res["subset_size"] / res["fit_size"])
+    assert (res["ratio"] > 1).all() and (res["epoch"] >= 3).all()
+    np.testing.assert_allclose(res["residual"], res["observed"] - res["predicted"])
+    metrics = client.get_run(result.fit_run_id).data.metrics
+    for law, part in res.groupby("law"):
+        prefix = law.replace("-", "_") if law != "ensemble" else law
+        rmse = np.sqrt(np.mean(part["residual"] ** 2))
+        assert metrics[f"{prefix}_backtest_rmse"] == pytest.approx(rmse, rel=1e-9), law
+        assert f"{prefix}_{SELECT_SCORE}" not in metrics  # no ratio <= 3 in this design
+
+
+def test_only_bounded_laws_are_registered_and_champion(healthy, store) -> None:
+    result, _ = healthy
+    summary = result.summary.set_index("law")
+    assert set(result.versions) == set(summary.index[summary["bounded"].eq(True)])
+    assert {"power-m2", "power-s0", "power-s2", "m4-m2"} <= set(summary.index)  # reported
+    assert not summary.loc[["power-m2", "power-s2", "m4-m2"], "bounded"].any()
+    model = store.client.get_registered_model(result.model_name)
+    assert set(model.aliases) == {*result.versions, "champion"}
+    assert summary.loc[result.champion, "bounded"]
+
+
+def test_select_validation_reproduces_the_old_rule(healthy, store) -> None:
+    old, _ = healthy
+    result, out = _fit(store, fit_table(), predictors=("m2", "s0", "s2"), select="validation")
+    summary = result.summary
+    registered = summary[summary["bounded"].eq(True)]
+    # the rule before backtests: lowest val_mse (here among the registered laws)
+    before = registered.dropna(subset=["val_mse"]).sort_values("val_mse").iloc[0]
+    assert result.champion == before["law"]
+    assert summary.loc[summary["rank"] == 1, "law"].item() == before["law"]
+    assert "select validation: lowest val_mse" in out
+    params = store.client.get_run(result.fit_run_id).data.params
+    assert params["select"] == "validation" and params["champion_basis"] == "val_mse"
+    by_backtest = registered.sort_values("backtest_rmse").iloc[0]["law"]
+    assert old.champion == by_backtest  # the same laws, chosen by the backtest
+
+
+def test_no_bounded_law_is_refused_before_logging(store) -> None:
+    experiment = store.new_experiment()
+    with pytest.raises(MixscaleError, match="no bounded law fitted"):
+        fit_table_and_log(_config(families=("power",)), store.client, experiment, fit_table(),
+                          design_ids=["design-tiny"], dataset="tiny", echo=lambda _: None)
+    assert store.client.search_runs([experiment]) == []
+
+
+def test_backtest_figure_has_one_line_per_law() -> None:
+    res = pd.DataFrame({"law": ["a", "a", "b", "b", "b"], "ratio": [1.5, 2.0, 1.5, 2.0, 2.0],
+                        "residual": [0.01, 0.02, 0.03, 0.04, 0.0]})
+    fig = plots.backtest_error(res)
+    try:
+        ax = fig.axes[0]
+        lines = {line.get_label(): line for line in ax.get_lines()}
+        assert set(lines) == {"a", "b"} and ax.get_xscale() == "log"
+        np.testing.assert_allclose(lines["b"].get_ydata(), [3.0, 100 * np.sqrt(0.04**2 / 2)])
+    finally:
+        plots.close(fig)
 
 
 def test_accuracy_vs_epoch_has_a_legend_and_the_law(healthy) -> None:

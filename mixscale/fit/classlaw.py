@@ -1,4 +1,5 @@
-"""Per-class scaling laws with diminishing returns, 0 without own images, averaged by test share.
+"""Per-class scaling laws: bounded, data and epochs as separate saturating resources, per-class
+shapes shrunk toward shared ones, 0 without own images, averaged by test share.
 
 The laws of :mod:`mixscale.fit` feed the class counts into a link function through one linear
 combination, so to a planner every image of a class is worth the same however many there are.
@@ -6,50 +7,63 @@ combination, so to a planner every image of a class is worth the same however ma
 metrics every row logs), in the spirit of Rolf et al. (2021), where a group's error falls with
 its own count and, less, with the total:
 
-    acc_c = g_c * (A_c - z_c ** (-p_c)),   g_c = x0_c / (x0_c + k_c),
-    z_c = w_own_c * x_c + w_total_c * t + w_epoch_c * u
+    acc_c = A_c * g_c * (1 - (1 + z_c) ** (-p_c)) * h(u),
+    g_c = x_c / (x_c + k_c),   z_c = w_own_c * x_c + w_total_c * t,
+    h(u) = 1 - (1 + rate * u / kappa) ** (-kappa)
 
-with ``x0_c = n_c / S`` and ``x_c = (n_c + 1) / (S + 1)`` (own count, ``S`` the largest class
-count seen in training), ``t = (N + 1) / (S_N + 1)`` (total count ``N``, ``S_N`` its largest
-value) and ``u = epoch / E`` (``E`` the largest epoch). ``A_c`` in [0, 1] is the class's accuracy
-ceiling, ``p_c > 0`` how fast its error falls, and ``w_own_c, w_total_c, w_epoch_c >= 0`` what
-one more image of the class, one more image of any class and one more epoch are worth to it.
-The gate ``g_c`` is 0 at ``n_c = 0`` and rises to 1: a classifier never shown a class does not
-recognise it, so **a class without images of its own is predicted 0 by the form itself**,
-however many images of other classes there are (the form without the gate predicted 0.92-0.99
-there on the digits demo). ``k_c > 0`` (in units of ``S``) is the own count at which the gate
-is one half. ``g_c < 1`` and ``A_c <= 1`` keep every prediction below 1, also without a clip.
-The coefficient of ``z_c ** (-p_c)`` is fixed at 1, so the size of the weights is not traded
-against a scale factor: every parameter is identifiable (the reporting convention). The returns
-diminish in every resource; an image of class c raises ``z_c`` by ``w_own_c / (S + 1) +
-w_total_c / (S_N + 1)`` and every other class's ``z`` by its ``w_total / (S_N + 1)`` only.
-Rolf et al. add the own-count and total-count terms (``d + s n_c^-p + t N^-q``); putting counts
-and epochs into one ``z`` lets the law capture what an additive form cannot: a small subset
-needs more epochs to learn at all. (On the digits demo design, measured: validation MSE 0.0058
-for the additive form with an added epoch term, 0.0024 for this one without the gate, 0.0019
-for the paper's best power law.)
+with ``x_c = n_c / S`` (own count, ``S`` the largest class count seen in training), ``t = N /
+S_N`` (total count ``N``, ``S_N`` its largest value) and ``u = epoch / E`` (``E`` the largest
+epoch). ``A_c`` in (0, 1) is the class's accuracy ceiling, ``p_c > 0`` how fast its error
+falls, ``w_own_c, w_total_c > 0`` what one more image of the class and one more image of any
+class are worth to it, and ``k_c > 0`` (in units of ``S``) the own count at which the gate
+``g_c`` is one half. Every factor lies in [0, 1) and none decreases in any count, so **every
+prediction is in [0, 1) by the form itself (no clip), more images of any class never lower any
+class's accuracy, and a class without images of its own is predicted exactly 0** however many
+images of other classes there are. Data and epochs are separate saturating resources: ``h``
+(shared by the classes, ``rate, kappa > 0``: its slope at 0 and its shape, the exponential
+``1 - exp(-rate u)`` as ``kappa`` grows) rises from 0 to 1 in the epochs, so at fixed data
+more epochs approach ``A_c g_c (1 - (1 + z_c)^-p_c)``, a ceiling below the data asymptote
+``A_c``: epochs cannot stand in for data (version 2 of this law added epochs inside ``z``, so
+enough epochs replaced any amount of data). ``h`` is shared because neither the digits demo
+(evaluations from epoch 12 of 30, all near saturation) nor the synthetic truth of
+``tests/support/synthetic.py`` (one epoch curve for every class) can tell one class's epoch
+curve from another's.
 
-The overall accuracy is ``sum_c w_c * clip(acc_c, 0, 1)`` with ``w_c`` the test split's class
-frequencies. They are not a parameter of the fit: overall test accuracy *is* the frequency
-weighted mean of per-class test accuracies, so ``w`` is recovered exactly from the logged
-metrics by non-negative least squares (or passed as ``class_weights``).
+**Shrinkage.** With five free shape parameters per class a design of a few dozen runs cannot
+pin every class down (version 2, fitted class by class, put ``k`` at its bound with huge
+standard errors on the digits demo). The five are fitted jointly, in transformed units ``phi_c
+= (logit A_c, log p_c, log w_own_c, log w_total_c, log k_c)``, with the penalty ``lambda * n *
+||phi_c - mu||^2`` per class toward a shared ``mu`` (fitted too: the across-class mean), ``n``
+the rows per class, so ``lambda`` is in units of a per-row squared error. ``lambda = inf`` is
+the class-blind law (every class the same curve of its own count and the total); ``lambda``
+is chosen from :data:`STRENGTHS` by K-fold cross-validation over runs (``groups``; rows with the
+same counts otherwise) with the one-standard-error rule toward more shrinkage: the law moves
+away from "all classes alike" only as far as held-out runs justify. ``effective_params_`` is
+the trace of the fit's hat matrix (between 7 for the class-blind law and ``5 * classes + 2``);
+``shrinkage_`` holds the strength, the cross-validation errors and the share of per-class
+freedom removed; ``identifiability_`` names the per-class parameters the rows cannot identify
+(and which rows would) or is None.
 
-Each class is fitted on its own (bounded least squares, several starts, analytic Jacobian), so a
-fit is fast and a run bootstrap (resampling runs) gives intervals for every parameter and for
-predictions. The estimator mirrors :class:`mixscale.fit.ScalingLaw` (``fit``, ``predict``,
-``score``, ``bootstrap``, ``keep_bootstrap``, ``predict_interval``, JSON round trip), so fitting,
-registration, serving and planning treat both alike.
+The overall accuracy is ``sum_c w_c * acc_c`` with ``w_c`` the test split's class frequencies.
+They are not a parameter of the fit: overall test accuracy *is* the frequency weighted mean of
+per-class test accuracies, so ``w`` is recovered exactly from the logged metrics by
+non-negative least squares (or passed as ``class_weights``).
+
+A run bootstrap (resampling runs, refitting at the chosen strength) gives intervals for every
+parameter and for predictions. The estimator mirrors :class:`mixscale.fit.ScalingLaw` (``fit``,
+``predict``, ``score``, ``bootstrap``, ``keep_bootstrap``, ``predict_interval``, JSON round
+trip), so fitting, registration, serving and planning treat both alike.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import least_squares, nnls
+from scipy.optimize import nnls
+from scipy.special import expit, logit
 
 from mixscale.errors import FitError, MixscaleError, NotFittedError
 from mixscale.fit.base import LawBase, check_design
@@ -58,19 +72,44 @@ from mixscale.fit.inputs import check_options, read_features, read_target
 from mixscale.fit.lawjson import get_key
 from mixscale.fit.metrics import mse, r2
 
-__all__ = ["ClassLaw", "FAMILY", "PREDICTOR", "N_SHAPE", "CLASS_FORMAT", "class_accuracy_column",
-           "given_weights", "class_law_to_dict", "class_law_from_dict"]
+__all__ = ["ClassLaw", "FAMILY", "PREDICTOR", "N_SHAPE", "N_SHARED", "STRENGTHS",
+           "CLASS_FORMAT", "class_accuracy_column", "given_weights", "class_law_to_dict",
+           "class_law_from_dict"]
 
 FAMILY, PREDICTOR = "perclass", "own-total"  # how the fit summary and the registry name it
-_SHAPE = ("A", "p", "w_own", "w_total", "w_epoch", "k")  # per-class parameters, raw order
-N_SHAPE = len(_SHAPE)
-_LOWER = np.array([0.0, 0.01, 0.0, 0.0, 0.0, 1e-4])
-_UPPER = np.array([1.0, 5.0, 1e4, 1e4, 1e4, 10.0])
-_GRID = ((1.0, 0.5, 1.0, 1.0, 1.0, 0.01), (0.95, 1.0, 3.0, 1.0, 0.5, 0.05),
-         (1.0, 0.3, 0.3, 3.0, 2.0, 0.002))
-_Z_MIN = 1e-9
-_MAX_NFEV = 300  # per start; 2000 took 4x as long on the digits demo, same val MSE (0.00221)
+_SHAPE = ("A", "p", "w_own", "w_total", "k")  # per-class parameters, raw order
+_EPOCH = ("rate", "kappa")  # the shared epoch saturation
+N_SHAPE, N_SHARED = len(_SHAPE), len(_EPOCH)
+# bounds in transformed units: logit A, log of the others
+_LO = np.array([-9.0, np.log(0.02), np.log(1e-6), np.log(1e-6), np.log(1e-4)])
+_HI = np.array([9.0, np.log(5.0), np.log(1e4), np.log(1e4), np.log(10.0)])
+_E_LO, _E_HI = np.log([1e-2, 0.05]), np.log([1e3, 50.0])
+# (A, p, w_own, w_total, k, rate, kappa): starts of the class-blind fit, then seeded random ones
+_GRID = ((0.95, 0.5, 3.0, 1.0, 0.02, 5.0, 1.0), (0.98, 1.0, 10.0, 1.0, 0.05, 20.0, 2.0),
+         (0.9, 0.3, 1.0, 3.0, 0.005, 1.0, 0.5))
+# shrinkage strengths tried, strongest first (inf: the class-blind law)
+STRENGTHS = (np.inf, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
+_N_FOLDS = 5
+_MAX_ITER = 100  # Levenberg-Marquardt iterations per fit
+_START_ITER = 25  # iterations from each start of the class-blind fit before the best goes on
+_TOL = 1e-6  # ... and it stops when an iteration lowers the cost by less than this share
+_SE_UNIDENTIFIED = 1.0  # a standard error above this (log units) is "not identified"
+_SE_A = 0.1  # ... and for the ceiling A (accuracy units: 10 points)
+_SIGMA2_FLOOR = 1e-6  # residual variance floor (0.1 point): noise-free rows still have SEs
 _WEIGHT_TOL = 1e-3  # largest residual of "overall = weighted mean of per-class accuracies"
+_HELP = {
+    "A": "rows at larger subset sizes, where the class's curve bends toward its ceiling",
+    "p": "rows at larger subset sizes, where the class's curve bends toward its ceiling",
+    "w_own": "runs whose class shares differ at the same total (the class's own count varied "
+             "with the total fixed)",
+    "w_total": "runs whose class shares differ at the same total (the class's own count "
+               "varied with the total fixed)",
+    "k": "runs with only a few images of the class (near the gate's half point)",
+    "rate": "evaluations at earlier epochs, before the curves flatten (lower --min-epoch or "
+           "evaluate more often)",
+    "kappa": "evaluations at earlier epochs, before the curves flatten (lower --min-epoch or "
+             "evaluate more often)",
+}
 
 
 def class_accuracy_column(class_column: str) -> str:
@@ -78,39 +117,255 @@ def class_accuracy_column(class_column: str) -> str:
     return "accuracy_" + class_column.removeprefix("n_")
 
 
-def _curve(theta: np.ndarray, x0: np.ndarray, x: np.ndarray, t: np.ndarray,
+def _natural(phi: np.ndarray) -> np.ndarray:
+    """Per-class ``(A, p, w_own, w_total, k)`` from transformed ``phi`` (..., 5)."""
+    out = np.exp(phi)
+    out[..., 0] = expit(phi[..., 0])
+    return out
+
+
+def _transformed(theta: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`_natural`, clipped into the bounds."""
+    theta = np.asarray(theta, dtype=float)
+    phi = np.log(np.clip(theta, 1e-300, None))
+    phi[..., 0] = logit(np.clip(theta[..., 0], 1e-12, 1 - 1e-12))
+    return np.clip(phi, _LO, _HI)
+
+
+def _curve(theta: np.ndarray, epoch_params: np.ndarray, x: np.ndarray, t: np.ndarray,
            u: np.ndarray) -> np.ndarray:
-    a_max, p, w_own, w_total, w_epoch, k = theta
-    z = np.maximum(w_own * x + w_total * t + w_epoch * u, _Z_MIN)
-    return x0 / (x0 + k) * (a_max - z ** (-p)) + 0.0  # + 0.0: no -0.0 at n_c = 0
+    """Per-class accuracies ``(n, C)`` for natural ``theta`` ``(C, 5)`` and ``(rate, kappa)``."""
+    a_max, p, w_own, w_total, k = theta.T
+    rate, kappa = epoch_params
+    z = w_own * x + w_total * t[:, None]
+    h = -np.expm1(-kappa * np.log1p(rate * u / kappa))
+    return a_max * (x / (x + k)) * -np.expm1(-p * np.log1p(z)) * h[:, None] + 0.0
 
 
-def _jacobian(theta: np.ndarray, x0: np.ndarray, x: np.ndarray, t: np.ndarray,
-              u: np.ndarray) -> np.ndarray:
-    a_max, p, w_own, w_total, w_epoch, k = theta
-    z = np.maximum(w_own * x + w_total * t + w_epoch * u, _Z_MIN)
-    zp = z ** (-p)
-    gate = x0 / (x0 + k)
-    dz = gate * p * zp / z  # gate * d(-z^-p)/dz
-    return np.column_stack([gate, gate * zp * np.log(z), dz * x, dz * t, dz * u,
-                            -(a_max - zp) * gate / (x0 + k)])
+def _gradients(phi: np.ndarray, eps: np.ndarray, x: np.ndarray, t: np.ndarray,
+               u: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Accuracies ``(n, C)`` and their derivatives in transformed units: ``(n, C, 5)`` by each
+    class's ``phi_c`` and ``(n, C, 2)`` by ``(log rate, log kappa)``."""
+    a_max, p, w_own, w_total, k = _natural(phi).T
+    rate, kappa = np.exp(eps)
+    z = w_own * x + w_total * t[:, None]
+    log_z1 = np.log1p(z)
+    q = np.exp(-p * log_z1)
+    f = 1.0 - q
+    gate = x / (x + k)
+    r = 1.0 + rate * u / kappa
+    log_r = np.log(r)
+    s = np.exp(-kappa * log_r)
+    h = (1.0 - s)[:, None]
+    acc = a_max * gate * f * h
+    agh = a_max * gate * h
+    dfdz = p * q / (1.0 + z)
+    dphi = np.stack([acc * (1.0 - a_max), agh * q * log_z1 * p, agh * dfdz * x * w_own,
+                     agh * dfdz * t[:, None] * w_total, -a_max * f * h * gate * k / (x + k)],
+                    axis=-1)
+    agf = (a_max * gate * f)
+    dh_rate = s / r * rate * u
+    dh_kappa = s * (kappa * log_r - rate * u / r)
+    deps = np.stack([agf * dh_rate[:, None], agf * dh_kappa[:, None]], axis=-1)
+    return acc + 0.0, dphi, deps
+
+
+def _lm(evaluate: Any, v0: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+        max_iter: int = _MAX_ITER) -> tuple[np.ndarray, float] | None:
+    """Levenberg-Marquardt on the normal equations, steps projected into ``[lo, hi]``.
+
+    ``evaluate(v) -> (cost, gradient, Gauss-Newton Hessian)``. The Hessians here are small
+    (``5 * classes + 7`` square) and built from per-class blocks, so an iteration costs one
+    pass over the rows and no large matrix product (scipy's ``least_squares`` spent 20 ms per
+    SVD of the 3150 x 57 Jacobian on the digits-sized table).
+    """
+    v = np.clip(v0, lo, hi)
+    with np.errstate(all="ignore"):
+        cost, grad, hess = evaluate(v)
+        if not np.isfinite(cost):
+            return None
+        damp, grow = 1e-3, 2.0
+        for _ in range(max_iter):
+            diag = np.maximum(np.diag(hess), 1e-12 * max(float(np.max(np.diag(hess))), 1e-300))
+            while True:
+                try:
+                    step = np.linalg.solve(hess + damp * np.diag(diag), -grad)
+                except np.linalg.LinAlgError:
+                    step = None
+                if step is not None and np.all(np.isfinite(step)):
+                    new = np.clip(v + step, lo, hi)
+                    moved = new - v
+                    result = evaluate(new)
+                    predicted = -(grad @ moved + 0.5 * moved @ hess @ moved)
+                    if np.isfinite(result[0]) and result[0] < cost:
+                        break
+                damp *= grow  # Nielsen's rule: grow the damping faster after each refusal
+                grow *= 2.0
+                if damp > 1e12:
+                    return v, float(cost)
+            gain = cost - result[0]
+            ratio = gain / predicted if predicted > 0 else 0.0
+            damp = max(damp * max(1.0 / 3.0, 1.0 - (2.0 * ratio - 1.0) ** 3), 1e-12)
+            grow = 2.0
+            v, (cost, grad, hess) = new, result
+            if gain <= _TOL * cost + 1e-16:
+                break
+    return v, float(cost)
+
+
+def _penalty_hessian(n_classes: int, s2: float) -> np.ndarray:
+    """Hessian of ``s2 / 2 * sum_c ||phi_c - mu||^2`` in ``v = (phi, eps, mu)``."""
+    m = n_classes * N_SHAPE
+    pen = np.zeros((m + N_SHARED + N_SHAPE,) * 2)
+    pen[:m, :m] = s2 * np.eye(m)
+    cross = -s2 * np.tile(np.eye(N_SHAPE), (n_classes, 1))
+    pen[:m, m + N_SHARED:] = cross
+    pen[m + N_SHARED:, :m] = cross.T
+    pen[m + N_SHARED:, m + N_SHARED:] = n_classes * s2 * np.eye(N_SHAPE)
+    return pen
+
+
+class _Fitter:
+    """Least squares of one table of rows (x ``(n, C)``, t, u ``(n,)``, per-class targets y)
+    at a shrinkage strength: the class-blind law (``inf``) or the joint penalised fit."""
+
+    def __init__(self, x: np.ndarray, t: np.ndarray, u: np.ndarray, y: np.ndarray, *,
+                 loss: str, f_scale: float) -> None:
+        self.x, self.t, self.u, self.y = x, t, u, y
+        self.n, self.n_classes = x.shape
+        self.loss, self.f_scale = loss, f_scale
+
+    def subset(self, rows: np.ndarray) -> _Fitter:
+        return _Fitter(self.x[rows], self.t[rows], self.u[rows], self.y[rows], loss=self.loss,
+                       f_scale=self.f_scale)
+
+    def data_normal(self, phi: np.ndarray, eps: np.ndarray) -> tuple[float, Any, Any]:
+        """Data cost and its Gauss-Newton pieces: per-class blocks ``G (C, 5, 5)``, cross terms
+        ``X (C, 5, 2)``, ``E (2, 2)`` and gradients ``(C, 5)``, ``(2,)``; and the raw parts."""
+        acc, dphi, deps = _gradients(phi, eps, self.x, self.t, self.u)
+        r = acc - self.y
+        if self.loss == "huber":
+            a = np.abs(r)
+            inside = a <= self.f_scale
+            w = np.where(inside, 1.0, self.f_scale / np.maximum(a, 1e-300))
+            rho = np.where(inside, r ** 2, 2.0 * self.f_scale * a - self.f_scale ** 2)
+        else:
+            w, rho = np.ones_like(r), r ** 2
+        # one batched product gives every block: columns (phi_c, eps, r), rows weighted
+        cols = np.concatenate([dphi, deps, r[..., None]], axis=2) * np.sqrt(w)[..., None]
+        cols = np.ascontiguousarray(cols.transpose(1, 0, 2))
+        gram = cols.transpose(0, 2, 1) @ cols  # (C, 8, 8)
+        a, b = N_SHAPE, N_SHAPE + N_SHARED
+        pieces = (gram[:, :a, :a], gram[:, :a, a:b], gram[:, a:b, a:b].sum(axis=0),
+                  gram[:, :a, b], gram[:, a:b, b].sum(axis=0))
+        return 0.5 * float(rho.sum()), pieces, (acc, dphi, deps)
+
+    def joint_normal(self, pieces: Any, strength: float) -> tuple[np.ndarray, np.ndarray]:
+        """Hessian and gradient of the data part in the joint ``v = (phi, eps, mu)`` (without
+        the penalty), from :meth:`data_normal`'s pieces."""
+        g_blocks, x_blocks, e_block, g_phi, g_eps = pieces
+        c = self.n_classes
+        m = c * N_SHAPE
+        hess = np.zeros((m + N_SHARED + N_SHAPE,) * 2)
+        for k in range(c):
+            sl = slice(k * N_SHAPE, (k + 1) * N_SHAPE)
+            hess[sl, sl] = g_blocks[k]
+            hess[sl, m:m + N_SHARED] = x_blocks[k]
+            hess[m:m + N_SHARED, sl] = x_blocks[k].T
+        hess[m:m + N_SHARED, m:m + N_SHARED] = e_block
+        grad = np.concatenate([g_phi.ravel(), g_eps, np.zeros(N_SHAPE)])
+        return hess, grad
+
+    # class-blind: v = (mu (5), log rate, log kappa), every class phi_c = mu
+    def shared(self, v0: np.ndarray, max_iter: int = _MAX_ITER) -> _Solution | None:
+        c = self.n_classes
+
+        def evaluate(v: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+            cost, (g_blocks, x_blocks, e_block, g_phi, g_eps), _ = self.data_normal(
+                np.tile(v[:N_SHAPE], (c, 1)), v[N_SHAPE:])
+            x_sum = x_blocks.sum(axis=0)
+            hess = np.block([[g_blocks.sum(axis=0), x_sum], [x_sum.T, e_block]])
+            return cost, np.concatenate([g_phi.sum(axis=0), g_eps]), hess
+
+        out = _lm(evaluate, v0, np.r_[_LO, _E_LO], np.r_[_HI, _E_HI], max_iter)
+        if out is None:
+            return None
+        v, cost = out
+        mu = v[:N_SHAPE].copy()
+        return _Solution(np.tile(mu, (c, 1)), v[N_SHAPE:].copy(), mu, np.inf, cost)
+
+    # penalised: v = (phi (C x 5), log rate, log kappa, mu (5))
+    def joint(self, strength: float, start: _Solution) -> _Solution | None:
+        c, n = self.n_classes, self.n
+        m = c * N_SHAPE
+        s2 = strength * n
+        pen = _penalty_hessian(c, s2)
+
+        def evaluate(v: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+            phi, eps, mu = v[:m].reshape(c, N_SHAPE), v[m:m + N_SHARED], v[m + N_SHARED:]
+            cost, pieces, _ = self.data_normal(phi, eps)
+            hess, grad = self.joint_normal(pieces, strength)
+            dev = phi - mu
+            grad[:m] += s2 * dev.ravel()
+            grad[m + N_SHARED:] -= s2 * dev.sum(axis=0)
+            return cost + 0.5 * s2 * float(np.sum(dev ** 2)), grad, hess + pen
+
+        v0 = np.concatenate([start.phi.ravel(), start.eps, start.mu])
+        out = _lm(evaluate, v0, np.r_[np.tile(_LO, c), _E_LO, _LO],
+                  np.r_[np.tile(_HI, c), _E_HI, _HI])
+        if out is None:
+            return None
+        v, cost = out
+        return _Solution(v[:m].reshape(c, N_SHAPE).copy(), v[m:m + N_SHARED].copy(),
+                         v[m + N_SHARED:].copy(), strength, cost)
+
+    def fit(self, strength: float, start: _Solution) -> _Solution | None:
+        """The fit at ``strength`` from ``start`` (inf: the class-blind law)."""
+        if np.isinf(strength):
+            return self.shared(np.concatenate([start.mu, start.eps]))
+        return self.joint(strength, start)
+
+    def squared_errors(self, sol: _Solution) -> np.ndarray:
+        """Per row: mean over classes of the squared error."""
+        acc = _curve(_natural(sol.phi), np.exp(sol.eps), self.x, self.t, self.u)
+        return np.mean((acc - self.y) ** 2, axis=1)
+
+
+class _Solution:
+    """One fit: ``phi`` ``(C, 5)``, ``eps`` (log rate, log kappa), ``mu``, strength, cost."""
+
+    def __init__(self, phi: np.ndarray, eps: np.ndarray, mu: np.ndarray, strength: float,
+                 cost: float) -> None:
+        self.phi, self.eps, self.mu, self.strength, self.cost = phi, eps, mu, strength, cost
+
+    def raw(self) -> np.ndarray:
+        """Natural parameters: every class's ``(A, p, w_own, w_total, k)``, then rate, kappa."""
+        return np.concatenate([_natural(self.phi).ravel(), np.exp(self.eps)])
+
+    @classmethod
+    def from_raw(cls, raw: np.ndarray, strength: float) -> _Solution:
+        theta = np.asarray(raw[:-N_SHARED], dtype=float).reshape(-1, N_SHAPE)
+        phi = _transformed(theta)
+        eps = np.clip(np.log(raw[-N_SHARED:]), _E_LO, _E_HI)
+        return cls(phi, eps, phi.mean(axis=0), strength, np.nan)
 
 
 class ClassLaw(LawBase):
-    """Per-class accuracy laws with diminishing returns, combined by test-class frequency.
+    """Bounded per-class accuracy laws with shrunk shapes, combined by test-class frequency.
 
     Parameters
     ----------
     min_epoch : int
         ``fit`` and ``score`` drop rows with ``epoch < min_epoch``.
     loss : {"linear", "huber"}
-        Least-squares loss of every class fit.
+        Least-squares loss of the fit (with "huber" the shrinkage penalty turns linear too).
     f_scale : float
         Residual size where the Huber loss turns linear.
     n_starts : int
-        Starts per class: a fixed grid first, then seeded random starts.
+        Starts of the class-blind fit: a fixed grid first, then seeded random starts (every
+        weaker shrinkage strength starts from the fit at the next stronger one).
     seed : int or None
-        Seed of the random starts.
+        Seed of the random starts and of the cross-validation folds.
 
     Attributes
     ----------
@@ -121,17 +376,30 @@ class ClassLaw(LawBase):
     class_weights_ : numpy.ndarray
         Test-split class frequencies (sum to 1).
     raw_params_ : numpy.ndarray
-        ``(A, p, w_own, w_total, w_epoch, k)`` of every class, concatenated in class order.
+        ``(A, p, w_own, w_total, k)`` of every class, concatenated in class order, then
+        ``rate, kappa``.
     params_ : dict of str to float
-        ``<name>_<class>`` for every per-class parameter, then ``weight_<class>``.
+        ``<name>_<class>`` for every per-class parameter, ``rate``, ``kappa``, then
+        ``weight_<class>``.
     pcov_ : numpy.ndarray
-        Block-diagonal covariance of ``raw_params_`` (``inf`` where not estimable).
+        Covariance of ``raw_params_`` (delta method from the penalised fit).
+    strength_ : float
+        The shrinkage strength chosen (``inf``: the class-blind law).
+    effective_params_ : float
+        Effective number of parameters (trace of the hat matrix).
+    shrinkage_ : dict
+        ``strength`` (None for inf), ``fraction`` (share of the per-class freedom removed: 1 =
+        class-blind, 0 = free), ``strengths`` and ``cv_mse`` (held-out per-class MSE at each,
+        None where not cross-validated), ``folds`` and ``rule``.
+    identifiability_ : str or None
+        Which per-class parameters the rows cannot identify and which rows would help.
     bootstrap_raw_ : numpy.ndarray or None
         Replicates of ``raw_params_`` kept by :meth:`keep_bootstrap`.
     """
 
     family = FAMILY
     predictor = PREDICTOR
+    bounded = True  # [0, 1) by the form, 0 without own images, epochs saturate below data
 
     def __init__(self, *, min_epoch: int = 10, loss: Literal["linear", "huber"] = "linear",
                  f_scale: float = 0.01, n_starts: int = 8, seed: int | None = 0) -> None:
@@ -150,16 +418,15 @@ class ClassLaw(LawBase):
                       f_scale=self.f_scale, n_starts=self.n_starts, seed=self.seed)
 
     def _inputs(self, counts: np.ndarray, epoch: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """``x0``, ``x``, ``t`` and ``u`` of the module docstring."""
-        x0 = counts / self.count_scale_
-        x = (counts + 1.0) / (self.count_scale_ + 1.0)
-        t = (counts.sum(axis=1) + 1.0) / (self.total_scale_ + 1.0)
-        return x0, x, t, epoch / self.epoch_scale_
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``x``, ``t`` and ``u`` of the module docstring."""
+        return (counts / self.count_scale_, counts.sum(axis=1) / self.total_scale_,
+                epoch / self.epoch_scale_)
 
     def fit(self, X: pd.DataFrame, y: Any, *, groups: Any = None,
             class_weights: Sequence[float] | None = None) -> ClassLaw:
-        """Fit one law per class to the per-class accuracies in ``X``.
+        """Fit the per-class laws to the per-class accuracies in ``X``, shrinkage chosen by
+        cross-validation over runs.
 
         Parameters
         ----------
@@ -169,7 +436,8 @@ class ClassLaw(LawBase):
         y : array_like
             Overall test accuracy per row (for the class weights and :meth:`score`).
         groups : array_like, optional
-            Run label per row, kept for :meth:`bootstrap`.
+            Run label per row: the cross-validation folds and :meth:`bootstrap` resample
+            runs. Default: rows with the same class counts form one group.
         class_weights : sequence of float, optional
             Test-split class frequencies; default: recovered from ``y`` and the per-class
             accuracies by non-negative least squares.
@@ -183,73 +451,105 @@ class ClassLaw(LawBase):
         ------
         FitError
             Missing or non-finite per-class accuracies, too few rows, overall accuracy that is
-            not a weighted mean of the per-class ones, or a class whose every start failed.
+            not a weighted mean of the per-class ones, or a class-blind fit whose every start
+            failed.
         """
         self._check_options()
         counts, epoch, columns = read_features(X, class_columns=None)
         y_all = read_target(y, n_rows=len(X))
         targets = _class_targets(X, columns)
         keep = epoch >= self.min_epoch
-        n_per_class = len(_SHAPE)
-        if keep.sum() < n_per_class + 1:
-            raise FitError(f"fitting the per-class law needs at least {n_per_class + 1} rows "
+        n_min = N_SHAPE + N_SHARED + 1
+        if keep.sum() < n_min:
+            raise FitError(f"fitting the per-class law needs at least {n_min} rows "
                            f"with epoch >= min_epoch={self.min_epoch}, but got "
                            f"{int(keep.sum())} of {len(X)} rows.")
         weights = (_recover_weights(targets, y_all) if class_weights is None
                    else given_weights(class_weights, len(columns)))
+        labels = _group_labels(groups, counts, len(X))[keep]
         counts, epoch, targets_fit = counts[keep], epoch[keep], targets[keep]
         scales = (counts.max(), counts.sum(axis=1).max(), epoch.max())
         if not min(scales) > 0:
             raise FitError(f"the largest class count, total and epoch of the training rows must "
                            f"be > 0, but got {scales}.")
         self.count_scale_, self.total_scale_, self.epoch_scale_ = (float(s) for s in scales)
-        x0, x, t, u = self._inputs(counts, epoch)
+        fitter = _Fitter(*self._inputs(counts, epoch), targets_fit, loss=self.loss,
+                         f_scale=self.f_scale)
         rng = np.random.default_rng(self.seed)
-        raws, blocks, cost = [], [], 0.0
-        for c, col in enumerate(columns):
-            starts = [np.array(s) for s in _GRID][: self.n_starts]
-            while len(starts) < self.n_starts:
-                starts.append(np.array([rng.uniform(0.5, 1.0), rng.uniform(0.1, 2.0),
-                                        *np.exp(rng.uniform(np.log(0.01), np.log(10.0), 3)),
-                                        np.exp(rng.uniform(np.log(1e-3), np.log(0.3)))]))
-            res = self._solve(x0[:, c], x[:, c], t, u, targets_fit[:, c], starts, what=col)
-            raws.append(res.x)
-            blocks.append(_block_cov(res, len(t)))
-            cost += float(res.cost)
+        path = self._path(fitter, rng)
+        chosen, cv = _choose(fitter, path, labels, rng)
+        sol = path[chosen]
         self.class_columns_ = columns
         self.class_weights_ = weights
-        self._set(np.concatenate(raws), _block_diag(blocks), cost=cost, n_train=int(keep.sum()))
+        pcov, df, unidentified = _statistics(fitter, sol)
+        self._set(sol.raw(), pcov, cost=sol.cost, n_train=int(keep.sum()))
+        self.strength_ = float(sol.strength)
+        self.effective_params_ = df
+        n_classes = len(columns)
+        free = N_SHAPE * (n_classes - 1)
+        fraction = 1.0 if free == 0 else float(np.clip(
+            (N_SHAPE * n_classes + N_SHARED - df) / free, 0.0, 1.0))
+        self.shrinkage_ = {"strength": _finite_or_none(sol.strength),
+                           "fraction": fraction,
+                           "strengths": [_finite_or_none(p.strength) for p in path], **cv}
+        self.identifiability_ = self._identifiability_message(unidentified, sol)
         self._set_design(counts)
         self.groups_ = None if groups is None else np.asarray(groups)
         return self
 
-    def _solve(self, x0: np.ndarray, x: np.ndarray, t: np.ndarray, u: np.ndarray,
-               y: np.ndarray,
-               starts: Sequence[np.ndarray], *, what: str) -> Any:
+    def _path(self, fitter: _Fitter, rng: np.random.Generator) -> list[_Solution]:
+        """The class-blind fit (best of ``n_starts``), then every finite strength of
+        :data:`STRENGTHS`, each from the one before (strengths whose fit failed are left out)."""
+        starts = [np.array(s) for s in _GRID][: self.n_starts]
+        while len(starts) < self.n_starts:
+            starts.append(np.exp(rng.uniform(np.log([0.6, 0.1, 0.1, 0.01, 1e-3, 0.02, 0.3]),
+                                             np.log([1.0, 2.0, 30.0, 30.0, 0.3, 2.0, 5.0]))))
         best = None
-        for start in starts:
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    res = least_squares(lambda th: _curve(th, x0, x, t, u) - y,
-                                        np.clip(start, _LOWER, _UPPER),
-                                        jac=lambda th: _jacobian(th, x0, x, t, u),
-                                        bounds=(_LOWER, _UPPER), loss=self.loss,
-                                        f_scale=self.f_scale, max_nfev=_MAX_NFEV)
-            except (ValueError, FloatingPointError):
-                continue
-            if np.all(np.isfinite(res.x)) and (best is None or res.cost < best.cost):
-                best = res
+        for s in starts:  # a short run from every start, then the best one to convergence
+            sol = fitter.shared(np.concatenate([_transformed(s[:N_SHAPE]), np.log(s[N_SHAPE:])]),
+                                max_iter=_START_ITER)
+            if sol is not None and (best is None or sol.cost < best.cost):
+                best = sol
+        best = None if best is None else fitter.fit(np.inf, best)
         if best is None:
-            raise FitError(f"the per-class law of {what!r} failed from all {len(starts)} starts.")
-        return best
+            raise FitError(f"the class-blind per-class law failed from all {len(starts)} "
+                           "starts.")
+        path = [best]
+        for strength in STRENGTHS[1:]:
+            sol = fitter.joint(strength, path[-1])
+            if sol is not None:
+                path.append(sol)
+        return path
+
+    def _identifiability_message(self, unidentified: dict[str, list[int]],
+                                 sol: _Solution) -> str | None:
+        if not unidentified:
+            return None
+        keys = [c.removeprefix("n_") for c in self.class_columns_]
+        what = [name if name in _EPOCH else f"{name} ({_which(cls, keys)})"
+                for name, cls in unidentified.items()]
+        helps: list[str] = []
+        for name in unidentified:
+            text = _HELP[name]
+            if name == "k":
+                half = float(np.exp(sol.mu[4]) * self.count_scale_)
+                text += f", about {max(half, 1.0):.0f} images"
+            if text not in helps:
+                helps.append(text)
+        return ("the rows cannot identify " + "; ".join(what) + " on their own (standard "
+                f"error > {_SE_UNIDENTIFIED:g} in log units, > {_SE_A:g} for A): shrinkage holds "
+                "them near the values shared by the classes. Rows that would help: "
+                + "; ".join(helps) + ".")
 
     def _set(self, raw: np.ndarray, pcov: np.ndarray, *, cost: float, n_train: int) -> None:
         keys = [c.removeprefix("n_") for c in self.class_columns_]
-        theta = raw.reshape(len(keys), len(_SHAPE))
-        self.raw_params_ = np.asarray(raw, dtype=float)
+        raw = np.asarray(raw, dtype=float)
+        theta = raw[:-N_SHARED].reshape(len(keys), N_SHAPE)
+        self.raw_params_ = raw
         self.params_ = {f"{name}_{k}": float(theta[c, j])
                         for c, k in enumerate(keys) for j, name in enumerate(_SHAPE)}
+        self.params_.update({name: float(v) for name, v in zip(_EPOCH, raw[-N_SHARED:],
+                                                              strict=True)})
         self.params_.update({f"weight_{k}": float(w)
                              for k, w in zip(keys, self.class_weights_, strict=True)})
         self.pcov_ = pcov
@@ -265,25 +565,25 @@ class ClassLaw(LawBase):
     # --------------------------------------------------------------- prediction
     def _class_matrix(self, counts: np.ndarray, epoch: np.ndarray,
                       raw: np.ndarray | None = None) -> np.ndarray:
-        theta = (self.raw_params_ if raw is None else raw).reshape(-1, len(_SHAPE))
-        x0, x, t, u = self._inputs(counts, epoch)
-        return np.column_stack([_curve(theta[c], x0[:, c], x[:, c], t, u)
-                                for c in range(len(theta))])
+        raw = self.raw_params_ if raw is None else np.asarray(raw, dtype=float)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            return _curve(raw[:-N_SHARED].reshape(-1, N_SHAPE), raw[-N_SHARED:],
+                          *self._inputs(counts, epoch))
 
     def predict_classes(self, X: pd.DataFrame) -> pd.DataFrame:
-        """Each class's predicted test accuracy (clipped to [0, 1]), one ``accuracy_<class>``
-        column per class."""
+        """Each class's predicted test accuracy (in [0, 1) by the form), one
+        ``accuracy_<class>`` column per class."""
         self._check_fitted()
         counts, epoch, _ = read_features(X, class_columns=self.class_columns_)
-        acc = np.clip(self._class_matrix(counts, epoch), 0.0, 1.0)
-        return pd.DataFrame(acc, columns=[class_accuracy_column(c) for c in self.class_columns_],
+        return pd.DataFrame(self._class_matrix(counts, epoch),
+                            columns=[class_accuracy_column(c) for c in self.class_columns_],
                             index=X.index)
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         """Overall accuracy: per-class predictions weighted by the test class frequencies."""
         self._check_fitted()
         counts, epoch, _ = read_features(X, class_columns=self.class_columns_)
-        return np.clip(self._class_matrix(counts, epoch), 0.0, 1.0) @ self.class_weights_
+        return self._class_matrix(counts, epoch) @ self.class_weights_
 
     def score(self, X: pd.DataFrame, y: Any) -> dict[str, float]:
         """MSE, r^2 and row count of the overall prediction on rows with ``epoch >= min_epoch``."""
@@ -309,7 +609,8 @@ class ClassLaw(LawBase):
 
     def bootstrap(self, X: pd.DataFrame, y: Any, *, groups: Any = None, n_boot: int = 200,
                   seed: int | None = 0, level: float = 0.95) -> BootstrapResult:
-        """Run bootstrap: resample runs, refit every class from the fitted values, same scales.
+        """Run bootstrap: resample runs, refit at the chosen shrinkage strength from the fitted
+        values, same scales.
 
         ``X`` and ``y`` are as for :meth:`fit`; ``groups`` defaults to the ones given to it.
         """
@@ -325,25 +626,23 @@ class ClassLaw(LawBase):
         counts, epoch, _ = read_features(X, class_columns=self.class_columns_)
         targets = _class_targets(X, self.class_columns_)
         keep = epoch >= self.min_epoch
-        x0, x, t, u = self._inputs(counts[keep], epoch[keep])
+        fitter = _Fitter(*self._inputs(counts[keep], epoch[keep]), targets[keep],
+                         loss=self.loss, f_scale=self.f_scale)
         labels, inverse = np.unique(np.asarray(groups)[keep], return_inverse=True)
         if labels.size < 2:
             raise MixscaleError(f"bootstrap needs at least 2 runs with epoch >= min_epoch, "
                                 f"but got {labels.size}.")
         members = [np.flatnonzero(inverse == g) for g in range(labels.size)]
-        theta = self.raw_params_.reshape(-1, len(_SHAPE))
+        start = _Solution.from_raw(self.raw_params_, self.strength_)
         rng = np.random.default_rng(seed)
         raws, n_failed = [], 0
         for _ in range(n_boot):
             rows = np.concatenate([members[g] for g in rng.integers(0, labels.size, labels.size)])
-            try:
-                raws.append(np.concatenate([
-                    self._solve(x0[rows, c], x[rows, c], t[rows], u[rows],
-                                targets[keep][rows, c],
-                                [theta[c]], what=col).x
-                    for c, col in enumerate(self.class_columns_)]))
-            except FitError:
+            sol = fitter.subset(rows).fit(self.strength_, start)
+            if sol is None:
                 n_failed += 1
+            else:
+                raws.append(sol.raw())
         if not raws:
             raise FitError(f"every one of the {n_boot} bootstrap replicates failed.")
         raw = np.array(raws)
@@ -362,8 +661,8 @@ class ClassLaw(LawBase):
 
     def _replicate_predictions(self, X: pd.DataFrame, raw: np.ndarray) -> np.ndarray:
         counts, epoch, _ = read_features(X, class_columns=self.class_columns_)
-        return np.array([np.clip(self._class_matrix(counts, epoch, theta), 0.0, 1.0)
-                         @ self.class_weights_ for theta in raw])
+        return np.array([self._class_matrix(counts, epoch, theta) @ self.class_weights_
+                         for theta in raw])
 
     # ---------------------------------------------------------- serialisation
     def to_dict(self) -> dict[str, Any]:
@@ -375,6 +674,111 @@ class ClassLaw(LawBase):
     def from_dict(cls, d: dict[str, Any]) -> ClassLaw:
         """Rebuild a fitted law from :meth:`to_dict` output, checking it."""
         return class_law_from_dict(cls, d)
+
+
+def _which(classes: list[int], keys: list[str]) -> str:
+    return ("all classes" if len(classes) == len(keys)
+            else "classes " + ", ".join(keys[c] for c in classes))
+
+
+def _finite_or_none(v: float) -> float | None:
+    return float(v) if np.isfinite(v) else None
+
+
+def _group_labels(groups: Any, counts: np.ndarray, n_rows: int) -> np.ndarray:
+    """Run label per row: ``groups``, or one label per distinct row of class counts."""
+    if groups is None:
+        return np.unique(counts, axis=0, return_inverse=True)[1].reshape(-1)
+    labels = np.asarray(groups)
+    if labels.shape != (n_rows,):
+        raise MixscaleError(f"`groups` must have one label per row of X ({n_rows}), but got "
+                            f"shape {labels.shape}.")
+    return labels
+
+
+def _choose(fitter: _Fitter, path: list[_Solution], labels: np.ndarray,
+            rng: np.random.Generator) -> tuple[int, dict[str, Any]]:
+    """Index into ``path`` chosen by K-fold cross-validation over runs, one-SE rule toward the
+    strongest shrinkage, and what the choice rests on."""
+    uniq, inverse = np.unique(labels, return_inverse=True)
+    n_groups = uniq.size
+    if n_groups < 3 or len(path) == 1:
+        return 0, {"cv_mse": None, "folds": 0,
+                   "rule": f"class-blind: {n_groups} runs are too few to cross-validate"}
+    k = min(_N_FOLDS, n_groups)
+    fold_of = np.empty(n_groups, dtype=int)
+    fold_of[rng.permutation(n_groups)] = np.arange(n_groups) % k
+    fold = fold_of[inverse]
+    err = np.full((n_groups, len(path)), np.inf)
+    sizes = np.bincount(inverse, minlength=n_groups)
+    for f in range(k):
+        test = fold == f
+        train_fit, held = fitter.subset(~test), fitter.subset(test)
+        in_fold = fold_of == f
+        for j, sol in enumerate(path):
+            part = train_fit.fit(sol.strength, sol)
+            if part is None:
+                continue
+            sums = np.bincount(inverse[test], weights=held.squared_errors(part),
+                               minlength=n_groups)
+            err[in_fold, j] = sums[in_fold] / sizes[in_fold]
+    mean = err.mean(axis=0)
+    best = int(np.argmin(mean))
+    chosen = best
+    for j in range(best):  # the strongest shrinkage within one standard error of the best
+        diff = err[:, j] - err[:, best]
+        if np.all(np.isfinite(diff)) and diff.mean() <= diff.std(ddof=1) / np.sqrt(n_groups):
+            chosen = j
+            break
+    return chosen, {"cv_mse": [float(m) if np.isfinite(m) else None for m in mean],
+                    "folds": k, "rule": "one standard error toward stronger shrinkage"}
+
+
+def _statistics(fitter: _Fitter, sol: _Solution
+                ) -> tuple[np.ndarray, float, dict[str, list[int]]]:
+    """Covariance of the natural parameters, effective number of parameters, and which
+    parameters the rows cannot identify on their own (name -> class indices)."""
+    c, n = fitter.n_classes, fitter.n
+    m = c * N_SHAPE + N_SHARED
+    _, pieces, (acc, dphi, deps) = fitter.data_normal(sol.phi, sol.eps)
+    rss = float(np.sum((acc - fitter.y) ** 2))
+    info, _ = fitter.joint_normal(pieces, sol.strength)
+    if np.isinf(sol.strength):  # every class is mu: the 7 parameters of the class-blind law
+        lift = np.zeros((m + N_SHAPE, N_SHAPE + N_SHARED))
+        lift[:c * N_SHAPE, :N_SHAPE] = np.tile(np.eye(N_SHAPE), (c, 1))
+        lift[c * N_SHAPE:m, N_SHAPE:] = np.eye(N_SHARED)
+        small = lift.T @ info @ lift
+        df = float(np.linalg.matrix_rank(small))
+        inv = (lift @ np.linalg.pinv(small) @ lift.T)[:m, :m]
+    else:
+        full = np.linalg.pinv(info + _penalty_hessian(c, sol.strength * n))
+        df = float(np.trace(full @ info))
+        inv = full[:m, :m]
+    sigma2 = max(rss / max(c * n - df, 1.0), _SIGMA2_FLOOR)
+    raw = sol.raw()
+    scale_nat = raw.copy()  # d natural / d transformed: A (1 - A) for A, the value otherwise
+    a_idx = np.arange(c) * N_SHAPE
+    scale_nat[a_idx] = raw[a_idx] * (1.0 - raw[a_idx])
+    pcov = sigma2 * inv * np.outer(scale_nat, scale_nat)
+    unidentified: dict[str, list[int]] = {}
+    limit = np.r_[_SE_A, np.full(N_SHAPE - 1, _SE_UNIDENTIFIED)]
+    for k in range(c):  # each class by itself: its own rows, its five parameters (A natural)
+        jac = dphi[:, k, :].copy()
+        jac[:, 0] /= max(raw[k * N_SHAPE] * (1.0 - raw[k * N_SHAPE]), 1e-300)
+        se = _alone_se(jac, sigma2)
+        for j in np.flatnonzero(se > limit):
+            unidentified.setdefault(_SHAPE[j], []).append(k)
+    se = _alone_se(deps.reshape(-1, N_SHARED), sigma2)
+    for j in np.flatnonzero(se > _SE_UNIDENTIFIED):
+        unidentified[_EPOCH[j]] = []
+    return pcov, df, unidentified
+
+
+def _alone_se(jac: np.ndarray, sigma2: float) -> np.ndarray:
+    """Standard errors from ``jac`` alone (a tiny ridge: huge along directions it lacks)."""
+    info = jac.T @ jac
+    ridge = 1e-12 * max(float(np.trace(info)), 1e-300) * np.eye(len(info))
+    return np.sqrt(sigma2 * np.clip(np.diag(np.linalg.inv(info + ridge)), 0.0, None))
 
 
 def _class_targets(X: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
@@ -438,9 +842,15 @@ def _block_diag(blocks: list[np.ndarray]) -> np.ndarray:
 
 
 # 2: the own-count gate (0 accuracy without images of its own; parameter k) and `design`
-CLASS_FORMAT, CLASS_FORMAT_VERSION = "mixscale.ClassLaw", 2
+# 3: bounded form with a separate epoch saturation h (rate, kappa), shrinkage toward shared shapes
+CLASS_FORMAT, CLASS_FORMAT_VERSION = "mixscale.ClassLaw", 3
 _CLASS_KEYS = ("options", "class_columns", "count_scale", "total_scale", "epoch_scale",
-               "class_weights", "raw_params", "pcov", "cost", "n_train")
+               "class_weights", "raw_params", "pcov", "cost", "n_train", "shrinkage",
+               "effective_params")
+_REFIT = {1: "the per-class form without the own-count gate (it predicts high accuracy for a "
+             "class with no images)",
+          2: "the per-class form with epochs inside z (enough epochs replace any amount of "
+             "data, and its predictions need a clip to stay in [0, 1])"}
 
 
 def class_law_to_dict(law: Any) -> dict[str, Any]:
@@ -459,23 +869,26 @@ def class_law_to_dict(law: Any) -> dict[str, Any]:
         "raw_params": [float(v) for v in law.raw_params_],
         "pcov": [[float(v) if np.isfinite(v) else None for v in row] for row in law.pcov_],
         "cost": law.cost_, "n_train": law.n_train_,
+        "shrinkage": dict(law.shrinkage_), "effective_params": float(law.effective_params_),
+        "identifiability": law.identifiability_,
         "bootstrap_raw": (None if law.bootstrap_raw_ is None else law.bootstrap_raw_.tolist()),
         "design": law.design_,
     }
 
 
 def class_law_from_dict(cls: type, d: dict[str, Any]) -> Any:
-    """Rebuild a fitted per-class law of class ``cls`` from :func:`class_law_to_dict` output."""
+    """Rebuild a fitted per-class law of class ``cls`` from :func:`class_law_to_dict` output.
+
+    Versions 1 and 2 are other forms: they are refused with a message to refit."""
     if not isinstance(d, dict) or d.get("format") != CLASS_FORMAT:
         raise MixscaleError(f"not a {CLASS_FORMAT} dict: `format` is {get_key(d, 'format')!r}.")
-    if d.get("version") == 1:
-        raise MixscaleError(f"{CLASS_FORMAT} version 1 is the per-class form without the "
-                            "own-count gate (it predicts high accuracy for a class with no "
-                            "images); refit it with `mixscale fit` to get version "
-                            f"{CLASS_FORMAT_VERSION}.")
-    if d.get("version") != CLASS_FORMAT_VERSION:
+    old = d.get("version")
+    if old in _REFIT:
+        raise MixscaleError(f"{CLASS_FORMAT} version {old} is {_REFIT[old]}; refit it with "
+                            f"`mixscale fit` to get version {CLASS_FORMAT_VERSION}.")
+    if old != CLASS_FORMAT_VERSION:
         raise MixscaleError(f"{CLASS_FORMAT} version must be {CLASS_FORMAT_VERSION}, but got "
-                            f"{d.get('version')!r}.")
+                            f"{old!r}.")
     missing = [k for k in _CLASS_KEYS if k not in d]
     if missing:
         raise MixscaleError(f"{CLASS_FORMAT} dict is missing key(s) {missing}.")
@@ -484,14 +897,25 @@ def class_law_from_dict(cls: type, d: dict[str, Any]) -> Any:
     law.class_columns_ = list(d["class_columns"])
     law.count_scale_, law.total_scale_, law.epoch_scale_ = (
         float(d[k]) for k in ("count_scale", "total_scale", "epoch_scale"))
-    law.class_weights_ = given_weights(d["class_weights"], len(law.class_columns_))
+    weights = given_weights(d["class_weights"], len(law.class_columns_))
+    stored = np.asarray(d["class_weights"], dtype=float)
+    # stored weights already sum to 1: keep them bit for bit (renormalising moves an ulp)
+    law.class_weights_ = stored if abs(stored.sum() - 1.0) < 1e-12 else weights
     raw = np.asarray(d["raw_params"], dtype=float)
-    n_raw = len(law.class_columns_) * N_SHAPE
-    if raw.shape != (n_raw,):
+    n_raw = len(law.class_columns_) * N_SHAPE + N_SHARED
+    if raw.shape != (n_raw,) or not np.all(np.isfinite(raw)) or np.any(raw <= 0):
         raise MixscaleError(f"`raw_params` of a per-class law on {len(law.class_columns_)} "
-                            f"classes must have {n_raw} values, but got {raw.size}.")
+                            f"classes must be {n_raw} positive values, but got {raw.size}.")
     pcov = np.array([[np.inf if v is None else v for v in row] for row in d["pcov"]])
     law._set(raw, pcov, cost=float(d["cost"]), n_train=int(d["n_train"]))
+    shrinkage = d["shrinkage"]
+    if not isinstance(shrinkage, dict) or "strength" not in shrinkage:
+        raise MixscaleError(f"`shrinkage` must be a dict with a `strength`, but got "
+                            f"{shrinkage!r}.")
+    law.shrinkage_ = dict(shrinkage)
+    law.strength_ = np.inf if shrinkage["strength"] is None else float(shrinkage["strength"])
+    law.effective_params_ = float(d["effective_params"])
+    law.identifiability_ = d.get("identifiability")
     law.groups_ = None
     if d.get("bootstrap_raw") is not None:
         law.bootstrap_raw_ = np.asarray(d["bootstrap_raw"], dtype=float)

@@ -42,9 +42,10 @@ from mixscale.fit.backtest import (
 )
 from mixscale.fit.calibration import Calibration, noise_sd
 from mixscale.fit.classlaw import FAMILY as CLASS_FAMILY
-from mixscale.fit.classlaw import N_SHAPE, ClassLaw, class_accuracy_column
+from mixscale.fit.classlaw import N_SHAPE, N_SHARED, ClassLaw, class_accuracy_column
 from mixscale.fit.classlaw import PREDICTOR as CLASS_PREDICTOR
 from mixscale.fit.ensemble import ENSEMBLE, EnsembleLaw, fit_ensemble
+from mixscale.fit.laws import PREDICTORS
 from mixscale.serve import CHAMPION, log_law, set_alias
 
 if TYPE_CHECKING:
@@ -129,7 +130,8 @@ def class_law_summary(table: pd.DataFrame, features: list[str], config: FitConfi
     nan = float("nan")
     n_classes = sum(c.startswith("n_") for c in features)
     row: dict[str, object] = {"family": CLASS_FAMILY, "predictor": CLASS_PREDICTOR,
-                              "n_params": N_SHAPE * n_classes, "train_mse": nan, "train_r2": nan,
+                              "n_params": N_SHAPE * n_classes + N_SHARED, "train_mse": nan,
+                              "train_r2": nan,
                               "val_mse": nan, "val_r2": nan, "error": None}
     train = table[table["role"] == "train"]
     val = table[table["role"] == "validation"]
@@ -139,7 +141,8 @@ def class_law_summary(table: pd.DataFrame, features: list[str], config: FitConfi
         row["error"] = str(exc)
         return None, row
     score = law.score(train[features], train["accuracy"].to_numpy())
-    row.update(train_mse=score["mse"], train_r2=score["r2"])
+    row.update(train_mse=score["mse"], train_r2=score["r2"],
+               shrinkage=law.strength_)  # cross-validated strength (inf: class-blind)
     if len(val):
         score = law.score(val[features], val["accuracy"].to_numpy())
         row.update(val_mse=score["mse"], val_r2=score["r2"])
@@ -480,7 +483,7 @@ def fit_table_and_log(config: FitConfig, client: MlflowClient, experiment_id: st
     ranked = summary[eligible.to_numpy()].sort_values(basis, kind="stable")
     best = ranked.iloc[0]
     champion = _law_key(best["family"], best["predictor"])
-    per_class = ranked[ranked["predictor"].isin(["m0", "m1"])]
+    per_class = ranked[[p in PREDICTORS and PREDICTORS[p].per_class for p in ranked["predictor"]]]
 
     with tr.stage_run(
         client, experiment_id, kind="fit", name=f"fit-{dataset}-{'+'.join(config.families)}",

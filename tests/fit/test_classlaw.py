@@ -1,4 +1,4 @@
-"""Tests of mixscale.fit.classlaw (per-class law with diminishing returns) and its planning."""
+"""Tests of mixscale.fit.classlaw (bounded per-class law, shrinkage) and its planning."""
 
 from __future__ import annotations
 
@@ -16,28 +16,32 @@ from mixscale.plan import plan_counts
 
 CLASSES = ["n_a", "n_b", "n_c"]
 WEIGHTS = np.array([0.5, 0.3, 0.2])  # test-split class frequencies
-# (A, p, w_own, w_total, w_epoch, k) per class
-TRUE = np.array([[0.98, 0.8, 8.0, 3.0, 2.0, 0.05],
-                 [0.90, 1.2, 3.0, 6.0, 3.0, 0.10],
-                 [0.95, 0.5, 12.0, 1.0, 2.5, 0.03]])
+# (A, p, w_own, w_total, k) per class, and the shared epoch saturation (rate, kappa)
+TRUE = np.array([[0.98, 0.8, 8.0, 3.0, 0.05],
+                 [0.80, 1.5, 2.0, 6.0, 0.15],
+                 [0.95, 0.5, 12.0, 1.0, 0.03]])
+EPOCH_TRUE = (4.0, 1.5)
 S, S_N, E = 80, 240, 30  # the largest class count, total and epoch of the synthetic rows
 
 
 def _truth(counts: np.ndarray, epoch: np.ndarray, params: np.ndarray = TRUE) -> np.ndarray:
-    x = (counts + 1.0) / (S + 1.0)
-    t = (counts.sum(axis=1, keepdims=True) + 1.0) / (S_N + 1.0)
+    x = counts / S
+    t = counts.sum(axis=1, keepdims=True) / S_N
     u = (epoch / E)[:, None]
-    z = params[:, 2] * x + params[:, 3] * t + params[:, 4] * u
-    gate = counts / S / (counts / S + params[:, 5])
-    return gate * (params[:, 0] - z ** (-params[:, 1]))
+    rate, kappa = EPOCH_TRUE
+    z = params[:, 2] * x + params[:, 3] * t
+    gate = x / (x + params[:, 4])
+    return params[:, 0] * gate * (1 - (1 + z) ** -params[:, 1]) * (
+        1 - (1 + rate * u / kappa) ** -kappa)
 
 
 def _table(n_runs: int = 40, noise: float = 0.0, seed: int = 0,
-           params: np.ndarray = TRUE) -> pd.DataFrame:
+           params: np.ndarray = TRUE, balanced: bool = False) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     counts = rng.integers(2, S, size=(n_runs, 3))
-    counts[0] = S  # pin the scales to S, S_N and E
-    counts[0, :] = [S, S, S]
+    if balanced:  # every class the same count in a run: own and total counts move together
+        counts[:] = counts[:, :1]
+    counts[0, :] = [S, S, S]  # pin the scales to S, S_N and E
     rows = []
     for r, c in enumerate(counts):
         for epoch in range(10, E + 1, 5):
@@ -68,8 +72,9 @@ def test_recovers_a_known_law_and_the_class_frequencies(law: ClassLaw) -> None:
     assert list(per_class.columns) == ["accuracy_a", "accuracy_b", "accuracy_c"]
     np.testing.assert_allclose(per_class.to_numpy() @ law.class_weights_, law.predict(fresh))
     assert law.score(fresh, fresh["accuracy"])["r2"] > 0.99
-    assert law.params_["A_a"] == pytest.approx(0.98, abs=0.02)
+    assert law.params_["A_b"] == pytest.approx(0.80, abs=0.03)  # each class its own ceiling
     assert law.params_["weight_b"] == pytest.approx(0.3, abs=1e-9)
+    assert law.bounded is True
 
 
 def test_returns_diminish_and_own_images_count_more(law: ClassLaw) -> None:
@@ -122,24 +127,94 @@ def test_json_round_trip_keeps_predictions_and_bootstrap() -> None:
     assert set(law.standard_errors()) == set(law.params_)
     with pytest.raises(MixscaleError, match="raw_params"):
         ClassLaw.from_dict({**law.to_dict(), "raw_params": [0.5] * 4})
+    assert back.shrinkage_ == law.shrinkage_ and back.strength_ == law.strength_
+    assert back.effective_params_ == law.effective_params_
+    assert back.identifiability_ == law.identifiability_
     with pytest.raises(MixscaleError, match="version 1 is the per-class form without the "
                                             "own-count gate.*refit"):
         ClassLaw.from_dict({**law.to_dict(), "version": 1})
+    with pytest.raises(MixscaleError, match="version 2 is the per-class form with epochs "
+                                            "inside z.*refit.*version 3"):
+        ClassLaw.from_dict({**law.to_dict(), "version": 2})
 
 
 def test_a_class_without_images_is_predicted_zero_by_the_form(law: ClassLaw) -> None:
-    """No clip involved: the unclipped per-class curve is exactly 0 at own count 0, for any
-    counts of the other classes and any epoch, and every prediction stays below 1."""
-    counts = np.array([[0, 80, 80], [0, 5000, 5000], [40, 0, 3], [10**6, 10**6, 0]], float)
-    epoch = np.array([30.0, 300.0, 20.0, 30.0])
-    raw = law._class_matrix(counts, epoch)  # before any clip
+    """No clip involved: the per-class curve is exactly 0 at own count 0, for any counts of
+    the other classes and any epoch, and every prediction stays in [0, 1), also for huge
+    counts and epochs."""
+    counts = np.array([[0, 80, 80], [0, 5000, 5000], [40, 0, 3], [10**6, 10**6, 0],
+                       [10**12, 10**12, 10**12], [0, 10**12, 1]], float)
+    epoch = np.array([30.0, 300.0, 20.0, 30.0, 1e12, 1e12])
+    raw = law._class_matrix(counts, epoch)  # predict itself applies no clip
+    assert np.isfinite(raw).all() and (raw >= 0.0).all() and (raw < 1.0).all()
     assert raw[0, 0] == 0.0 and raw[1, 0] == 0.0 and raw[2, 1] == 0.0 and raw[3, 2] == 0.0
-    assert raw[2, 0] > 0.5 and raw[3, 0] > 0.9  # classes with images are recognised
-    assert (raw < 1.0).all()  # bounded by the form: A <= 1 and a gate < 1
-    assert law.params_["k_b"] == pytest.approx(0.10, rel=0.1)  # the gate is identified
+    assert raw[5, 0] == 0.0
+    assert raw[2, 0] > 0.5 and raw[3, 0] > 0.7  # classes with images are recognised
+    frame = pd.DataFrame(counts, columns=CLASSES).assign(epoch=epoch)
+    np.testing.assert_array_equal(law.predict(frame), raw @ law.class_weights_)
+    assert law.params_["k_b"] == pytest.approx(0.15, rel=0.15)  # the gate is identified
     one = pd.DataFrame({"n_a": [1, 2, 8], "n_b": [20] * 3, "n_c": [20] * 3, "epoch": [20] * 3})
     acc = law.predict_classes(one)["accuracy_a"].to_numpy()
     assert 0.0 < acc[0] < acc[1] < acc[2]  # and it rises from there
+    assert (law._class_matrix(np.zeros((2, 3)), np.array([0.0, 30.0])) == 0.0).all()
+
+
+def test_more_images_of_any_class_never_lower_any_class(law: ClassLaw) -> None:
+    rng = np.random.default_rng(4)
+    base = rng.integers(0, 400, size=(200, 3)).astype(float)
+    epoch = rng.uniform(1, 100, 200)
+    before = law._class_matrix(base, epoch)
+    for c in range(3):
+        more = base.copy()
+        more[:, c] += rng.integers(1, 1000, 200)
+        assert (law._class_matrix(more, epoch) >= before).all()
+
+
+def test_epochs_saturate_below_what_more_data_reaches(law: ClassLaw) -> None:
+    """At fixed data, more epochs approach a ceiling; ten times the data at the design's
+    epochs beats any number of epochs: epochs do not stand in for data."""
+    counts = np.array([[10.0, 10.0, 10.0]])
+    epochs = np.array([30.0, 300.0, 3e4, 3e6])
+    curve = law._class_matrix(np.repeat(counts, 4, axis=0), epochs)
+    assert (np.diff(curve, axis=0) >= 0).all()  # more epochs never hurt
+    assert np.abs(curve[3] - curve[2]).max() < 1e-3  # ... and they saturate
+    more_data = law._class_matrix(10 * counts, np.array([30.0]))[0]
+    assert (more_data > curve[3] + 0.02).all()
+
+
+def test_shrinkage_takes_alike_classes_to_the_class_blind_law() -> None:
+    same = np.tile(TRUE[0], (3, 1))
+    X = _table(params=same, noise=0.01, seed=2)
+    law = ClassLaw(min_epoch=0).fit(X, X["accuracy"], groups=X["run"])
+    assert law.shrinkage_["fraction"] > 0.9 and law.effective_params_ < 9
+    assert law.shrinkage_["folds"] == 5 and len(law.shrinkage_["cv_mse"]) > 1
+    theta = law.raw_params_[:-2].reshape(3, -1)
+    np.testing.assert_allclose(theta, np.tile(theta.mean(axis=0), (3, 1)), rtol=0.05)
+    row = pd.DataFrame({"n_a": [30], "n_b": [30], "n_c": [30], "epoch": [20]})
+    per_class = law.predict_classes(row).to_numpy()[0]
+    assert per_class.max() - per_class.min() < 0.005  # the same own count, the same accuracy
+
+
+def test_shrinkage_keeps_large_real_differences() -> None:
+    X = _table(noise=0.01, seed=2)
+    law = ClassLaw(min_epoch=0).fit(X, X["accuracy"], groups=X["run"])
+    assert law.shrinkage_["fraction"] < 0.5 and law.effective_params_ > 10
+    row = pd.DataFrame({"n_a": [60], "n_b": [60], "n_c": [60], "epoch": [30]})
+    per_class = law.predict_classes(row).to_numpy()[0]
+    true = _truth(row[CLASSES].to_numpy(float), row["epoch"].to_numpy(float))[0]
+    assert true[0] - true[1] > 0.1  # class b is much harder ...
+    np.testing.assert_allclose(per_class, true, atol=0.015)  # ... and the law keeps it so
+    fresh = _table(n_runs=15, seed=7)
+    truth = _truth(fresh[CLASSES].to_numpy(float), fresh["epoch"].to_numpy(float))
+    assert np.sqrt(np.mean((law.predict_classes(fresh).to_numpy() - truth) ** 2)) < 0.01
+
+
+def test_a_design_that_cannot_separate_own_from_total_says_which_rows_help() -> None:
+    X = _table(noise=0.01, seed=2, balanced=True)
+    law = ClassLaw(min_epoch=0, n_starts=3).fit(X, X["accuracy"], groups=X["run"])
+    assert law.identifiability_ is not None
+    assert "w_own" in law.identifiability_
+    assert "class shares differ at the same total" in law.identifiability_
 
 
 # --- planning with a law whose returns diminish ------------------------------------------

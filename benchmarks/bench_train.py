@@ -21,7 +21,12 @@ overhead: one digits row of the default recipe without tracking, tracked as rows
 the run, params, one ``log_eval`` request per evaluation sent from a background thread, waiting
 for them, final metrics, end) and tracked with every evaluation sent synchronously, into a
 temporary SQLite store and, with ``--server``, a local ``mlflow server``; with the time spent
-inside the tracking calls.
+inside the tracking calls. Last, where a row's time goes: real tracked rows (as ``train`` runs
+them: the default recipe, epochs below the fit's min_epoch not evaluated) of 100 and 1,600
+images of digits and Fashion-MNIST, scored on the whole test split and with ``--eval-images
+2000``, their ``time_data_s``, ``time_train_s``, ``time_eval_s`` and ``time_tracking_s`` as
+shares, side by side (``--quick``: 4 epochs, evaluated at 2 and 4; ``--only-shares``: this
+section alone).
 
 Run with ``python benchmarks/bench_train.py`` (``--quick``: small counts, one repeat, about a
 minute on 2 CPU cores; ``--threads 1`` on a machine another job keeps busy).
@@ -45,6 +50,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from mixscale.config import TrainConfig
 from mixscale.data import load_dataset, sample_subset
+from mixscale.errors import MixscaleError
+from mixscale.fit import FitConfig
 from mixscale.train import (
     TrainSettings,
     prepare_images,
@@ -269,6 +276,55 @@ def _tracking_overhead(repeats: int, epochs: int, device: str, uri: str, store: 
         print(f"  {name:<17} {wall:6.2f} s{extra}")
 
 
+_PARTS = ("data", "train", "eval", "tracking")
+
+
+def _balanced(n: int, n_classes: int) -> list[int]:
+    return [n // n_classes + (c < n % n_classes) for c in range(n_classes)]
+
+
+def _time_shares(device: str, uri: str, quick: bool) -> None:
+    """Where a tracked row's time goes: digits and Fashion-MNIST rows of 100 and 1,600 images,
+    on the whole test split and on ``--eval-images 2000``, one row each, side by side."""
+    from mixscale.stages.rows import train_counts
+
+    if quick:
+        config = TrainConfig(device=device, epochs=4, eval_every=2, lr_milestones=())
+    else:  # the default recipe as `mixscale train` runs it
+        config = TrainConfig(device=device, eval_from=FitConfig().min_epoch)
+    client = MlflowClient(uri)
+    exp = client.create_experiment(f"shares-{time.time_ns()}")
+    print(f"\nwhere a row's time goes: smallcnn, {config.epochs} epochs, evaluated at epochs "
+          f"{','.join(map(str, config.eval_epochs()))}, tracked into a SQLite store, one row "
+          "per cell (shares of data / train / eval / tracking, and the row's seconds)")
+    print(f"  {'dataset':<14} {'images':>6} {'eval on':<15} {'data':>5} {'train':>6} "
+          f"{'eval':>5} {'track':>6} {'seconds':>8}")
+    for name in ("digits", "fashion-mnist"):
+        try:
+            ds = load_dataset(name)
+        except MixscaleError as exc:
+            print(f"  {name:<14} skipped: {str(exc)[:100]}")
+            continue
+        for n in (100, 1600):
+            for eval_images in (0, 2000):
+                shown = f"{len(ds.test_labels)} (whole)" if eval_images == 0 else "2000 images"
+                head = f"  {name:<14} {n:>6} {shown:<15}"
+                if n > int(ds.available.sum()):
+                    print(f"{head} n/a: {name} has {int(ds.available.sum())} training images")
+                    continue
+                if eval_images > len(ds.test_labels):
+                    print(f"{head} n/a: the test split has {len(ds.test_labels)} images")
+                    continue
+                cfg = TrainConfig(**{**config.__dict__, "eval_images": eval_images})
+                run_id = train_counts(client, exp, name, _balanced(n, ds.n_classes), cfg,
+                                      dataset=ds, echo=lambda _: None)
+                m = client.get_run(run_id).data.metrics
+                times = [m[f"time_{p}_s"] for p in _PARTS]
+                shares = "".join(f" {100 * t / sum(times):{w}.0f}%"
+                                 for t, w in zip(times, (4, 5, 4, 5), strict=True))
+                print(f"{head}{shares} {sum(times):8.1f}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small counts, one repeat")
@@ -279,6 +335,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="also measure tracking overhead against a local mlflow server")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch CPU threads; 0 = torch's default")
+    parser.add_argument("--only-shares", action="store_true",
+                        help="only the time-shares section (where a row's time goes)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -286,6 +344,12 @@ def main(argv: list[str] | None = None) -> None:
     device = resolve_device(args.device).type
     print(f"torch {torch.__version__}, device {device}, {torch.get_num_threads()} CPU threads, "
           f"median of {repeats} interleaved repeat(s)")
+    if args.only_shares:
+        with tempfile.TemporaryDirectory() as tmp:
+            uri = f"sqlite:///{tmp}/mlflow.db"
+            MlflowClient(uri).search_experiments()
+            _time_shares(device, uri, args.quick)
+        return
 
     ds = load_dataset("digits")
     epochs = 2 if args.quick else 5
@@ -311,6 +375,7 @@ def main(argv: list[str] | None = None) -> None:
         uri = f"sqlite:///{tmp}/mlflow.db"
         MlflowClient(uri).search_experiments()  # create the schema once, untimed
         _tracking_overhead(repeats, epochs, device, uri, "SQLite store")
+        _time_shares(device, uri, args.quick)
         if args.server:
             proc, url = start_server(Path(tmp) / "server")
             try:

@@ -103,13 +103,8 @@ def eval_subset(labels: np.ndarray, n: int, *, n_classes: int, seed: int = EVAL_
     exact = n * have / total
     take = np.minimum(np.maximum(np.floor(exact).astype(np.int64), (have > 0).astype(np.int64)),
                       have)
-    for c in np.argsort(-(exact - np.floor(exact)), kind="stable"):  # largest remainders first
-        if take.sum() >= n:
-            break
-        if take[c] < have[c]:
-            take[c] += 1
     while take.sum() > n:  # the one-per-class floor overshot: take from classes above one
         take[int(np.argmax(np.where(take > 1, take - exact, -np.inf)))] -= 1
-    while take.sum() < n:  # classes at their limit left some over
+    while take.sum() < n:  # the rest by largest remainder, to classes with images left
         take[int(np.argmax(np.where(take < have, exact - take, -np.inf)))] += 1
     return sample_subset(labels, take, seed=seed)

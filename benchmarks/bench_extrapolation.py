@@ -378,6 +378,11 @@ def main() -> None:
     parser.add_argument("--synthetic-seeds", type=int, default=None, help="default 3 (quick 1)")
     parser.add_argument("--digits-seeds", type=int, default=None, help="default 3 (quick 1)")
     parser.add_argument("--figure", type=Path, default=None, help="write the figure here")
+    parser.add_argument("--rows-out", type=Path, default=None,
+                        help="also write every scored prediction (one row per law and held-out "
+                             "row) to this CSV")
+    parser.add_argument("--rows-in", type=Path, nargs="*", default=[],
+                        help="print (and draw) earlier --rows-out CSVs too, without refitting")
     args = parser.parse_args()
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
     config = FitConfig(n_boot=30) if args.quick else FitConfig()
@@ -395,8 +400,13 @@ def main() -> None:
         if "c" in parts:
             frames.append(part_c(Path(tmp) / "fit", cache.resolve(), config, args.quick,
                                  dig_seeds))
+    frames += [pd.read_csv(path).fillna({"role": ""}) for path in args.rows_in]
     if frames:
-        summary = summarise(pd.concat(frames, ignore_index=True))
+        rows = pd.concat(frames, ignore_index=True)
+        if args.rows_out:
+            rows.to_csv(args.rows_out, index=False)
+        summary = summarise(rows)
+        parts |= set(rows["part"].map({"synthetic": "b", "digits": "c"}))
         if "b" in parts:
             _print(summary, "synthetic", [1.5, 2.0],
                    f"\n(b) synthetic per-class truth, design up to S = "

@@ -45,7 +45,7 @@ def test_seeded_and_fast() -> None:
     seconds = time.perf_counter() - t0
     pd.testing.assert_frame_equal(a, synthetic_table(seed=3))
     assert not a["accuracy"].equals(synthetic_table(seed=4)["accuracy"])
-    assert seconds < 2.0
+    assert seconds < 10.0  # ~0.1 s on an idle core: generous for a loaded CI machine
 
 
 def test_noise_free_table_is_the_truth_and_noise_is_realistic() -> None:

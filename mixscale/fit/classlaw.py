@@ -92,6 +92,7 @@ STRENGTHS = (np.inf, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
 _N_FOLDS = 5
 _MAX_ITER = 100  # Levenberg-Marquardt iterations per fit
 _START_ITER = 25  # iterations from each start of the class-blind fit before the best goes on
+_FOLD_ITER = 30  # ... and in a cross-validation fold, which starts from the full fit
 _TOL = 1e-6  # ... and it stops when an iteration lowers the cost by less than this share
 _SE_UNIDENTIFIED = 1.0  # a standard error above this (log units) is "not identified"
 _SE_A = 0.1  # ... and for the ceiling A (accuracy units: 10 points)
@@ -295,7 +296,8 @@ class _Fitter:
         return _Solution(np.tile(mu, (c, 1)), v[N_SHAPE:].copy(), mu, np.inf, cost)
 
     # penalised: v = (phi (C x 5), log rate, log kappa, mu (5))
-    def joint(self, strength: float, start: _Solution) -> _Solution | None:
+    def joint(self, strength: float, start: _Solution,
+              max_iter: int = _MAX_ITER) -> _Solution | None:
         c, n = self.n_classes, self.n
         m = c * N_SHAPE
         s2 = strength * n
@@ -312,18 +314,19 @@ class _Fitter:
 
         v0 = np.concatenate([start.phi.ravel(), start.eps, start.mu])
         out = _lm(evaluate, v0, np.r_[np.tile(_LO, c), _E_LO, _LO],
-                  np.r_[np.tile(_HI, c), _E_HI, _HI])
+                  np.r_[np.tile(_HI, c), _E_HI, _HI], max_iter)
         if out is None:
             return None
         v, cost = out
         return _Solution(v[:m].reshape(c, N_SHAPE).copy(), v[m:m + N_SHARED].copy(),
                          v[m + N_SHARED:].copy(), strength, cost)
 
-    def fit(self, strength: float, start: _Solution) -> _Solution | None:
+    def fit(self, strength: float, start: _Solution,
+            max_iter: int = _MAX_ITER) -> _Solution | None:
         """The fit at ``strength`` from ``start`` (inf: the class-blind law)."""
         if np.isinf(strength):
-            return self.shared(np.concatenate([start.mu, start.eps]))
-        return self.joint(strength, start)
+            return self.shared(np.concatenate([start.mu, start.eps]), max_iter)
+        return self.joint(strength, start, max_iter)
 
     def squared_errors(self, sol: _Solution) -> np.ndarray:
         """Per row: mean over classes of the squared error."""
@@ -716,7 +719,7 @@ def _choose(fitter: _Fitter, path: list[_Solution], labels: np.ndarray,
         train_fit, held = fitter.subset(~test), fitter.subset(test)
         in_fold = fold_of == f
         for j, sol in enumerate(path):
-            part = train_fit.fit(sol.strength, sol)
+            part = train_fit.fit(sol.strength, sol, _FOLD_ITER)
             if part is None:
                 continue
             sums = np.bincount(inverse[test], weights=held.squared_errors(part),

@@ -93,6 +93,7 @@ _N_FOLDS = 5
 _MAX_ITER = 100  # Levenberg-Marquardt iterations per fit
 _START_ITER = 25  # iterations from each start of the class-blind fit before the best goes on
 _FOLD_ITER = 30  # ... and in a cross-validation fold, which starts from the full fit
+_BOOT_ITER = 40  # ... and in a bootstrap replicate, which starts from the fit
 _TOL = 1e-6  # ... and it stops when an iteration lowers the cost by less than this share
 _SE_UNIDENTIFIED = 1.0  # a standard error above this (log units) is "not identified"
 _SE_A = 0.1  # ... and for the ceiling A (accuracy units: 10 points)
@@ -536,7 +537,9 @@ class ClassLaw(LawBase):
             text = _HELP[name]
             if name == "k":
                 half = float(np.exp(sol.mu[4]) * self.count_scale_)
-                text += f", about {max(half, 1.0):.0f} images"
+                text += (f", about {half:.0f} images" if half >= 2 else
+                         ": its half point is below 2 images, so only runs with 1 or 2 "
+                         "images of a class show it")
             if text not in helps:
                 helps.append(text)
         return ("the rows cannot identify " + "; ".join(what) + " on their own (standard "
@@ -641,7 +644,7 @@ class ClassLaw(LawBase):
         raws, n_failed = [], 0
         for _ in range(n_boot):
             rows = np.concatenate([members[g] for g in rng.integers(0, labels.size, labels.size)])
-            sol = fitter.subset(rows).fit(self.strength_, start)
+            sol = fitter.subset(rows).fit(self.strength_, start, _BOOT_ITER)
             if sol is None:
                 n_failed += 1
             else:

@@ -11,10 +11,16 @@ the second (:func:`noise_sd`).
 **The rule (normalised split-conformal, widening with r).**
 
 1. Scale: ``s(r) = s1 * r**gamma``, fitted by least squares of ``log(|residual| + eps)`` on
-   ``log r`` (``eps`` = 1e-4, one hundredth of an accuracy point, so an exact hit does not
-   dominate), with ``gamma`` clipped to ``[0, GAMMA_MAX]``: the width never shrinks as one
-   asks further out.
-2. Scores: ``z_i = |residual_i| / s(r_i)`` for the ``n`` residuals.
+   ``log r`` and ``log(fit_size / largest fit_size)`` (``eps`` = 1e-4, one hundredth of an
+   accuracy point, so an exact hit does not dominate), with ``gamma`` in ``[0, GAMMA_MAX]``
+   (the width never shrinks as one asks further out) and the fit-size slope ``delta`` in
+   ``[-DELTA_MAX, 0]`` (a fold fitted on fewer sizes errs more, never less). In a backtest the
+   large ratios come from the small folds, so without the fit-size term their extra error
+   (fitted on one or two sizes) would be read as widening with ``r``. The final law is
+   scored as the largest fold (fit-size factor 1), not extrapolated to its own size: it has
+   more data, but the backtest cannot show how much better that makes it.
+2. Scores: ``z_i = |residual_i| / (s(r_i) * (fit_size_i / largest fit_size)**delta)`` for the
+   ``n`` residuals.
 3. Conformal quantile at ``level``: the ``k``-th smallest score, ``k = ceil((n + 1) * level)``
    (the finite-sample correction of split conformal); when ``k > n`` the sample cannot vouch
    for that level and the largest score is used (so ask for levels below ``n / (n + 1)``).
@@ -82,8 +88,8 @@ class Calibration:
         Largest ratio in the backtest (beyond it ``s(r)`` is extrapolated).
     delta : float
         How the backtest error shrank with the fold's fit size, in ``[-DELTA_MAX, 0]``
-        (only used to normalise the scores; the final law is at fit size = the table's
-        largest size, where the factor is 1).
+        (only used to normalise the scores; the final law is scored as the largest fold,
+        where the factor is 1).
     """
 
     s1: float
@@ -130,10 +136,10 @@ class Calibration:
             raise MixscaleError(f"backtest `ratio` must be >= 1, but got min {ratio.min():g}.")
         noise = _check_noise(noise_sd)
         log_r, v = np.log(np.maximum(ratio, 1.0)), np.log(np.abs(res) + _EPS)
-        log_f = np.zeros_like(log_r)  # log(fit_size / final size): 0 = as the final law
-        if "fit_size" in residuals.columns and "subset_size" in residuals.columns:
+        log_f = np.zeros_like(log_r)  # log(fit_size / largest): 0 = as the final law is scored
+        if "fit_size" in residuals.columns:
             fit_size = np.asarray(residuals["fit_size"], dtype=float)
-            final = float(np.asarray(residuals["subset_size"], dtype=float).max())
+            final = float(fit_size.max())
             if np.all(np.isfinite(fit_size)) and np.all(fit_size > 0):
                 log_f = np.log(fit_size / final)
         columns = [np.ones_like(v), log_r, log_f]
@@ -143,6 +149,9 @@ class Calibration:
                             bounds=([lo[j] for j in keep], [hi[j] for j in keep])).x
         coef = np.zeros(3)
         coef[keep] = fitted
+        for j in (1, 2):  # the solver stops a hair inside a bound: put it on the bound
+            coef[j] = lo[j] if abs(coef[j] - lo[j]) < 1e-9 else coef[j]
+            coef[j] = hi[j] if abs(coef[j] - hi[j]) < 1e-9 else coef[j]
         s1, gamma, delta = float(np.exp(coef[0])), float(coef[1]), float(coef[2])
         scores = np.sort(np.abs(res) / (s1 * np.exp(gamma * log_r + delta * log_f)))
         return cls(s1=s1, gamma=gamma, scores=scores, noise_sd=noise,

@@ -33,12 +33,14 @@ import dataclasses
 import io
 import logging
 import os
+import re
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -110,10 +112,11 @@ def _predict_served(uri: str, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, 
         return out["accuracy"].to_numpy(), nan, nan
 
 
-def evaluate(fit_table: pd.DataFrame, held_out: pd.DataFrame, *, part: str, root: Path,
-             config: FitConfig, fit_max: int) -> tuple[pd.DataFrame, dict[str, str]]:
+def evaluate(fit_table: pd.DataFrame, held_out: pd.DataFrame | Callable[[], pd.DataFrame], *,
+             part: str, root: Path, config: FitConfig, fit_max: int
+             ) -> tuple[pd.DataFrame, dict[str, str]]:
     """Run the pipeline's fit stage on ``fit_table``; every registered law (and today's
-    power-m3) predicts ``held_out``.
+    power-m3) predicts ``held_out`` (or what it returns, called after the fit).
 
     Returns one row per (law, held-out row) and the labels of the champions.
     """
@@ -139,6 +142,8 @@ def evaluate(fit_table: pd.DataFrame, held_out: pd.DataFrame, *, part: str, root
     roles = {result.champion: f"champion (select={select})"}
     if val_champion is not None and val_champion != result.champion:
         roles[val_champion] = "champion by validation"
+    if callable(held_out):
+        held_out = held_out()
     held = held_out[held_out["epoch"] >= config.min_epoch].reset_index(drop=True)
     X = held[features]
     frames = []
@@ -182,7 +187,7 @@ def summarise(rows: pd.DataFrame) -> pd.DataFrame:
             "cover_truth": float(inside_true.mean()) if has else np.nan,
             "width_pts": 100 * float((g["upper"] - g["lower"]).mean()) if has else np.nan,
         })
-    out = rows.groupby(["part", "law", "role", "ratio"], sort=True).apply(
+    out = rows.groupby(["part", "code", "law", "role", "ratio"], sort=True).apply(
         one, include_groups=False).reset_index()
     return out
 
@@ -190,8 +195,9 @@ def summarise(rows: pd.DataFrame) -> pd.DataFrame:
 def _print(summary: pd.DataFrame, part: str, ratios: list[float], note: str) -> None:
     part_rows = summary[summary["part"] == part]
     wide = []
-    for (law, role), g in part_rows.groupby(["law", "role"], sort=False):
-        rec = {"law": law + (f"  <- {role}" if role else "")}
+    several = part_rows["code"].nunique() > 1
+    for (code, law, role), g in part_rows.groupby(["code", "law", "role"], sort=False):
+        rec = {"law": (f"[{code}] " if several else "") + law + (f"  <- {role}" if role else "")}
         for r in ratios:
             hit = g[np.isclose(g["ratio"], r)]
             if len(hit):
@@ -203,7 +209,7 @@ def _print(summary: pd.DataFrame, part: str, ratios: list[float], note: str) -> 
                 rec[f"width@{r:g}"] = h["width_pts"]
         wide.append(rec)
     frame = pd.DataFrame(wide)
-    first = frame["law"].str.contains("<-")
+    first = frame["law"].str.contains("<-") | frame["law"].str.contains(TODAY)
     frame = pd.concat([frame[first], frame[~first]])
     print(note)
     with pd.option_context("display.width", 200, "display.max_columns", 40):
@@ -212,23 +218,18 @@ def _print(summary: pd.DataFrame, part: str, ratios: list[float], note: str) -> 
 
 # ------------------------------------------------------------------------------ (a) curves
 def part_a(quick: bool) -> None:
-    """The public curves: CURVES' ``_curves.py`` when present, else bench_scaling_benchmark."""
+    """The public curves: ``_curves.part_a`` when present, else bench_scaling_benchmark."""
     print("\n(a) public vision learning curves (extrapolation loss = RMSE of log error on the "
           "held-out larger sizes; published M4: mean 0.0415, median 0.030)")
     here = Path(__file__).resolve().parent
-    if (here / "_curves.py").exists():
+    if (here / "_curves.py").exists():  # CURVES' shared protocol: every method, with coverage
         sys.path.insert(0, str(here))
         import _curves  # type: ignore[import-not-found]
 
-        entry = getattr(_curves, "bench_main", None) or getattr(_curves, "main", None)
-        if entry is not None:
-            try:
-                entry(quick=quick)
-                return
-            except TypeError:
-                pass
+        print("  " + _curves.part_a(argparse.Namespace(quick=quick)).replace("\n", "\n  "))
+        return
     script = here / "bench_scaling_benchmark.py"
-    print(f"  (benchmarks/_curves.py has no entry point here: what {script.name} prints)")
+    print(f"  (no benchmarks/_curves.py here: what {script.name} prints)")
     cmd = [sys.executable, str(script), *(["--quick"] if quick else [])]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     print("  " + (out.stdout + out.stderr[-2000:]).strip().replace("\n", "\n  "))
@@ -265,41 +266,49 @@ def _cli(args: list[str], cwd: Path) -> str:
     return out.stdout + out.stderr
 
 
-def _digits_rows(cache: Path, quick: bool, seeds: int) -> pd.DataFrame:
-    """The digits fit table (design sizes 60-960) plus full-split runs, trained on demand into
-    ``cache`` (reruns reuse every finished row)."""
-    import re
-
-    from mixscale.data import load_dataset
-
+def _digits_design(cache: Path, quick: bool) -> tuple[pd.DataFrame, MlflowClient, list[str]]:
+    """The digits fit table of the design (sizes 60-960), its rows trained on demand into
+    ``cache`` (reruns reuse every finished row); also the store's client and the CLI's store
+    options."""
     cache.mkdir(parents=True, exist_ok=True)
     uri = f"sqlite:///{cache}/mlflow.db"
     base = ["--tracking-uri", uri, "--experiment", EXPERIMENT]
     design_args = (["--rows-per-size", "2", "--val-rows-per-size", "1", "--iterations", "200"]
                    if quick else ["--rows-per-size", "6", "--val-rows-per-size", "3"])
-    recipe = (["--epochs", "12", "--eval-every", "3", "--lr-milestones", ""] if quick else [])
-    tag = "quick" if quick else "demo"
-    id_file = cache / f"design-{tag}.id"
+    id_file = cache / f"design-{_tag(quick)}.id"
     if not id_file.exists():
         out = _cli(["design", *base, "--subset-sizes", DIGITS_SIZES, *design_args], cache)
         id_file.write_text(re.search(r"design ([0-9a-f]{32})", out).group(1))
     design_id = id_file.read_text().strip()
     client = MlflowClient(uri)
-    rows = [r for r in tr.list_rows(client, design_id)]
-    if any(r.status != "FINISHED" for r in rows):
+    if any(r.status != "FINISHED" for r in tr.list_rows(client, design_id)):
         t0 = time.perf_counter()
-        _cli(["train", *base, "--design-id", design_id, *recipe], cache)
+        _cli(["train", *base, "--design-id", design_id, *_recipe(quick)], cache)
         print(f"  [digits] trained the design's rows in {time.perf_counter() - t0:.0f} s")
-    table = tr.assemble_table(client, [design_id], class_metrics=True)
+    return tr.assemble_table(client, [design_id], class_metrics=True), client, base
+
+
+def _tag(quick: bool) -> str:
+    return "quick" if quick else "demo"
+
+
+def _recipe(quick: bool) -> list[str]:
+    return ["--epochs", "12", "--eval-every", "3", "--lr-milestones", ""] if quick else []
+
+
+def _digits_full(cache: Path, quick: bool, seeds: int, client: MlflowClient, base: list[str],
+                 keys: list[str]) -> pd.DataFrame:
+    """``seeds`` runs on the whole training split (1,347 images), trained on demand."""
+    from mixscale.data import load_dataset
+
     full = load_dataset("digits").available
-    keys = [c.removeprefix("n_") for c in table.columns if c.startswith("n_")]
-    extra = []
+    frames = []
     for seed in range(1, seeds + 1):
-        run_file = cache / f"full-{tag}-seed{seed}.id"
+        run_file = cache / f"full-{_tag(quick)}-seed{seed}.id"
         if not run_file.exists():
             t0 = time.perf_counter()
             out = _cli(["train-row", *base, "--counts", ",".join(map(str, full)), "--seed",
-                        str(seed), *recipe], cache)
+                        str(seed), *_recipe(quick)], cache)
             run_file.write_text(re.search(r"ad-hoc run ([0-9a-f]{32})", out).group(1))
             print(f"  [digits] trained a full-split run (seed {seed}) in "
                   f"{time.perf_counter() - t0:.0f} s")
@@ -314,18 +323,25 @@ def _digits_rows(cache: Path, quick: bool, seeds: int) -> pd.DataFrame:
         frame["role"] = "validation"
         frame["run_id"] = run_id
         frame["design_id"] = "full-split"
-        extra.append(frame)
-    return pd.concat([table, *extra], ignore_index=True)
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
 
 
 def part_c(root: Path, cache: Path, config: FitConfig, quick: bool, seeds: int
            ) -> pd.DataFrame:
-    """Digits: fit on the sizes up to 480, predict 960 and the full 1,347 images."""
-    table = _digits_rows(cache, quick, seeds)
+    """Digits: fit on the sizes up to 480, predict 960 and the full 1,347 images (the full-split
+    runs are trained, when missing, after the fit)."""
+    table, client, base = _digits_design(cache, quick)
+    keys = [c.removeprefix("n_") for c in table.columns if c.startswith("n_")]
     fit_table = table[table["subset_size"] <= DIGITS_FIT_MAX].reset_index(drop=True)
-    held = table[table["subset_size"] > DIGITS_FIT_MAX].copy()
-    held["ratio"] = (held["subset_size"] / DIGITS_FIT_MAX).round(2)
-    rows, _ = evaluate(fit_table, held, part="digits", root=root, config=config,
+
+    def held_out() -> pd.DataFrame:
+        full = _digits_full(cache, quick, seeds, client, base, keys)
+        held = pd.concat([table[table["subset_size"] > DIGITS_FIT_MAX], full],
+                         ignore_index=True)
+        return held.assign(ratio=(held["subset_size"] / DIGITS_FIT_MAX).round(2))
+
+    rows, _ = evaluate(fit_table, held_out, part="digits", root=root, config=config,
                        fit_max=DIGITS_FIT_MAX)
     return rows
 
@@ -341,11 +357,14 @@ def figure(summary: pd.DataFrame, path: Path) -> None:
 
     fig, (ax_e, ax_c) = plt.subplots(1, 2, figsize=(9.5, 3.6))
     styles = {"synthetic": "-", "digits": "--"}
-    for (part, law, role), g in summary.groupby(["part", "law", "role"], sort=False):
+    several = summary["code"].nunique() > 1
+    for (part, code, law, role), g in summary.groupby(["part", "code", "law", "role"],
+                                                      sort=False):
         if not (role.startswith("champion (") or law in (TODAY, "ensemble")
                 or law.startswith("perclass")):
             continue
-        label = f"{part}: {law}" + (" (champion)" if role.startswith("champion (") else "")
+        label = (f"{part}{f' [{code}]' if several else ''}: {law}"
+                 + (" (champion)" if role.startswith("champion (") else ""))
         g = g.sort_values("ratio")
         line, = ax_e.plot(g["ratio"], g["rmse_pts"], styles[part], marker="o", label=label)
         if g["cover_obs"].notna().any():
@@ -377,15 +396,20 @@ def main() -> None:
                              "default: a temporary folder")
     parser.add_argument("--synthetic-seeds", type=int, default=None, help="default 3 (quick 1)")
     parser.add_argument("--digits-seeds", type=int, default=None, help="default 3 (quick 1)")
+    parser.add_argument("--n-boot", type=int, default=None,
+                        help="run-bootstrap replicates (default: the pipeline's 100; quick 30)")
     parser.add_argument("--figure", type=Path, default=None, help="write the figure here")
     parser.add_argument("--rows-out", type=Path, default=None,
                         help="also write every scored prediction (one row per law and held-out "
                              "row) to this CSV")
+    parser.add_argument("--tag", default="now",
+                        help="names this run's rows (e.g. before/after) in --rows-out")
     parser.add_argument("--rows-in", type=Path, nargs="*", default=[],
                         help="print (and draw) earlier --rows-out CSVs too, without refitting")
     args = parser.parse_args()
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
-    config = FitConfig(n_boot=30) if args.quick else FitConfig()
+    config = FitConfig(n_boot=args.n_boot if args.n_boot is not None
+                       else 30 if args.quick else 100)
     syn_seeds = args.synthetic_seeds or (1 if args.quick else 3)
     dig_seeds = args.digits_seeds or (1 if args.quick else 3)
     t0 = time.perf_counter()
@@ -400,7 +424,10 @@ def main() -> None:
         if "c" in parts:
             frames.append(part_c(Path(tmp) / "fit", cache.resolve(), config, args.quick,
                                  dig_seeds))
-    frames += [pd.read_csv(path).fillna({"role": ""}) for path in args.rows_in]
+    frames = [f.assign(code=args.tag) for f in frames]
+    for path in args.rows_in:
+        old = pd.read_csv(path).fillna({"role": ""})
+        frames.append(old if "code" in old else old.assign(code=path.stem))
     if frames:
         rows = pd.concat(frames, ignore_index=True)
         if args.rows_out:

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
-
-from mlflow import MlflowClient
+from typing import TYPE_CHECKING, Any
 
 from mixscale.errors import MixscaleError, TrackingUnavailable
 from mixscale.track.checkpoints import (
@@ -23,6 +21,9 @@ from mixscale.track.checkpoints import (
 from mixscale.track.names import CHECKPOINT, CLAIM, RESUMED_FROM
 from mixscale.track.store import with_retries
 from mixscale.train.state import state_bytes, state_from_bytes
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 __all__ = ["CHECKPOINT_DIR", "CheckpointInfo", "Resume", "checkpoint_info", "resumable_epoch",
            "save_checkpoint", "load_checkpoint", "prepare_resume", "discard_checkpoint"]

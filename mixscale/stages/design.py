@@ -1,19 +1,21 @@
 """The design stage: the design table from a dataset's bounds, then a design run and its rows.
 
 Each stage (here and in the other modules of :mod:`mixscale.stages`) validates its whole input
-before it logs anything, takes an explicit :class:`mlflow.MlflowClient`, and can adopt an
-existing run (the one ``mlflow run`` created) or nest under a parent. Talking to the server goes
-through :mod:`mixscale.track` and :mod:`mixscale.serve`; these modules hold the order of things.
+before it logs anything, takes an explicit :class:`mlflow.MlflowClient` (opened by
+:func:`mixscale.track.open_client`), and can adopt an existing run (the one ``mlflow run``
+created) or nest under a parent. Talking to the server goes through :mod:`mixscale.track` and
+:mod:`mixscale.serve`, the only mlflow importers (here mlflow is named in annotations only);
+these modules hold the order of things.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from mlflow import MlflowClient
 
 from mixscale import plots
 from mixscale import track as tr
@@ -21,6 +23,9 @@ from mixscale.config import DesignSpec, Echo
 from mixscale.data import ImageDataset, load_dataset
 from mixscale.design import design_quality, maximin_design
 from mixscale.errors import MixscaleError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 __all__ = ["DesignResult", "PreparedDesign", "build_design_table", "class_ranges",
            "prepare_design", "run_design"]

@@ -43,10 +43,9 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from mlflow import MlflowClient
 
 from mixscale import track as tr
 from mixscale.config import RESOLVED_PARAMS, Echo, TrainConfig
@@ -56,6 +55,9 @@ from mixscale.errors import MixscaleError
 from mixscale.stages import checkpoints as ck
 from mixscale.stages.progress import Progress
 from mixscale.train import resolve_settings, set_threads, train_model
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 __all__ = ["Assignment", "WORKER_ENV_VARS", "EXECUTORS", "resolve_worker", "select_rows",
            "configure_http_retries", "resolve_eval", "eval_note", "row_params", "claim_recipe",
@@ -337,7 +339,7 @@ def _ray_row(tracking_uri: str, row: tr.RowSpec, run_id: str, dataset_name: str,
     """Body of one Ray task: train one claimed row (runs in a Ray worker process)."""
     configure_http_retries()
     set_threads(threads)
-    client = MlflowClient(tracking_uri)
+    client = tr.open_client(tracking_uri)
     dataset = _dataset(dataset_name, config.data_dir, config.download)
     config = resolve_eval(config, dataset)
     settings = resolve_settings(config, image_shape=dataset.image_shape)
@@ -433,7 +435,7 @@ def _partition_job(tracking_uri: str, design_id: str, config: TrainConfig, worke
     """One local worker process of ``train --max-parallel`` (a top-level function: picklable)."""
     set_threads((os.cpu_count() or 1) // workers)
     tr.resolve_tracking_uri(tracking_uri)
-    return train_rows(MlflowClient(tracking_uri), design_id, config, worker=worker,
+    return train_rows(tr.open_client(tracking_uri), design_id, config, worker=worker,
                       workers=workers, tracking_uri=tracking_uri,
                       echo=lambda line: print(f"[worker {worker}] {line}", flush=True))
 

@@ -24,10 +24,9 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
-from mlflow import MlflowClient
 
 from mixscale import track as tr
 from mixscale.config import Echo, TrainConfig
@@ -46,6 +45,9 @@ from mixscale.tune.space import (
 )
 from mixscale.tune.trialdata import TrialData, load_trial_data, validation_split
 from mixscale.tune.tuned import best_params_from_run, tuned_values
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 __all__ = ["SEARCHED", "SAMPLERS", "PRUNERS", "TRIAL_STATE", "STUDY", "SearchSpace",
            "TuneConfig", "TuneSetup", "TuneResult", "parse_range", "parse_choices",

@@ -8,16 +8,18 @@ A validation split carved from the *training* data, stratified and seeded
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from mlflow import MlflowClient
 
 from mixscale import track as tr
 from mixscale.config import TrainConfig
 from mixscale.data import design_dataset as load_design_dataset
 from mixscale.data import load_dataset, sample_subset
 from mixscale.errors import MixscaleError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 __all__ = ["VAL_SEED", "TRAIN_SEED", "TrialData", "load_trial_data", "validation_split"]
 

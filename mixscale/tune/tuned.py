@@ -4,13 +4,14 @@ training with tuned values never loads it). Re-exported by :mod:`mixscale.tune`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
-
-from mlflow import MlflowClient
+from typing import TYPE_CHECKING, Any
 
 from mixscale import track as tr
 from mixscale.errors import MixscaleError
 from mixscale.tune.space import SEARCHED
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 __all__ = ["best_params_from_run", "tuned_values"]
 

@@ -43,7 +43,7 @@ FITTABLE = ["--subset-sizes", "60,120,240", "--rows-per-size", "2", "--val-rows-
 FEW_ROWS = ["--subset-sizes", "20", "--rows-per-size", "2", "--val-rows-per-size", "0",
             "--iterations", "5"]  # 2 rows, for commands that only train
 FAST_FIT = ["--min-epoch", "0", "--n-starts", "2", "--n-boot", "5"]
-LEAN_FIT = ["--min-epoch", "0", "--n-starts", "2", "--n-boot", "0", "--predictors", "m2",
+LEAN_FIT = ["--min-epoch", "0", "--n-starts", "2", "--n-boot", "0", "--predictors", "s2",
             "--class-law", "false", "--extrapolate", "false"]
 
 
@@ -249,7 +249,7 @@ def test_step_by_step_status_and_fit(fitted: Readme) -> None:
     assert (row.data.params["epochs"], row.data.params["lr_milestones"]) == ("3", "")
     steps = [m.step for m in client.get_metric_history(row.info.run_id, "test_accuracy")]
     assert steps == [1, 2, 3]
-    for alias in ("champion", "perclass-own-total", "power-m0", "power-m1"):
+    for alias in ("champion", "perclass-own-total", "m4-s0", "m4-s2"):  # the bounded laws
         assert client.get_model_version_by_alias("mixscale-digits", alias)
     status = fitted.mixscale(fill("mixscale status --design-id <id>", {"<id>": design_id}))
     assert "FINISHED" in status and "9" in status
@@ -350,7 +350,7 @@ PLANS = (
     "mixscale plan --target 0.96 --current 10,10,3,10,2,10,10,3,10,10 --verify --seeds 3",
     "mixscale plan --target 0.95 --current 16,16,16,16,16,16,16,16,16,16 "
     "--costs 1,1,1,1,1,1,1,1,2,3",
-    "mixscale plan --model-uri 'models:/mixscale-digits@power-m1' --target 0.95 "
+    "mixscale plan --model-uri 'models:/mixscale-digits@m4-s0' --target 0.95 "
     "--caps 60,60,60,60,60,60,60,60,60,60",
 )
 

@@ -483,7 +483,11 @@ def fit_table_and_log(config: FitConfig, client: MlflowClient, experiment_id: st
     ranked = summary[eligible.to_numpy()].sort_values(basis, kind="stable")
     best = ranked.iloc[0]
     champion = _law_key(best["family"], best["predictor"])
-    per_class = ranked[[p in PREDICTORS and PREDICTORS[p].per_class for p in ranked["predictor"]]]
+    # the best registered law that says something about each class (ranked or not: a law
+    # whose backtest misses a fold still has intervals worth keeping)
+    per_class = summary[summary["bounded"].eq(True).to_numpy() & np.array(
+        [p in PREDICTORS and PREDICTORS[p].per_class for p in summary["predictor"]])
+                        ].sort_values(basis, kind="stable")
 
     with tr.stage_run(
         client, experiment_id, kind="fit", name=f"fit-{dataset}-{'+'.join(config.families)}",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -250,6 +251,13 @@ def test_only_bounded_laws_are_registered_and_champion(healthy, store) -> None:
     model = store.client.get_registered_model(result.model_name)
     assert set(model.aliases) == {*result.versions, "champion"}
     assert summary.loc[result.champion, "bounded"]
+    # each registered law serves an interval calibrated on its own backtest residuals
+    res = pd.read_csv(store.client.download_artifacts(result.fit_run_id, "backtest.csv"))
+    served = mlflow.pyfunc.load_model(f"models:/{result.model_name}@m4-s2")
+    law = served.unwrap_python_model().law
+    mine = res[res["law"] == "m4-s2"]
+    assert law.calibration_ is not None and law.calibration_.n == len(mine)
+    assert law.calibration_.max_ratio == pytest.approx(mine["ratio"].max())
 
 
 def test_select_validation_reproduces_the_old_rule(healthy, store) -> None:

@@ -82,20 +82,35 @@ def test_fit_logged_quality_and_artifacts(pipeline, store) -> None:
     assert table["run_id"].nunique() == 18
 
 
-def test_every_law_registered_and_champion_is_best_on_validation(pipeline, store) -> None:
+def test_bounded_laws_registered_and_champion_is_best_on_backtest(pipeline, store) -> None:
     client = store.client
     name = pipeline.model_name
-    versions = client.search_model_versions(f"name = '{name}'")
-    assert len(versions) == 5  # power m0-m3 and the per-class law
-    model = client.get_registered_model(name)
-    assert {"champion", "power-m0", "power-m1", "power-m2", "power-m3",
-            "perclass-own-total"} <= set(model.aliases)
     fit = client.get_run(pipeline.fit_run_id)
-    val_mse = {p: fit.data.metrics[f"power_{p}_val_mse"] for p in ("m0", "m1", "m2", "m3")}
-    val_mse["own-total"] = fit.data.metrics["perclass_own-total_val_mse"]
+    summary = pd.read_csv(client.download_artifacts(pipeline.fit_run_id, tr.FIT_SUMMARY_CSV))
+    assert fit.data.params["families"] == "power,m4" and fit.data.params["select"] == "backtest"
+    assert {f"power-m{k}" for k in range(4)} <= set(summary["law"])  # the paper's, reported
+    registered = set(summary.loc[summary["bounded"], "law"])
+    assert {"m4-s0", "m4-s2", "perclass-own-total"} <= registered
+    assert not any(law.startswith("power-") for law in registered)
+    versions = client.search_model_versions(f"name = '{name}'")
+    assert {v.tags["mixscale.family"] + ("-" + v.tags["mixscale.predictor"]
+                                         if v.tags["mixscale.predictor"] else "")
+            for v in versions} == registered
+    model = client.get_registered_model(name)
+    assert set(model.aliases) == {"champion", *registered}
+    basis = fit.data.params["champion_basis"]
+    assert basis == "backtest_rmse_r3"  # sizes 40, 80, 160: ratios 2 and 4
+    ranked = summary[summary["rank"].notna()]
+    best = ranked.sort_values(basis).iloc[0]
     champion = client.get_model_version_by_alias(name, "champion")
-    assert champion.tags["mixscale.predictor"] == min(val_mse, key=val_mse.get)
+    assert (champion.tags["mixscale.family"], champion.tags["mixscale.predictor"]) == (
+        best["family"], "" if pd.isna(best["predictor"]) else best["predictor"])
     assert champion.tags["mixscale.fit_run"] == pipeline.fit_run_id
+    law = best["law"].replace("-", "_") if best["law"] != "ensemble" else "ensemble"
+    assert fit.data.metrics[f"{law}_{basis}"] == pytest.approx(best[basis])
+    res = pd.read_csv(client.download_artifacts(pipeline.fit_run_id, "backtest.csv"))
+    assert sorted(res["fit_size"].unique()) == [40, 80]
+    assert set(np.round(res["ratio"], 6)) == {2.0, 4.0}
 
 
 def test_fit_extrapolation_and_bootstrap_outputs(pipeline, store, monkeypatch) -> None:
@@ -106,8 +121,8 @@ def test_fit_extrapolation_and_bootstrap_outputs(pipeline, store, monkeypatch) -
     # The extrapolation fit never sees the largest subset size: poison that size's accuracies
     # and its laws' parameters must stay bit for bit, while their error on it must move.
     p = fit.data.params
-    config = FitConfig(families=tuple(p["families"].split(",")),
-                       predictors=tuple(p["predictors"].split(",")), min_epoch=int(p["min_epoch"]),
+    powers = tuple(q for q in p["predictors"].split(",") if q.startswith("m"))  # the paper's
+    config = FitConfig(families=("power",), predictors=powers, min_epoch=int(p["min_epoch"]),
                        n_starts=int(p["n_starts"]), seed=int(p["seed"]), loss=p["loss"])
     table = pd.read_csv(client.download_artifacts(pipeline.fit_run_id, tr.FIT_TABLE_CSV))
     features = [*(c for c in table.columns if c.startswith("n_")), "epoch"]
@@ -149,7 +164,13 @@ def test_fit_extrapolation_and_bootstrap_outputs(pipeline, store, monkeypatch) -
         assert (boot["n_boot_ok"] > 0).all()
     shown = {a.removeprefix("bootstrap_").rsplit(".", 1)[0] for a in artifacts
              if a.startswith("bootstrap_")}
-    assert champion in shown and any(k.endswith(("m0", "m1")) for k in shown)
+    if champion == "ensemble":  # its interval is its members': they are bootstrapped
+        weights = pd.read_csv(client.download_artifacts(pipeline.fit_run_id,
+                                                        "params_ensemble.csv"))
+        assert {n.removeprefix("weight_") for n in weights["name"]} <= shown
+    else:
+        assert champion in shown
+    assert any(k.endswith(("m0", "m1", "s0")) for k in shown)  # the best per-class law
     assert "perclass-own-total" in shown  # the planner's law always keeps its intervals
     assert {"class_curves.png", "params_perclass-own-total.csv"} <= artifacts
     params = pd.read_csv(client.download_artifacts(pipeline.fit_run_id,

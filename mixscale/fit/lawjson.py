@@ -3,7 +3,9 @@
 A served law is rebuilt from this dict in :meth:`mixscale.serve.LawModel.load_context`, so
 the format is versioned and checked field by field when read back. The per-class law's form
 lives beside :class:`~mixscale.fit.classlaw.ClassLaw`, and :func:`mixscale.fit.reader.read_law`
-reads either kind by the ``format`` its JSON names.
+reads either kind by the ``format`` its JSON names. A law's calibration
+(:mod:`mixscale.fit.calibration`) is added under ``"calibration"`` by
+:class:`mixscale.fit.base.LawBase` for every law kind, so it is not repeated here.
 """
 
 from __future__ import annotations

@@ -170,7 +170,7 @@ class LawModel(mlflow.pyfunc.PythonModel):
             out["accuracy_lower"] = np.clip(lower, 0.0, 1.0)
             out["accuracy_upper"] = np.clip(upper, 0.0, 1.0)
         counts = frame[self.law.class_columns_].to_numpy()
-        out[RATIO] = np.asarray(self.law.extrapolation_ratio(counts), dtype=float)
+        out[RATIO] = np.maximum(np.asarray(self.law.extrapolation_ratio(counts), float), 1.0)
         if self.law.design_ is not None:
             out[OUTSIDE] = self.law.outside_design(counts).astype(np.int64)
         return out

@@ -27,7 +27,6 @@ from mixscale.cli.options import (
     fit_config_from,
     fit_options,
     friendly,
-    load_law,
     log_plan,
     main_tune,
     main_tune_setup,
@@ -195,14 +194,12 @@ def train_cmd(**kw: Any) -> None:
 @friendly
 def status_cmd(**kw: Any) -> None:
     """Where a design stands: rows by status, heartbeats, errors (logs nothing)."""
-    from mlflow import MlflowClient
-
     from mixscale import track as tr
     from mixscale.stages.status import design_status, status_lines
 
     uri = tr.resolve_tracking_uri(kw["tracking_uri"])
     click.echo(f"tracking URI: {uri}")
-    frame = design_status(MlflowClient(uri), kw["design_id"])
+    frame = design_status(tr.open_client(uri), kw["design_id"])
     for line in status_lines(kw["design_id"], frame, stale_after=kw["stale_after"]):
         click.echo(line)
 
@@ -403,6 +400,7 @@ def plan_cmd(**kw: Any) -> None:
     from mixscale import track as tr
     from mixscale.plan import plan_counts
     from mixscale.plan.planner import confidence_from_text
+    from mixscale.serve import load_law
     from mixscale.stages.verify import check_counts, prepare_verification, run_verification
 
     session = Session(kw)

@@ -1,9 +1,9 @@
 """Option blocks, config builders and the tracking session shared by the CLI's commands.
 
 Used by :mod:`mixscale.cli.commands`: every option is declared once here (with the defaults of
-the config dataclasses) and applied to each command that takes it. mlflow, the tracking store
-and the tuner are imported inside the functions that talk to them, so that option parsing
-stays cheap.
+the config dataclasses) and applied to each command that takes it. The tracking store
+(:mod:`mixscale.track`, which imports mlflow) and the tuner are imported inside the functions
+that talk to them, so that option parsing stays cheap.
 """
 
 from __future__ import annotations
@@ -287,26 +287,20 @@ def mark_refused_project_run(run_id: str, entry_point: str, message: str) -> boo
     what happened and ``tags."mixscale.kind" != 'refused'`` hides it. Best effort: any other
     run, or any error on the way, leaves the run to MLflow.
     """
-    from mlflow import MlflowClient
-    from mlflow.entities import ViewType
-
     from mixscale import track as tr
 
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
         return False
     try:
-        client = MlflowClient(uri)
+        client = tr.open_client(uri)
         run = client.get_run(run_id)
         tags = run.data.tags
         if (tags.get("mlflow.source.type") != "PROJECT" or run.data.metrics
                 or tags.get(tr.KIND, "launcher") != "launcher"
                 or client.list_artifacts(run_id)):
             return False
-        nested = client.search_runs([run.info.experiment_id],
-                                    filter_string=f"tags.`{tr.PARENT}` = '{run_id}'",
-                                    run_view_type=ViewType.ALL, max_results=1)
-        if nested:
+        if tr.has_child_run(client, run_id, run.info.experiment_id):
             return False
         client.update_run(run_id, name=f"refused-{entry_point}")
         tr.log_params(client, run_id, {}, tags={tr.KIND: "refused",
@@ -320,8 +314,6 @@ class Session:
     """The tracking store, client and experiment a command works in."""
 
     def __init__(self, kw: dict[str, Any]) -> None:
-        from mlflow import MlflowClient
-
         from mixscale import track as tr
 
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -330,7 +322,7 @@ class Session:
         self.project_run_id = os.environ.pop("MLFLOW_RUN_ID", None)
         self.uri = tr.resolve_tracking_uri(kw.get("tracking_uri"))
         click.echo(f"tracking URI: {self.uri}")
-        self.client = MlflowClient(self.uri)
+        self.client = tr.open_client(self.uri)
         self.experiment_id = tr.experiment_for(self.client, kw["experiment"],
                                                run_id=self.project_run_id)
         exp = self.client.get_experiment(self.experiment_id)
@@ -423,19 +415,6 @@ def _float_list(name: str, text: str) -> list[float]:
     except ValueError:
         raise MixscaleError(f"`{name}` must be comma-separated numbers, but got "
                             f"{text!r}.") from None
-
-
-def load_law(model_uri: str, tracking_uri: str) -> Any:
-    """The :class:`~mixscale.fit.ScalingLaw` of a registered pyfunc law."""
-    import mlflow
-
-    mlflow.set_tracking_uri(tracking_uri)
-    try:
-        model = mlflow.pyfunc.load_model(model_uri)
-        return model.unwrap_python_model().law
-    except Exception as exc:  # unknown name/alias/run, or not a mixscale law
-        raise MixscaleError(f"cannot load a mixscale law from --model-uri {model_uri!r} "
-                            f"({type(exc).__name__}: {str(exc)[:300]}).") from None
 
 
 def plan_inputs(kw: dict[str, Any], law: Any, available: Any = None

@@ -27,8 +27,8 @@ from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 from mixscale.errors import MixscaleError
 from mixscale.fit.reader import read_law
 
-__all__ = ["LawModel", "check_served_input", "law_signature", "log_law", "served_class_column",
-           "set_alias", "CHAMPION", "MAX_SCALE", "OUTSIDE", "RATIO"]
+__all__ = ["LawModel", "check_served_input", "law_signature", "load_law", "log_law",
+           "served_class_column", "set_alias", "CHAMPION", "MAX_SCALE", "OUTSIDE", "RATIO"]
 
 CHAMPION = "champion"  # alias of the law with the best validation MSE
 LAW_ARTIFACT = "law"  # artifact key of the law's JSON inside the logged model
@@ -265,3 +265,20 @@ def set_alias(registered_model_name: str, alias: str, version: str) -> None:
     """Point ``models:/<name>@<alias>`` at ``version``."""
     MlflowClient().set_registered_model_alias(registered_model_name, alias, version)
 
+
+def load_law(model_uri: str, tracking_uri: str):
+    """The fitted law (:class:`~mixscale.fit.ScalingLaw` or ``ClassLaw``) of a registered
+    pyfunc law, loaded from the store at ``tracking_uri``.
+
+    Raises
+    ------
+    MixscaleError
+        If ``model_uri`` names no model (an unknown name, alias or run) or not a mixscale law.
+    """
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        model = mlflow.pyfunc.load_model(model_uri)
+        return model.unwrap_python_model().law
+    except Exception as exc:  # unknown name/alias/run, or not a mixscale law
+        raise MixscaleError(f"cannot load a mixscale law from --model-uri {model_uri!r} "
+                            f"({type(exc).__name__}: {str(exc)[:300]}).") from None

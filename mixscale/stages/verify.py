@@ -12,19 +12,21 @@ under the plan run, and compares the realised test accuracy with the law's predi
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 
 from mixscale import track as tr
 from mixscale.config import MAX_SEEDS, Echo, TrainConfig, milestones_within
 from mixscale.data import load_dataset
 from mixscale.errors import MixscaleError
 from mixscale.plan import Plan
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 __all__ = ["FIT_RUN_TAG", "MAX_SEEDS", "Verification", "VerifySetup", "check_counts",
            "fit_run_of", "log_verification", "prepare_verification", "recipe_from_params",
@@ -37,10 +39,8 @@ _NOT_RECIPE = ("data_dir",)  # TrainConfig fields rows may disagree on: where im
 
 
 def _run(client: MlflowClient, run_id: str, what: str) -> Any:
-    try:
-        return client.get_run(run_id)
-    except MlflowException:
-        raise MixscaleError(f"{what} {run_id!r} does not exist in this tracking store.") from None
+    return tr.look_up(lambda: client.get_run(run_id), missing=lambda _: (
+        f"{what} {run_id!r} does not exist in this tracking store."))
 
 
 def fit_run_of(client: MlflowClient, model_uri: str) -> str:
@@ -67,29 +67,30 @@ def fit_run_of(client: MlflowClient, model_uri: str) -> str:
                             f"allowed forms: {_URI_FORMS}.")
     path = uri.removeprefix("models:/").strip("/")
     name, _, version = path.partition("/")
-    try:
-        if version:
-            if version.lower() == "latest":
-                found = client.search_model_versions(f"name = '{name}'")
-                if not found:
-                    raise MixscaleError(f"registered model {name!r} has no versions.")
-                version = str(max(int(v.version) for v in found))
-            elif not version.isdigit():
-                raise MixscaleError(f"model version {version!r} in --model-uri {model_uri!r} "
-                                    f"is not a number (stages are not supported); allowed "
-                                    f"forms: {_URI_FORMS}.")
-            mv = client.get_model_version(name, version)
-        elif "@" in name:
-            name, alias = name.rsplit("@", 1)
-            mv = client.get_model_version_by_alias(name, alias)
-        else:  # MLflow 3: models:/<model id> of a logged model
-            source = client.get_logged_model(name).source_run_id
-            if not source:
-                raise MixscaleError(f"logged model {name!r} has no source run.")
-            return source
-    except MlflowException as exc:
-        raise MixscaleError(f"cannot find the model of --model-uri {model_uri!r} "
-                            f"({str(exc)[:200]}).") from None
+
+    def find(call: Callable[[], Any]) -> Any:
+        return tr.look_up(call, missing=lambda detail: (
+            f"cannot find the model of --model-uri {model_uri!r} ({detail})."))
+
+    if version:
+        if version.lower() == "latest":
+            found = find(lambda: client.search_model_versions(f"name = '{name}'"))
+            if not found:
+                raise MixscaleError(f"registered model {name!r} has no versions.")
+            version = str(max(int(v.version) for v in found))
+        elif not version.isdigit():
+            raise MixscaleError(f"model version {version!r} in --model-uri {model_uri!r} "
+                                f"is not a number (stages are not supported); allowed "
+                                f"forms: {_URI_FORMS}.")
+        mv = find(lambda: client.get_model_version(name, version))
+    elif "@" in name:
+        name, alias = name.rsplit("@", 1)
+        mv = find(lambda: client.get_model_version_by_alias(name, alias))
+    else:  # MLflow 3: models:/<model id> of a logged model
+        source = find(lambda: client.get_logged_model(name)).source_run_id
+        if not source:
+            raise MixscaleError(f"logged model {name!r} has no source run.")
+        return source
     fit_run = mv.tags.get(FIT_RUN_TAG)
     if not fit_run:
         raise MixscaleError(f"model version {mv.version} of {mv.name!r} has no tag "

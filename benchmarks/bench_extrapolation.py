@@ -155,14 +155,36 @@ def evaluate(fit_table: pd.DataFrame, held_out: pd.DataFrame | Callable[[], pd.D
         law = _today_law(train, features, config)
         lo, hi = law.predict_interval(X, LEVEL)
         frames.append(_scored(held, law.predict(X), lo, hi, TODAY, part))
-    rows = pd.concat(frames, ignore_index=True)
-    rows["role"] = rows["law"].map(roles).fillna("")
+    rows = _with_champions(pd.concat(frames, ignore_index=True).assign(role=""), roles)
     unregistered = sorted(set(keys) - registered - {TODAY})
     print(f"  [{part}] pipeline fit of {fit_table['run_id'].nunique()} runs (sizes <= "
           f"{fit_max}) in {seconds:.0f} s: {len(registered)} registered laws, champion "
           f"{result.champion}" + (f"; fitted, not registered: {', '.join(unregistered)}"
                                   if unregistered else ""))
     return rows, roles
+
+
+def _with_champions(rows: pd.DataFrame, roles: dict[str, str]) -> pd.DataFrame:
+    """``rows`` plus a copy of each champion's rows under the champion's label (``law``), with
+    the law it picked in ``role``."""
+    picked = [rows[rows["law"] == key].assign(law=label, role=key)
+              for key, label in roles.items()]
+    return pd.concat([rows, *picked], ignore_index=True)
+
+
+def _read_rows(path: Path) -> pd.DataFrame:
+    """A ``--rows-out`` CSV (also the first format, where a champion's rows carried their
+    label in ``role`` instead of being copied)."""
+    rows = pd.read_csv(path).fillna({"role": ""})
+    if "code" not in rows:
+        rows["code"] = path.stem
+    if rows["role"].str.startswith("champion").any():
+        roles = rows["role"].to_numpy()
+        plain = rows.assign(role="")
+        labelled = rows[roles != ""].copy()
+        labelled["law"], labelled["role"] = roles[roles != ""], rows.loc[roles != "", "law"]
+        rows = pd.concat([plain, labelled], ignore_index=True)
+    return rows
 
 
 def _scored(held: pd.DataFrame, pred, lo, hi, key: str, part: str) -> pd.DataFrame:
@@ -176,19 +198,29 @@ def _scored(held: pd.DataFrame, pred, lo, hi, key: str, part: str) -> pd.DataFra
 def summarise(rows: pd.DataFrame) -> pd.DataFrame:
     """RMSE (points) and 90 % coverage per law and extrapolation ratio."""
     def one(g: pd.DataFrame) -> pd.Series:
-        has = g["lower"].notna().all()
+        rmse = 100 * float(np.sqrt(np.mean((g["pred"] - g["truth"]) ** 2)))
+        bias = 100 * float(np.mean(g["pred"] - g["truth"]))
+        g = g[g["lower"].notna()]  # coverage over the rows the law gave an interval for
+        has = len(g) > 0
         inside_obs = (g["observed"] >= g["lower"]) & (g["observed"] <= g["upper"])
         inside_true = (g["truth"] >= g["lower"]) & (g["truth"] <= g["upper"])
         return pd.Series({
-            "n": len(g),
-            "rmse_pts": 100 * float(np.sqrt(np.mean((g["pred"] - g["truth"]) ** 2))),
-            "bias_pts": 100 * float(np.mean(g["pred"] - g["truth"])),
+            "n_interval": len(g),
+            "rmse_pts": rmse,
+            "bias_pts": bias,
             "cover_obs": float(inside_obs.mean()) if has else np.nan,
             "cover_truth": float(inside_true.mean()) if has else np.nan,
             "width_pts": 100 * float((g["upper"] - g["lower"]).mean()) if has else np.nan,
         })
-    out = rows.groupby(["part", "code", "law", "role", "ratio"], sort=True).apply(
+    out = rows.groupby(["part", "code", "law", "ratio"], sort=True).apply(
         one, include_groups=False).reset_index()
+    world = rows["world"].fillna(0) if "world" in rows else 0
+    picks = rows.assign(world=world)[rows["role"] != ""].drop_duplicates(
+        ["part", "code", "law", "world"])  # one pick per fitted design
+    picked = (picks.groupby(["part", "code", "law"])["role"]
+              .agg(lambda r: ", ".join(f"{k} x{n}" for k, n in r.value_counts().items())))
+    out["role"] = [picked.get((p, c, law), "") for p, c, law in
+                   zip(out["part"], out["code"], out["law"], strict=True)]
     return out
 
 
@@ -197,7 +229,7 @@ def _print(summary: pd.DataFrame, part: str, ratios: list[float], note: str) -> 
     wide = []
     several = part_rows["code"].nunique() > 1
     for (code, law, role), g in part_rows.groupby(["code", "law", "role"], sort=False):
-        rec = {"law": (f"[{code}] " if several else "") + law + (f"  <- {role}" if role else "")}
+        rec = {"law": (f"[{code}] " if several else "") + law + (f" = {role}" if role else "")}
         for r in ratios:
             hit = g[np.isclose(g["ratio"], r)]
             if len(hit):
@@ -209,7 +241,7 @@ def _print(summary: pd.DataFrame, part: str, ratios: list[float], note: str) -> 
                 rec[f"width@{r:g}"] = h["width_pts"]
         wide.append(rec)
     frame = pd.DataFrame(wide)
-    first = frame["law"].str.contains("<-") | frame["law"].str.contains(TODAY)
+    first = frame["law"].str.contains("champion") | frame["law"].str.endswith(TODAY)
     frame = pd.concat([frame[first], frame[~first]])
     print(note)
     with pd.option_context("display.width", 200, "display.max_columns", 40):
@@ -358,20 +390,18 @@ def figure(summary: pd.DataFrame, path: Path) -> None:
     fig, (ax_e, ax_c) = plt.subplots(1, 2, figsize=(9.5, 3.6))
     styles = {"synthetic": "-", "digits": "--"}
     several = summary["code"].nunique() > 1
-    for (part, code, law, role), g in summary.groupby(["part", "code", "law", "role"],
-                                                      sort=False):
-        if not (role.startswith("champion (") or law in (TODAY, "ensemble")
+    for (part, code, law), g in summary.groupby(["part", "code", "law"], sort=False):
+        if not (law.startswith("champion (") or law in (TODAY, "ensemble")
                 or law.startswith("perclass")):
             continue
-        label = (f"{part}{f' [{code}]' if several else ''}: {law}"
-                 + (" (champion)" if role.startswith("champion (") else ""))
+        label = f"{part}{f' [{code}]' if several else ''}: {law}"
         g = g.sort_values("ratio")
         line, = ax_e.plot(g["ratio"], g["rmse_pts"], styles[part], marker="o", label=label)
         if g["cover_obs"].notna().any():
             ax_c.plot(g["ratio"], 100 * g["cover_obs"], styles[part], marker="o",
                       color=line.get_color())
     ax_e.set(xlabel="extrapolation ratio r = size / largest fitted size",
-             ylabel="RMSE (accuracy points)", yscale="log", title="error")
+             ylabel="RMSE (accuracy points)", ylim=(0, None), title="error")
     ax_c.axhspan(80, 95, color="0.9", label="target 80-95 %")
     ax_c.axhline(90, color="0.5", lw=0.8)
     ax_c.set(xlabel="extrapolation ratio r", ylabel="runs inside the 90 % interval (%)",
@@ -413,7 +443,8 @@ def main() -> None:
     syn_seeds = args.synthetic_seeds or (1 if args.quick else 3)
     dig_seeds = args.digits_seeds or (1 if args.quick else 3)
     t0 = time.perf_counter()
-    print(f"fit config: {config}")
+    if parts & {"b", "c"}:
+        print(f"fit config: {config}")
     if "a" in parts:
         part_a(args.quick)
     frames = []
@@ -425,14 +456,14 @@ def main() -> None:
             frames.append(part_c(Path(tmp) / "fit", cache.resolve(), config, args.quick,
                                  dig_seeds))
     frames = [f.assign(code=args.tag) for f in frames]
-    for path in args.rows_in:
-        old = pd.read_csv(path).fillna({"role": ""})
-        frames.append(old if "code" in old else old.assign(code=path.stem))
+    frames += [_read_rows(path) for path in args.rows_in]
     if frames:
         rows = pd.concat(frames, ignore_index=True)
         if args.rows_out:
             rows.to_csv(args.rows_out, index=False)
         summary = summarise(rows)
+        worlds = rows.loc[rows["part"] == "synthetic"].groupby("code")["world"].nunique()
+        syn_seeds = int(worlds.max()) if len(worlds) else syn_seeds
         parts |= set(rows["part"].map({"synthetic": "b", "digits": "c"}))
         if "b" in parts:
             _print(summary, "synthetic", [1.5, 2.0],

@@ -57,7 +57,8 @@ def backtest_folds(table: pd.DataFrame) -> list[int]:
 
 
 def backtest(table: pd.DataFrame, fit_law: Callable[[pd.DataFrame], Any], *,
-             features: Sequence[str], min_epoch: int) -> pd.DataFrame:
+             features: Sequence[str], min_epoch: int,
+             fit_sizes: Sequence[int] | None = None) -> pd.DataFrame:
     """Fit on the rows up to each subset size but the largest; predict every larger size.
 
     Parameters
@@ -72,6 +73,8 @@ def backtest(table: pd.DataFrame, fit_law: Callable[[pd.DataFrame], Any], *,
         The columns a fitted law predicts from (``n_<class>...``, ``epoch``).
     min_epoch : int
         Rows with ``epoch < min_epoch`` are not predicted (the fit drops them too).
+    fit_sizes : sequence of int, optional
+        Only these folds (of :func:`backtest_folds`); default every fold.
 
     Returns
     -------
@@ -86,6 +89,8 @@ def backtest(table: pd.DataFrame, fit_law: Callable[[pd.DataFrame], Any], *,
     sizes = sorted(int(v) for v in table["subset_size"].unique())
     frames = []
     for s in backtest_folds(table):
+        if fit_sizes is not None and s not in fit_sizes:
+            continue
         target = table[(table["subset_size"] > s) & (table["epoch"] >= min_epoch)]
         if not len(target):
             continue

@@ -66,6 +66,13 @@ def test_backtest_fits_on_small_sizes_and_predicts_every_larger_row(table) -> No
     assert res["predicted"].between(0, 1).all()
 
 
+def test_backtest_on_chosen_folds_only(table) -> None:
+    res = backtest(table, _power_m2, features=_features(table), min_epoch=10, fit_sizes=[300])
+    full = backtest(table, _power_m2, features=_features(table), min_epoch=10)
+    assert set(res["fit_size"]) == {300}
+    pd.testing.assert_frame_equal(res, full[full["fit_size"] == 300].reset_index(drop=True))
+
+
 def test_a_fold_that_cannot_fit_is_skipped(table) -> None:
     def fails_on_one_size(rows: pd.DataFrame) -> ScalingLaw:
         if rows["subset_size"].nunique() == 1:

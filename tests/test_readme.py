@@ -201,6 +201,31 @@ STEP_BY_STEP = (
 )
 
 
+HARDER = ("mixscale main --dataset fashion-mnist --eval-images 2000 --subset-sizes "
+          "200,400,800,1600 --rows-per-size 4 --val-rows-per-size 2")
+
+
+@pytest.mark.slow
+@runs(HARDER)
+def test_harder_dataset_fashion_mnist_on_an_eval_subset(readme: Readme) -> None:
+    from mixscale.data import datasets
+
+    if not (datasets.SYSTEM_DATA_DIRS["fashion-mnist"] / "train-images-idx3-ubyte.gz").exists():
+        if os.environ.get("MIXSCALE_REQUIRE_FASHION_MNIST") == "1":
+            pytest.fail("apt-get install dataset-fashion-mnist")
+        pytest.skip("apt-get install dataset-fashion-mnist")
+    out = readme.mixscale([*fill(HARDER, {}), "--subset-sizes", "50,100", "--rows-per-size",
+                           "2", "--val-rows-per-size", "1", "--iterations", "20",
+                           "--epochs", "2", "--eval-every", "1", "--batch-size", "8",
+                           *LEAN_FIT, "--model-name", "harder"])
+    design_id = re.search(r"design run:\s+(\w+)", out).group(1)
+    rows = [readme.run(r.run_id) for r in tr.list_rows(readme.client, design_id)]
+    assert len(rows) == 6 and {r.info.status for r in rows} == {"FINISHED"}
+    assert {r.data.params["eval_images"] for r in rows} == {"2000"}
+    table = tr.assemble_table(readme.client, [design_id])
+    assert set(table["eval_images"]) == {2000}
+
+
 # --- the guard: the README's commands are exactly those the tests run ----------------------
 
 def test_every_documented_command_is_run() -> None:

@@ -196,7 +196,9 @@ def _scored(held: pd.DataFrame, pred, lo, hi, key: str, part: str) -> pd.DataFra
 
 
 def summarise(rows: pd.DataFrame) -> pd.DataFrame:
-    """RMSE (points) and 90 % coverage per law and extrapolation ratio."""
+    """RMSE (points) and 90 % coverage per law and extrapolation ratio (predictions and
+    bounds clipped to [0, 1] as the served model clips them, also today's power-m3's)."""
+    rows = rows.assign(**{c: rows[c].clip(0.0, 1.0) for c in ("pred", "lower", "upper")})
     def one(g: pd.DataFrame) -> pd.Series:
         rmse = 100 * float(np.sqrt(np.mean((g["pred"] - g["truth"]) ** 2)))
         bias = 100 * float(np.mean(g["pred"] - g["truth"]))
@@ -462,8 +464,9 @@ def main() -> None:
         if args.rows_out:
             rows.to_csv(args.rows_out, index=False)
         summary = summarise(rows)
-        worlds = rows.loc[rows["part"] == "synthetic"].groupby("code")["world"].nunique()
-        syn_seeds = int(worlds.max()) if len(worlds) else syn_seeds
+        if "world" in rows and (rows["part"] == "synthetic").any():
+            syn_seeds = int(rows.loc[rows["part"] == "synthetic"].groupby("code")["world"]
+                            .nunique().max())
         parts |= set(rows["part"].map({"synthetic": "b", "digits": "c"}))
         if "b" in parts:
             _print(summary, "synthetic", [1.5, 2.0],

@@ -95,6 +95,7 @@ class _Fitted:
     q_fit: float
     backtest_log_res: np.ndarray  # log residuals of the in-curve backtest (may be empty)
     backtest_acc: np.ndarray  # backtest predicted accuracy (for stacking)
+    params: tuple[float, ...] = ()  # the full fit's shape parameters
 
 
 def _rule(method: str) -> dict:
@@ -121,7 +122,7 @@ def _fit_one(method: str, curve: Curve, prior: ShapePrior | None, seed: int,
         bt_acc = 1.0 - bt_err
     else:
         bt_res, bt_acc = np.empty(0), np.empty(0)
-    return _Fitted(full.error(curve.z_test), q_fit, bt_res, bt_acc)
+    return _Fitted(full.error(curve.z_test), q_fit, bt_res, bt_acc, full.params)
 
 
 def _half_width(fitted: _Fitted, ratio: np.ndarray) -> np.ndarray:
@@ -189,8 +190,7 @@ def evaluate_curves(csv: Path = DEFAULT_CSV, methods: Sequence[str] = METHODS, *
             fitted[i, method] = _fit_one(method, curve, None, i, random_starts)
             seconds[i, method] = time.process_time() - t0
         if "m4-log" in base:
-            shapes[i] = np.array(fit_curve(z=curve.z_train, error=curve.e_train, seed=i,
-                                           random_starts=random_starts, **_rule("m4-log")).params)
+            shapes[i] = np.array(fitted[i, "m4-log"].params)
     if "m4-log-prior" in methods:
         priors = _population_priors(curves, shapes)
         for i, curve in enumerate(curves):

@@ -60,8 +60,8 @@ SPACES = ("log", "accuracy")
 
 MEASURED = {
     # mean / median extrapolation loss on the 72 public vision curves, M4 (family grid + seeded
-    # random starts); python benchmarks/bench_scaling_benchmark.py prints the first, fourth and
-    # sixth (random_starts=2), the others come from exploration runs with 4-8 random starts
+    # random starts); python benchmarks/bench_scaling_benchmark.py prints the first, fifth and
+    # last (random_starts=2), the others come from exploration runs with 4-8 random starts
     "accuracy, unweighted (ScalingLaw today)": (0.0452, 0.0297),
     "log error, unweighted": (0.0421, 0.0245),
     "accuracy, z**2": (0.0377, 0.0235),

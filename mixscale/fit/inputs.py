@@ -101,6 +101,7 @@ def check_options(
     n_starts: Any,
     seed: Any,
     shrink: Any = True,
+    weighting: Any = "none",
 ) -> None:
     """Validate the options of a :class:`~mixscale.fit.ScalingLaw` (called by ``fit``)."""
     get_family(family)
@@ -121,6 +122,52 @@ def check_options(
         raise MixscaleError(f"`seed` must be an int or None, but got {seed!r}.")
     if not isinstance(shrink, (bool, np.bool_)):
         raise MixscaleError(f"`shrink` must be True or False, but got {shrink!r}.")
+    if weighting not in WEIGHTINGS:
+        raise MixscaleError(f"`weighting` must be one of {WEIGHTINGS}, but got {weighting!r}.")
+
+
+WEIGHTINGS = ("auto", "none", "extrapolation")
+"""Row weightings of a :class:`~mixscale.fit.ScalingLaw` fit: ``none`` (the paper's plain
+accuracy least squares), ``extrapolation`` (log-error residuals, rows weighted by
+``(total / largest training total)**2``: :mod:`mixscale.fit.priors`' rule) and ``auto``
+(extrapolation for bounded laws, none for the paper's m0-m3)."""
+
+
+def binomial_weights(accuracy: Any, eval_images: Any) -> np.ndarray:
+    """Inverse binomial variances ``1 / (p (1 - p) / N)`` of accuracies measured on ``N`` test
+    images, normalised to mean 1 (the ``sample_weight`` of a fit).
+
+    ``p`` is clipped to ``[0.5 / N, 1 - 0.5 / N]`` so a perfect (or zero) score keeps a finite
+    weight. A row without a valid ``N`` (missing, < 1) gets the rows' mean variance.
+
+    Parameters
+    ----------
+    accuracy : array_like
+        Observed accuracy per row, in [0, 1].
+    eval_images : array_like
+        Test images each row was scored on (``eval_images`` of the fit table).
+
+    Returns
+    -------
+    numpy.ndarray
+        One weight per row, mean 1.
+    """
+    p = np.asarray(accuracy, dtype=float)
+    n = np.asarray(pd.to_numeric(pd.Series(np.asarray(eval_images).ravel()), errors="coerce"),
+                   dtype=float)
+    if p.shape != n.shape:
+        raise MixscaleError(f"`accuracy` and `eval_images` must have one value per row, but "
+                            f"got shapes {p.shape} and {n.shape}.")
+    ok = np.isfinite(n) & (n >= 1)
+    var = np.full(p.shape, np.nan)
+    half = 0.5 / n[ok]
+    q = np.clip(p[ok], half, 1.0 - half)
+    var[ok] = q * (1.0 - q) / n[ok]
+    if not ok.any():
+        return np.ones(p.shape)
+    var[~ok] = np.mean(var[ok])
+    weight = 1.0 / var
+    return weight / weight.mean()
 
 
 def _is_int(value: Any) -> bool:

@@ -39,6 +39,11 @@ _FD_STEP = float(np.sqrt(np.finfo(float).eps))
 _COUNT_WEIGHT_BOUNDS = (-2.0, 3.0)  # each free normalised count weight (sum of all is 1)
 _EPOCH_WEIGHT_BOUNDS = (-50.0, 50.0)  # epoch weights, in units of the count-weight sum
 _DEFAULT_EPOCH_START = (0.3, 0.0)  # start for w_epoch, w_epoch2
+_NONNEG_COUNT_BOUNDS = (0.0, 1.0)  # a saturating predictor's free count weights (never < 0)
+SIGN_WEIGHT = 1e4
+"""Weight of the hinge residual that keeps a saturating predictor's implied last count weight
+>= 0 (box bounds cannot express ``sum(free) <= 1``); :meth:`Problem.project` removes what is
+left of a violation after the solve."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,9 @@ class Problem:
     epoch: np.ndarray  # (n, q) scaled epoch terms
     saturating: bool = False
     penalty: float = 0.0
+    row_weight: np.ndarray | None = None  # (n,) multipliers of the data residuals (sqrt weights)
+    log_error: bool = False  # residuals log(1 - pred) - log(1 - y) instead of pred - y
+    error_floor: float = 1e-3  # errors are clipped here before the logarithm
 
     @property
     def n_shape(self) -> int:
@@ -80,7 +88,8 @@ class Problem:
 
     def take(self, rows: np.ndarray) -> Problem:
         """The same problem restricted to (possibly repeated) ``rows``."""
-        return replace(self, count=self.count[rows], epoch=self.epoch[rows])
+        weight = None if self.row_weight is None else self.row_weight[rows]
+        return replace(self, count=self.count[rows], epoch=self.epoch[rows], row_weight=weight)
 
     def with_penalty(self, penalty: float) -> Problem:
         """The same rows with shrinkage strength ``penalty``."""
@@ -105,6 +114,63 @@ class Problem:
     def predict(self, theta: np.ndarray) -> np.ndarray:
         y = self.family(self.linear_predictor(theta), theta[: self.n_shape])
         return np.clip(y, 0.0, 1.0) if self.saturating else y
+
+    def residuals(self, theta: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """The fitted data residuals: ``pred - y`` or, with ``log_error``, ``log(max(1 - pred,
+        floor)) - log(max(1 - y, floor))``, each times its row weight."""
+        pred = self.predict(theta)
+        if self.log_error:
+            floor = self.error_floor
+            r = np.log(np.maximum(1.0 - pred, floor)) - np.log(np.maximum(1.0 - y, floor))
+        else:
+            r = pred - y
+        return r if self.row_weight is None else r * self.row_weight
+
+    def residual_jacobian(self, theta: np.ndarray) -> np.ndarray:
+        """d residuals / d theta (it does not depend on ``y``)."""
+        jac = self.jacobian(theta)
+        if self.log_error:
+            err = 1.0 - self.predict(theta)
+            live = err > self.error_floor
+            jac = np.where(live[:, None], -jac / np.maximum(err, self.error_floor)[:, None], 0.0)
+        return jac if self.row_weight is None else jac * self.row_weight[:, None]
+
+    @property
+    def nonnegative(self) -> bool:
+        """Whether every count weight must be >= 0 (saturating per-class predictors: more
+        images of a class never lower ``z_data``)."""
+        return self.saturating and self.n_free_counts > 0
+
+    def sign_residuals(self, theta: np.ndarray) -> np.ndarray:
+        """``SIGN_WEIGHT * min(0, w_m)`` for the implied last count weight of a
+        :attr:`nonnegative` problem (the free ones have a box at 0); empty otherwise."""
+        if not self.nonnegative:
+            return np.empty(0)
+        _, weights, _ = self.split(theta)
+        return np.array([SIGN_WEIGHT * min(0.0, float(weights[-1]))])
+
+    def sign_jacobian(self, theta: np.ndarray) -> np.ndarray:
+        """d sign_residuals / d theta."""
+        if not self.nonnegative:
+            return np.empty((0, self.n_raw))
+        _, weights, _ = self.split(theta)
+        jac = np.zeros((1, self.n_raw))
+        if weights[-1] < 0:
+            k, f = self.n_shape, self.n_free_counts
+            jac[0, k : k + f] = -SIGN_WEIGHT
+        return jac
+
+    def project(self, theta: np.ndarray) -> np.ndarray:
+        """``theta`` with a :attr:`nonnegative` problem's implied last weight put back to >= 0
+        (the free weights rescaled to sum to at most 1); other problems unchanged."""
+        if not self.nonnegative:
+            return theta
+        k, f = self.n_shape, self.n_free_counts
+        free = np.clip(theta[k : k + f], 0.0, None)
+        total = free.sum()
+        out = np.array(theta, dtype=float)
+        out[k : k + f] = free / total if total > 1.0 else free
+        return out
 
     def penalty_residuals(self, theta: np.ndarray) -> np.ndarray:
         """``sqrt(lam) * (w_c - 1/m)`` for every count weight (empty without shrinkage)."""
@@ -183,12 +249,14 @@ def bounds(problem: Problem) -> tuple[np.ndarray, np.ndarray]:
 def raw_bounds(family: Family, n_free_counts: int, n_epoch: int, *, saturating: bool = False
                ) -> tuple[np.ndarray, np.ndarray]:
     """Lower and upper bounds of a raw vector: ``family``'s box, then ``n_free_counts`` count
-    weights and ``n_epoch`` epoch weights (``tau, kappa`` of ``h`` when ``saturating``)."""
+    weights and ``n_epoch`` epoch weights (``tau, kappa`` of ``h`` when ``saturating``, whose
+    count weights are also kept in [0, 1]: more images of a class never lower ``z_data``)."""
     f, q = n_free_counts, n_epoch
     epoch_lo = list(EPOCH_FACTOR_LOWER) if saturating else [_EPOCH_WEIGHT_BOUNDS[0]] * q
     epoch_hi = list(EPOCH_FACTOR_UPPER) if saturating else [_EPOCH_WEIGHT_BOUNDS[1]] * q
-    lower = np.concatenate([family.lower, [_COUNT_WEIGHT_BOUNDS[0]] * f, epoch_lo])
-    upper = np.concatenate([family.upper, [_COUNT_WEIGHT_BOUNDS[1]] * f, epoch_hi])
+    count_lo, count_hi = _NONNEG_COUNT_BOUNDS if saturating else _COUNT_WEIGHT_BOUNDS
+    lower = np.concatenate([family.lower, [count_lo] * f, epoch_lo])
+    upper = np.concatenate([family.upper, [count_hi] * f, epoch_hi])
     return lower, upper
 
 
@@ -266,10 +334,12 @@ def solve(
     penalty_jac = problem.penalty_jacobian()
 
     def residuals(theta: np.ndarray) -> np.ndarray:
-        return np.concatenate([problem.predict(theta) - y, problem.penalty_residuals(theta)])
+        return np.concatenate([problem.residuals(theta, y), problem.penalty_residuals(theta),
+                               problem.sign_residuals(theta)])
 
     def jacobian(theta: np.ndarray) -> np.ndarray:
-        return np.vstack([problem.jacobian(theta), penalty_jac])
+        return np.vstack([problem.residual_jacobian(theta), penalty_jac,
+                          problem.sign_jacobian(theta)])
 
     best: OptimizeResult | None = None
     errors: list[str] = []
@@ -304,6 +374,7 @@ def solve(
             f"every start of the {problem.family.name!r} fit failed ({len(errors)} starts); "
             f"first error: {errors[0] if errors else 'none'}."
         )
+    best.x = problem.project(best.x)
     return best
 
 
@@ -322,8 +393,8 @@ def covariance(
     """
     n, p = y.size, theta.size
     with np.errstate(all="ignore"):
-        r = problem.predict(theta) - y
-        jac = problem.jacobian(theta)
+        r = problem.residuals(theta, y)
+        jac = problem.residual_jacobian(theta)
     if loss == "huber":
         w = np.minimum(1.0, f_scale / np.maximum(np.abs(r), 1e-300))
     else:
@@ -351,7 +422,7 @@ def effective_params(problem: Problem, theta: np.ndarray, *, w: np.ndarray | Non
     the total-count twin's count.
     """
     with np.errstate(all="ignore"):
-        jac = problem.jacobian(theta)
+        jac = problem.residual_jacobian(theta)
     if w is not None:
         jac = jac * np.sqrt(w)[:, None]
     if not np.all(np.isfinite(jac)):
@@ -439,7 +510,7 @@ def choose_penalty(
     """
     theta0 = np.asarray(unshrunk.x, dtype=float)
     m = problem.count.shape[1]
-    resid = problem.predict(theta0) - y
+    resid = problem.residuals(theta0, y)
     dof = max(y.size - theta0.size, 1)
     sigma2 = max(float(resid @ resid) / dof, 1e-8)
     grid = np.array([0.0, *(sigma2 / (t / m) ** 2 for t in SHRINK_GRID)])

@@ -330,3 +330,33 @@ def _best_of(
         if np.isfinite(res.cost) and (best is None or res.cost < best.cost):
             best = res
     return best
+
+
+OBSERVED_ERROR_FLOOR = 1e-3
+"""Observed (and predicted) errors are clipped here before the logarithm when a fit table's row
+can score a perfect 1.0 (0.5 / eval_images is the same idea; a flat 1e-3 keeps it finite)."""
+
+
+def size_weights(z: np.ndarray, size_power: float = SIZE_POWER) -> np.ndarray:
+    """This module's row weights ``z**size_power`` normalised to mean 1 (squared-residual
+    weights; :func:`fit_curve` multiplies residuals by their square roots).
+
+    Parameters
+    ----------
+    z : numpy.ndarray
+        Scaled sizes (> 0 somewhere; 1 = the largest fitted size).
+    size_power : float
+        Exponent (0 = every row weighs 1).
+
+    Returns
+    -------
+    numpy.ndarray
+        One weight per row, mean 1.
+    """
+    z = np.asarray(z, dtype=float)
+    if not (np.all(np.isfinite(z)) and np.all(z >= 0) and np.any(z > 0)):
+        raise MixscaleError(f"scaled sizes must be finite, >= 0 and not all 0, but got {z}.")
+    if not (np.isfinite(size_power) and size_power >= 0):
+        raise MixscaleError(f"`size_power` must be >= 0, but got {size_power}.")
+    weight = z**size_power
+    return weight / weight.mean()

@@ -21,6 +21,16 @@ paper scales counts to [0, 1]; with one common scale a weight ratio is a per-ima
 ``total_n`` (the row sum of the class columns) and ``epoch`` are each divided by their training
 maximum. The scales are fitted attributes, so users pass raw counts and epochs.
 
+Weighting. ``weighting="extrapolation"`` fits the way that extrapolates
+(:mod:`mixscale.fit.priors`' rule, measured on the 72 public learning curves): residuals in log
+error, ``log(1 - pred) - log(1 - y)`` (errors floored at
+:data:`~mixscale.fit.priors.OBSERVED_ERROR_FLOOR`), each row weighted by ``(total / largest
+training total)**2`` (mean 1), so the largest rows, nearest the sizes a plan asks about, steer
+the shape. ``"none"`` is the paper's plain accuracy least squares; ``"auto"`` (the default)
+uses the extrapolation rule for bounded laws and the paper's for m0-m3 (Table 1 parity).
+``fit(..., sample_weight=w)`` multiplies every row's squared residual by ``w`` on top (e.g.
+:func:`mixscale.fit.inputs.binomial_weights` from ``eval_images``).
+
 Reporting convention (identifiability). The count weights (``w_n_<class>`` for ``m0``/``m1``,
 ``w_total_n`` for ``m2``/``m3``) sum to exactly 1; the family's scale parameter absorbs the
 overall size of ``z``. ``w_epoch`` and ``w_epoch2`` are in the same normalised units. The fit
@@ -42,6 +52,7 @@ from mixscale.fit.inputs import check_options, read_features, read_target
 from mixscale.fit.lawjson import law_from_dict, law_to_dict
 from mixscale.fit.laws import get_family, get_predictor, n_raw_params
 from mixscale.fit.metrics import mse, r2
+from mixscale.fit.priors import OBSERVED_ERROR_FLOOR, size_weights
 
 _MAX_NAMED = 3  # classes named by an identifiability warning
 
@@ -69,6 +80,10 @@ class ScalingLaw(LawBase):
     shrink : bool
         Shrink the per-class count weights towards equal weights with a cross-validated
         strength (per-class predictors only; module docstring). False: the paper's fit.
+    weighting : {"auto", "none", "extrapolation"}
+        Residual space and size weights of the fit (module docstring); ``auto``:
+        ``extrapolation`` for :attr:`bounded` laws, ``none`` otherwise. With Huber loss,
+        ``f_scale`` is in the weighted residual's units.
 
     Attributes
     ----------
@@ -118,6 +133,7 @@ class ScalingLaw(LawBase):
         n_starts: int = 8,
         seed: int | None = 0,
         shrink: bool = True,
+        weighting: Literal["auto", "none", "extrapolation"] = "auto",
     ) -> None:
         self.family = family
         self.predictor = predictor
@@ -127,6 +143,7 @@ class ScalingLaw(LawBase):
         self.n_starts = n_starts
         self.seed = seed
         self.shrink = shrink
+        self.weighting = weighting
 
     def __repr__(self) -> str:
         return f"ScalingLaw(family={self.family!r}, predictor={self.predictor!r})"
@@ -138,8 +155,15 @@ class ScalingLaw(LawBase):
         saturating predictor (``s0``, ``s2``). The paper's m0-m3 are never bounded."""
         return get_family(self.family).bounded and get_predictor(self.predictor).saturating
 
+    @property
+    def extrapolation_weighted(self) -> bool:
+        """True iff the fit uses the extrapolation rule (``weighting``, with ``auto`` resolved
+        by :attr:`bounded`)."""
+        return self.weighting == "extrapolation" or (self.weighting == "auto" and self.bounded)
+
     # ------------------------------------------------------------------ fitting
-    def fit(self, X: pd.DataFrame, y: Any, *, groups: Any = None) -> ScalingLaw:
+    def fit(self, X: pd.DataFrame, y: Any, *, groups: Any = None,
+            sample_weight: Any = None) -> ScalingLaw:
         """Fit the law to rows of counts and epochs with observed accuracies ``y``.
 
         Parameters
@@ -151,6 +175,10 @@ class ScalingLaw(LawBase):
             Observed accuracy per row, in [0, 1].
         groups : array_like, optional
             Group label per row (for example the run id), kept for :meth:`bootstrap`.
+        sample_weight : array_like, optional
+            Weight (>= 0) of each row's squared residual, combined multiplicatively with the
+            ``weighting`` (normalised to mean 1 over the fitted rows); kept for
+            :meth:`bootstrap`.
 
         Returns
         -------
@@ -173,6 +201,7 @@ class ScalingLaw(LawBase):
                     f"`groups` must have one label per row of X ({len(X)}), "
                     f"but got shape {groups.shape}."
                 )
+        sample_weight = _read_sample_weight(sample_weight, n_rows=len(X))
         keep = epoch >= self.min_epoch
         n_params = n_raw_params(self.family, self.predictor, len(columns))
         if keep.sum() < n_params + 1:
@@ -189,7 +218,9 @@ class ScalingLaw(LawBase):
                     f"the largest {name} in the training rows must be > 0 to scale inputs to "
                     f"[0, 1], but got {value:g}."
                 )
-        problem = self._problem(counts, epoch, scales=scales, penalty=0.0)
+        weight_fit = None if sample_weight is None else sample_weight[keep]
+        problem = self._problem(counts, epoch, scales=scales, penalty=0.0,
+                                sample_weight=weight_fit, weighted=True)
         rng = np.random.default_rng(self.seed)
         starts = _lsq.starting_points(problem, y_fit, n_starts=self.n_starts, rng=rng)
         best = _lsq.solve(problem, y_fit, starts, loss=self.loss, f_scale=self.f_scale)
@@ -212,6 +243,7 @@ class ScalingLaw(LawBase):
         self._set_fitted(best.x, pcov, cost=float(best.cost), n_train=int(keep.sum()))
         self._set_design(counts)  # floor, mix and range of the training rows (plan, serving)
         self.groups_ = groups
+        self.sample_weight_ = sample_weight
         self.shrinkage_ = lam
         self.shrinkage_cv_ = (None if choice is None or not choice.n_folds else
                               {float(g): float(v) for g, v in zip(choice.grid, choice.cv_mse,
@@ -231,16 +263,20 @@ class ScalingLaw(LawBase):
             n_starts=self.n_starts,
             seed=self.seed,
             shrink=self.shrink,
+            weighting=self.weighting,
         )
 
     def _problem(
         self, counts: np.ndarray, epoch: np.ndarray, *, scales: tuple[float, ...] | None = None,
-        penalty: float | None = None,
+        penalty: float | None = None, sample_weight: np.ndarray | None = None,
+        weighted: bool = False,
     ) -> _lsq.Problem:
         """Scaled design blocks for raw ``counts`` (rows x class columns) and ``epoch``.
 
         ``scales`` (count, total, epoch) default to the fitted ones, ``penalty`` to the
-        fitted shrinkage (so bootstrap refits shrink as the fit did).
+        fitted shrinkage (so bootstrap refits shrink as the fit did). ``weighted``: the
+        residuals of a fit on these rows (the ``weighting`` rule times ``sample_weight``);
+        predictions need neither.
         """
         if scales is None:
             scales = (self.count_scale_, self.total_scale_, self.epoch_scale_)
@@ -250,8 +286,19 @@ class ScalingLaw(LawBase):
         predictor = get_predictor(self.predictor)
         count_block = predictor.count_block(counts / count_scale, counts.sum(axis=1) / total_scale)
         epoch_block = predictor.epoch_block(epoch / epoch_scale)
+        extrapolation = weighted and self.extrapolation_weighted
+        weight = None
+        if weighted and (extrapolation or sample_weight is not None):
+            weight = np.ones(len(counts))
+            if extrapolation:
+                weight = size_weights(counts.sum(axis=1) / total_scale)
+            if sample_weight is not None:
+                weight = weight * sample_weight
+            weight = np.sqrt(weight / weight.mean())
         return _lsq.Problem(get_family(self.family), count_block, epoch_block,
-                            saturating=predictor.saturating, penalty=float(penalty))
+                            saturating=predictor.saturating, penalty=float(penalty),
+                            row_weight=weight, log_error=extrapolation,
+                            error_floor=OBSERVED_ERROR_FLOOR)
 
     def _set_fitted(self, raw: np.ndarray, pcov: np.ndarray, *, cost: float, n_train: int) -> None:
         family, predictor = get_family(self.family), get_predictor(self.predictor)
@@ -358,6 +405,7 @@ class ScalingLaw(LawBase):
         y: Any,
         *,
         groups: Any = None,
+        sample_weight: Any = None,
         n_boot: int = 200,
         seed: int | None = 0,
         X_pred: pd.DataFrame | None = None,
@@ -375,6 +423,9 @@ class ScalingLaw(LawBase):
             The training table (normally the one passed to :meth:`fit`).
         groups : array_like, optional
             Group label per row of ``X``; defaults to the ``groups`` given to :meth:`fit`.
+        sample_weight : array_like, optional
+            Row weights as for :meth:`fit`; default the ones given to :meth:`fit` when they
+            have one value per row of ``X``.
         n_boot : int
             Number of bootstrap replicates.
         seed : int or None
@@ -399,7 +450,13 @@ class ScalingLaw(LawBase):
         counts, epoch, _ = read_features(X, class_columns=self.class_columns_)
         y = read_target(y, n_rows=len(X))
         keep = epoch >= self.min_epoch
-        problem = self._problem(counts[keep], epoch[keep])
+        if sample_weight is None:
+            kept = getattr(self, "sample_weight_", None)
+            sample_weight = kept if kept is not None and len(kept) == len(X) else None
+        sample_weight = _read_sample_weight(sample_weight, n_rows=len(X))
+        problem = self._problem(counts[keep], epoch[keep], weighted=True,
+                                sample_weight=None if sample_weight is None
+                                else sample_weight[keep])
         pred_problem = None
         if X_pred is not None:
             pc, pe, _ = read_features(X_pred, class_columns=self.class_columns_)
@@ -436,6 +493,7 @@ class ScalingLaw(LawBase):
         self._check_fitted()
         d = law_to_dict(self)
         d["options"]["shrink"] = bool(self.shrink)
+        d["options"]["weighting"] = self.weighting
         lam = getattr(self, "shrinkage_", None)
         d["shrinkage"] = None if lam is None else float(lam)
         d["effective_params"] = float(self.effective_params_)
@@ -445,8 +503,11 @@ class ScalingLaw(LawBase):
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ScalingLaw:
         """Rebuild a fitted law from :meth:`to_dict` output (a law saved before shrinkage
-        existed reads as unshrunk: ``shrinkage_`` 0 or None, no warning)."""
+        existed reads as unshrunk: ``shrinkage_`` 0 or None, no warning; one saved before
+        ``weighting`` existed reads as ``weighting="none"``, how it was fitted)."""
         law = law_from_dict(cls, d)
+        if "weighting" not in d["options"]:
+            law.weighting = "none"
         per_class = get_predictor(law.predictor).per_class and len(law.class_columns_) > 1
         lam = d.get("shrinkage", 0.0 if per_class else None)
         if lam is not None and not (isinstance(lam, (int, float)) and 0 <= lam < np.inf):
@@ -458,6 +519,20 @@ class ScalingLaw(LawBase):
         note = d.get("identifiability")
         law.identifiability_ = None if note is None else str(note)
         return law
+
+
+def _read_sample_weight(sample_weight: Any, *, n_rows: int) -> np.ndarray | None:
+    """``sample_weight`` as a float array of one finite value >= 0 per row (None stays)."""
+    if sample_weight is None:
+        return None
+    w = np.asarray(sample_weight, dtype=float)
+    if w.shape != (n_rows,) or not np.all(np.isfinite(w)) or np.any(w < 0) or not w.sum() > 0:
+        raise MixscaleError(
+            f"`sample_weight` must have one finite value >= 0 per row of X ({n_rows}), not all "
+            f"0, but got shape {w.shape} with values in [{np.min(w, initial=np.nan)}, "
+            f"{np.max(w, initial=np.nan)}]."
+        )
+    return w
 
 
 def _mixture_groups(counts: np.ndarray) -> np.ndarray:

@@ -41,6 +41,7 @@ def fit_all(
     families: list[str] | None = None,
     predictors: list[str] | None = None,
     groups: Any = None,
+    sample_weight: Any = None,
     **kwargs: Any,
 ) -> tuple[dict[tuple[str, str], ScalingLaw], pd.DataFrame]:
     """Fit every family x predictor and summarise them like the paper's Table 1.
@@ -56,6 +57,10 @@ def fit_all(
         (default: all).
     groups : array_like, optional
         Passed to every :meth:`ScalingLaw.fit`.
+    sample_weight : array_like, optional
+        Row weights passed to the fits of the laws that use the extrapolation rule
+        (:attr:`ScalingLaw.extrapolation_weighted`); the paper's laws stay unweighted
+        (Table 1 parity).
     **kwargs
         Options for every :class:`ScalingLaw` (``min_epoch``, ``loss``, ...).
 
@@ -97,7 +102,8 @@ def fit_all(
                 "identifiability": None,
             }
             try:
-                law.fit(X_train, y_train, groups=groups)
+                law.fit(X_train, y_train, groups=groups,
+                        sample_weight=sample_weight if law.extrapolation_weighted else None)
             except FitError as exc:
                 row["error"] = str(exc)
                 rows.append(row)

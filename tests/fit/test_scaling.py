@@ -608,3 +608,125 @@ def test_identifiability_warning_names_the_classes_rows_should_vary():
     summary = fit_all(X, y, families=["power"], predictors=["m0", "m2"], n_starts=1)[1]
     assert summary["identifiability"].iloc[0] == note  # folds by mixture without groups
     assert pd.isna(summary["identifiability"].iloc[1])  # m2 has no per-class weights
+
+
+# ------------------------------------------ extrapolation weighting, sample weights, s0 signs
+def _exp_curve(*, n_runs=24, seed=7):
+    """A saturating-exponential curve (outside the power family) at one epoch, two classes."""
+    rng = np.random.default_rng(seed)
+    totals = np.tile(np.geomspace(20, 2 * MAX_COUNT, 8), n_runs // 8)
+    share = rng.uniform(0.3, 0.7, totals.size)
+    X = pd.DataFrame({"n_c0": np.round(totals * share), "n_c1": np.round(totals * (1 - share)),
+                      "epoch": 20})
+    z = X[["n_c0", "n_c1"]].to_numpy().sum(axis=1) / (2 * MAX_COUNT)
+    y = 0.9 - 0.6 * np.exp(-6.0 * z) + 0.002 * rng.standard_normal(totals.size)
+    return X, y, z
+
+
+def test_extrapolation_weighting_fits_the_large_rows_closer():
+    """The extrapolation rule (log error, (total / largest)**2 weights) trades fit at the small
+    rows for fit at the largest ones, the rows nearest an extrapolation; plain least squares
+    does the opposite. `auto` is the rule for bounded laws and the paper's for m0-m3."""
+    X, y, z = _exp_curve()
+    fits = {w: ScalingLaw(family="power", predictor="m2", weighting=w, n_starts=3).fit(X, y)
+            for w in ("none", "extrapolation")}
+    err = {w: np.abs(law.predict(X) - y) for w, law in fits.items()}
+    large, small = z >= 0.7, z <= 0.2
+    assert err["extrapolation"][large].mean() < 0.7 * err["none"][large].mean()
+    assert err["extrapolation"][small].mean() > err["none"][small].mean()
+    assert ScalingLaw(family="m4", predictor="s2").extrapolation_weighted
+    assert ScalingLaw(family="m4", predictor="s0").extrapolation_weighted
+    assert not ScalingLaw(family="m4", predictor="m2").extrapolation_weighted
+    assert not ScalingLaw(family="power", predictor="m1").extrapolation_weighted
+    auto = ScalingLaw(family="power", predictor="m2", n_starts=3).fit(X, y)
+    np.testing.assert_array_equal(auto.raw_params_, fits["none"].raw_params_)
+    with pytest.raises(MixscaleError, match="`weighting` must be one of"):
+        ScalingLaw(weighting="log").fit(X, y)
+
+
+def test_weighting_round_trips_through_json_and_old_json_reads_as_unweighted():
+    X, y, runs = simulate_bounded(k=2)
+    law = ScalingLaw(family="m4", predictor="s2", n_starts=2).fit(X, y, groups=runs)
+    d = json.loads(law.to_json())
+    assert d["options"]["weighting"] == "auto"
+    again = ScalingLaw.from_json(law.to_json())
+    assert again.weighting == "auto" and again.extrapolation_weighted
+    np.testing.assert_array_equal(again.predict(X), law.predict(X))
+    del d["options"]["weighting"]  # a law saved before the option existed
+    old = ScalingLaw.from_dict(d)
+    assert old.weighting == "none" and not old.extrapolation_weighted
+    np.testing.assert_array_equal(old.predict(X), law.predict(X))
+
+
+def test_sample_weight_is_used_by_the_fit_and_the_bootstrap():
+    """Rows with weight 0 do not count: corrupting them leaves the fit (and every bootstrap
+    refit) as it was on the clean rows; unweighted, the corruption moves the fit."""
+    X, y, _, runs = simulate("power", (-0.1, 0.8, 0.5), _true_weights(3), (0.7, -0.4),
+                             n_runs=16, seed=3)
+    bad = np.asarray(runs) >= "run5"  # some runs, lexically
+    bad &= np.arange(len(X)) % 3 == 0
+    y_bad = np.where(bad, y - 0.2, y)
+    w = (~bad).astype(float)
+    kw = {"family": "power", "predictor": "m2", "n_starts": 2}
+    clean = ScalingLaw(**kw).fit(X[~bad], y[~bad], groups=runs[~bad])
+    weighted = ScalingLaw(**kw).fit(X, y_bad, groups=runs, sample_weight=w)
+    plain = ScalingLaw(**kw).fit(X, y_bad, groups=runs)
+    np.testing.assert_allclose(weighted.predict(X), clean.predict(X), atol=1e-6)
+    assert np.abs(plain.predict(X) - clean.predict(X)).max() > 0.02
+    # the bootstrap reuses the fit's weights: its replicates centre on the clean fit
+    boot = weighted.bootstrap(X, y_bad, n_boot=20, seed=1, X_pred=X)
+    ones = weighted.bootstrap(X, y_bad, n_boot=20, seed=1, X_pred=X,
+                              sample_weight=np.ones(len(X)))
+    bias = {k: np.abs(np.median(b.predictions, axis=0) - clean.predict(X)).mean()
+            for k, b in (("fit", boot), ("ones", ones))}
+    assert bias["fit"] < 0.3 * bias["ones"]
+    with pytest.raises(MixscaleError, match="`sample_weight` must have one finite value"):
+        ScalingLaw(**kw).fit(X, y, sample_weight=-w)
+
+
+def test_binomial_weights_from_eval_images_reach_the_pipeline_fit():
+    """binomial_weights is the inverse of p (1 - p) / N (finite at p = 1), and the fit stage
+    passes it to the laws that use the extrapolation rule when the table has eval_images."""
+    from mixscale.fit import FitConfig
+    from mixscale.fit.inputs import binomial_weights
+    from mixscale.stages.fit import _fitter
+
+    w = binomial_weights([0.5, 0.9, 1.0, 0.99], [100, 100, 100, 1000])
+    var = np.array([0.25 / 100, 0.09 / 100, 0.005 * 0.995 / 100, 0.99 * 0.01 / 1000])
+    np.testing.assert_allclose(w, (1 / var) / (1 / var).mean())
+    np.testing.assert_array_equal(binomial_weights([0.5, 0.9], [None, None]), [1.0, 1.0])
+    X, y, runs = simulate_bounded(k=2, n_runs=10)
+    rows = X.assign(accuracy=np.clip(y, 0, 1), run_id=runs)
+    features = ["n_c0", "n_c1", "epoch"]
+    fit = _fitter(("m4", "s2"), features, FitConfig(n_starts=2))
+    noisy = rows.assign(eval_images=np.where(rows["epoch"] > 30, 10_000, 50))
+    got = fit(noisy)
+    want = ScalingLaw(family="m4", predictor="s2", n_starts=2, min_epoch=got.min_epoch,
+                      seed=got.seed, loss=got.loss).fit(
+        X, rows["accuracy"].to_numpy(),
+        sample_weight=binomial_weights(noisy["accuracy"], noisy["eval_images"]))
+    np.testing.assert_array_equal(got.raw_params_, want.raw_params_)
+    assert not np.allclose(fit(rows).raw_params_, got.raw_params_)
+
+
+def test_s0_more_images_of_any_class_never_lower_the_prediction():
+    """Class c1 hurts in the rows (its images lower accuracy): an unconstrained per-class
+    weight would go negative (-0.37 here). A saturating predictor keeps every count weight
+    >= 0, so adding images of any class never lowers m4-s0's prediction, whether the harmful
+    class has a free weight (a box at 0) or the implied last one (the hinge residual)."""
+    rng = np.random.default_rng(5)
+    counts = rng.integers(20, MAX_COUNT, size=(16, 3)).astype(float)
+    counts[0] = MAX_COUNT
+    X = pd.DataFrame(np.repeat(counts, 3, axis=0), columns=["n_c0", "n_c1", "n_c2"])
+    X["epoch"] = np.tile([20, 40, 60], len(counts))
+    z = (X["n_c0"] + 0.5 * X["n_c2"] - 0.4 * X["n_c1"]).clip(lower=5) / MAX_COUNT
+    y = 0.95 - 0.8 * np.exp(-2.0 * z) + 0.002 * rng.standard_normal(len(X))
+    base = X.iloc[::5].reset_index(drop=True)
+    for order in (["n_c0", "n_c1", "n_c2"], ["n_c0", "n_c2", "n_c1"]):
+        law = ScalingLaw(family="m4", predictor="s0", n_starts=2, shrink=False).fit(
+            X[[*order, "epoch"]], y)
+        assert min(law.params_[f"w_{c}"] for c in order) >= 0.0, order
+        before = law.predict(base)
+        for col in order:
+            after = law.predict(base.assign(**{col: base[col] + 200}))
+            assert np.all(after >= before - 1e-12), (order, col)

@@ -389,7 +389,7 @@ def figure(summary: pd.DataFrame, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_e, ax_c) = plt.subplots(1, 2, figsize=(9.5, 3.6))
+    fig, (ax_e, ax_c) = plt.subplots(1, 2, figsize=(9.5, 4.8))
     styles = {"synthetic": "-", "digits": "--"}
     several = summary["code"].nunique() > 1
     for (part, code, law), g in summary.groupby(["part", "code", "law"], sort=False):
@@ -408,9 +408,10 @@ def figure(summary: pd.DataFrame, path: Path) -> None:
     ax_c.axhline(90, color="0.5", lw=0.8)
     ax_c.set(xlabel="extrapolation ratio r", ylabel="runs inside the 90 % interval (%)",
              ylim=(-3, 103), title="90 % interval coverage")
-    ax_e.legend(fontsize=7)
-    ax_c.legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
+    ax_c.legend(fontsize=7, loc="center right")
+    fig.tight_layout(rect=(0, 0.2, 1, 1))
+    fig.legend(*ax_e.get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=7,
+               frameon=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

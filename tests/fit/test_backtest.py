@@ -239,6 +239,11 @@ def test_ensemble_is_bounded_served_as_json_and_backtested_without_its_own_rows(
     last = nested["fit_size"] == 300
     np.testing.assert_array_equal(again.loc[last, "predicted"], nested.loc[last, "predicted"])
     assert not np.allclose(again.loc[last, "residual"], nested.loc[last, "residual"])
+    # nor does any row of a size the fold did not train on (earlier folds' rows at 400)
+    unseen = {n: r.assign(observed=np.where(r["subset_size"] == 400, 0.0, r["observed"]))
+              for n, r in res.items()}
+    np.testing.assert_array_equal(ensemble_backtest(unseen).loc[last, "predicted"],
+                                  nested.loc[last, "predicted"])
     # whereas poisoning an earlier fold moves the later fold's weights
     early = {n: r.assign(observed=np.where(r["fit_size"] == 200, 0.0, r["observed"]))
              for n, r in res.items()}

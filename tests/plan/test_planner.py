@@ -252,12 +252,12 @@ def test_cli_plan_bad_input_logs_nothing(store, pipeline, args: list, match: str
 
 
 def test_cli_plan_floor_and_the_class_blind_warning(store, pipeline) -> None:
-    uri = f"models:/{pipeline.model_name}@power-m2"  # a total-count law
+    uri = f"models:/{pipeline.model_name}@m4-s2"  # a total-count law
     result = CliRunner().invoke(cli, [
         "plan", "--tracking-uri", store.uri, "--experiment", "plan-floor", "--model-uri", uri,
         "--floor", "6", "--target", "0.5", "--epochs", "12"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert "Warning: the law power-m2 cannot tell the classes apart" in result.output
+    assert "Warning: the law m4-s2 cannot tell the classes apart" in result.output
     (run,) = _plan_runs(store, "plan-floor")
     assert run.data.params["floor"] == ",".join(["6"] * 10)
     assert "cannot tell the classes apart" in run.data.tags["mixscale.plan_warning"]

@@ -285,19 +285,23 @@ def test_http_bad_requests_are_400_naming_the_problem(server, pipeline) -> None:
 
 
 @pytest.fixture(scope="module")
-def plain_server(pipeline, store, tmp_path_factory):
-    """A served law of the pipeline that carries no bootstrap replicates."""
-    for alias in ("power-m0", "power-m1", "power-m2", "power-m3"):
-        uri = f"models:/{pipeline.model_name}@{alias}"
-        if mlflow.pyfunc.load_model(uri).unwrap_python_model().law.bootstrap_raw_ is None:
-            yield from _serve(uri, store, tmp_path_factory)
-            return
-    pytest.fail("every power law of the pipeline carries replicates")
+def plain_server(store, tmp_path_factory):
+    """A served law that carries neither bootstrap replicates nor a calibration (the
+    pipeline's registered laws all carry a calibration now)."""
+    from mixscale import track as tr
+    from mixscale.serve import log_law
+
+    law, X, _, _ = _synthetic_law(seed=3)
+    assert law.bootstrap_raw_ is None and law.calibration_ is None
+    run_id = tr.start_stage_run(store.client, store.new_experiment(), kind="fit", name="plain")
+    version = log_law(law, run_id=run_id, name="law", registered_model_name="plain-http",
+                      input_example=X.head(2))
+    yield from _serve(f"models:/plain-http/{version}", store, tmp_path_factory)
 
 
 @pytest.mark.slow
 def test_http_interval_on_a_law_without_replicates_is_400(plain_server) -> None:
-    frame = _rows([4])
+    frame = pd.DataFrame([{"n_a": 10, "n_b": 20, "n_c": 30, "epoch": 20}])
     status, body = _post(f"{plain_server}/invocations",
                          {"dataframe_split": frame.to_dict(orient="split", index=False),
                           "params": {"interval": 0.9}})

@@ -126,11 +126,12 @@ def check_options(
         raise MixscaleError(f"`weighting` must be one of {WEIGHTINGS}, but got {weighting!r}.")
 
 
-WEIGHTINGS = ("auto", "none", "extrapolation")
+WEIGHTINGS = ("auto", "none", "extrapolation", "extrapolation-log")
 """Row weightings of a :class:`~mixscale.fit.ScalingLaw` fit: ``none`` (the paper's plain
-accuracy least squares), ``extrapolation`` (log-error residuals, rows weighted by
-``(total / largest training total)**2``: :mod:`mixscale.fit.priors`' rule) and ``auto``
-(extrapolation for bounded laws, none for the paper's m0-m3)."""
+accuracy least squares), ``extrapolation`` (accuracy residuals, rows weighted by ``(total /
+largest training total)**2``), ``extrapolation-log`` (the same weights on log-error residuals:
+:func:`mixscale.fit.priors.fit_curve`'s default rule) and ``auto`` (``extrapolation`` for
+bounded laws, ``none`` for the paper's m0-m3)."""
 
 
 def binomial_weights(accuracy: Any, eval_images: Any) -> np.ndarray:

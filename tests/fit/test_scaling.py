@@ -624,16 +624,20 @@ def _exp_curve(*, n_runs=24, seed=7):
 
 
 def test_extrapolation_weighting_fits_the_large_rows_closer():
-    """The extrapolation rule (log error, (total / largest)**2 weights) trades fit at the small
-    rows for fit at the largest ones, the rows nearest an extrapolation; plain least squares
-    does the opposite. `auto` is the rule for bounded laws and the paper's for m0-m3."""
+    """The extrapolation rules ((total / largest)**2 weights on accuracy or log-error
+    residuals) trade fit at the small rows for fit at the largest ones, the rows nearest an
+    extrapolation; plain least squares does the opposite. `auto` is the accuracy rule for
+    bounded laws and the paper's for m0-m3."""
     X, y, z = _exp_curve()
     fits = {w: ScalingLaw(family="power", predictor="m2", weighting=w, n_starts=3).fit(X, y)
-            for w in ("none", "extrapolation")}
+            for w in ("none", "extrapolation", "extrapolation-log")}
     err = {w: np.abs(law.predict(X) - y) for w, law in fits.items()}
     large, small = z >= 0.7, z <= 0.2
-    assert err["extrapolation"][large].mean() < 0.7 * err["none"][large].mean()
-    assert err["extrapolation"][small].mean() > err["none"][small].mean()
+    for rule in ("extrapolation", "extrapolation-log"):
+        assert err[rule][large].mean() < 0.7 * err["none"][large].mean(), rule
+        assert err[rule][small].mean() > err["none"][small].mean(), rule
+    assert not np.allclose(fits["extrapolation"].raw_params_,
+                           fits["extrapolation-log"].raw_params_)
     assert ScalingLaw(family="m4", predictor="s2").extrapolation_weighted
     assert ScalingLaw(family="m4", predictor="s0").extrapolation_weighted
     assert not ScalingLaw(family="m4", predictor="m2").extrapolation_weighted

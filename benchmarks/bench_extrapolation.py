@@ -392,13 +392,15 @@ def figure(summary: pd.DataFrame, path: Path) -> None:
     fig, (ax_e, ax_c) = plt.subplots(1, 2, figsize=(9.5, 4.8))
     styles = {"synthetic": "-", "digits": "--"}
     several = summary["code"].nunique() > 1
+    colours = iter(plt.cm.tab20(np.arange(20)))  # one colour per line (up to 20)
     for (part, code, law), g in summary.groupby(["part", "code", "law"], sort=False):
         if not (law.startswith("champion (") or law in (TODAY, "ensemble")
                 or law.startswith("perclass")):
             continue
         label = f"{part}{f' [{code}]' if several else ''}: {law}"
         g = g.sort_values("ratio")
-        line, = ax_e.plot(g["ratio"], g["rmse_pts"], styles[part], marker="o", label=label)
+        line, = ax_e.plot(g["ratio"], g["rmse_pts"], styles[part], marker="o", label=label,
+                          color=next(colours, "k"))
         if g["cover_obs"].notna().any():
             ax_c.plot(g["ratio"], 100 * g["cover_obs"], styles[part], marker="o",
                       color=line.get_color())

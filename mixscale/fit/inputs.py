@@ -141,6 +141,12 @@ def binomial_weights(accuracy: Any, eval_images: Any) -> np.ndarray:
     ``p`` is clipped to ``[0.5 / N, 1 - 0.5 / N]`` so a perfect (or zero) score keeps a finite
     weight. A row without a valid ``N`` (missing, < 1) gets the rows' mean variance.
 
+    The fit stage does not pass these weights: on a digits fit table (N = 450) they doubled
+    m4-s2's validation MSE (0.0032 -> 0.0064) and raised its backtest RMSE (0.038 -> 0.062)
+    on top of the extrapolation weighting. Between-run noise and misfit, not the binomial
+    noise of the test set, dominate those residuals, and ``1 / (p (1 - p))`` piles the weight
+    on the most accurate rows.
+
     Parameters
     ----------
     accuracy : array_like

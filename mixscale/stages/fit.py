@@ -45,7 +45,6 @@ from mixscale.fit.classlaw import FAMILY as CLASS_FAMILY
 from mixscale.fit.classlaw import N_SHAPE, N_SHARED, ClassLaw, class_accuracy_column
 from mixscale.fit.classlaw import PREDICTOR as CLASS_PREDICTOR
 from mixscale.fit.ensemble import ENSEMBLE, EnsembleLaw, fit_ensemble
-from mixscale.fit.inputs import binomial_weights
 from mixscale.fit.laws import PREDICTORS
 from mixscale.serve import CHAMPION, log_law, set_alias
 
@@ -160,18 +159,9 @@ def _fitter(key: tuple[str, str], features: list[str], config: FitConfig
     def fit(rows: pd.DataFrame, groups: bool = False) -> object:
         law = (ClassLaw(**options) if key == (CLASS_FAMILY, CLASS_PREDICTOR)
                else ScalingLaw(family=key[0], predictor=key[1], **options))
-        weight = ({"sample_weight": _binomial_weights(rows)}  # binomial noise of each row
-                  if getattr(law, "extrapolation_weighted", False) else {})
         return law.fit(rows[features], rows["accuracy"].to_numpy(),
-                       groups=rows["run_id"].to_numpy() if groups else None, **weight)
+                       groups=rows["run_id"].to_numpy() if groups else None)
     return fit
-
-
-def _binomial_weights(rows: pd.DataFrame) -> np.ndarray | None:
-    """Inverse binomial variance of each row's accuracy when the table has ``eval_images``."""
-    if "eval_images" not in rows:
-        return None
-    return binomial_weights(rows["accuracy"].to_numpy(), rows["eval_images"].to_numpy())
 
 
 def _backtest_laws(table: pd.DataFrame, laws: dict[tuple[str, str], object],
@@ -281,7 +271,6 @@ def _fit_laws(table: pd.DataFrame, features: list[str], config: FitConfig
         val[features] if len(val) else None, val["accuracy"].to_numpy() if len(val) else None,
         families=config.families, predictors=config.predictors,
         groups=train["run_id"].to_numpy(), min_epoch=config.min_epoch,
-        sample_weight=_binomial_weights(train),
         n_starts=config.n_starts, seed=config.seed, loss=config.loss,
     )
     law_features = dict.fromkeys(laws, features)

@@ -688,29 +688,23 @@ def test_sample_weight_is_used_by_the_fit_and_the_bootstrap():
         ScalingLaw(**kw).fit(X, y, sample_weight=-w)
 
 
-def test_binomial_weights_from_eval_images_reach_the_pipeline_fit():
-    """binomial_weights is the inverse of p (1 - p) / N (finite at p = 1), and the fit stage
-    passes it to the laws that use the extrapolation rule when the table has eval_images."""
-    from mixscale.fit import FitConfig
+def test_binomial_weights_from_eval_images_are_inverse_variances_and_steer_the_fit():
+    """binomial_weights is the inverse of p (1 - p) / N, normalised (finite at p = 1, flat
+    without N); as sample_weight it pulls the fit towards the rows measured on more images."""
     from mixscale.fit.inputs import binomial_weights
-    from mixscale.stages.fit import _fitter
 
     w = binomial_weights([0.5, 0.9, 1.0, 0.99], [100, 100, 100, 1000])
     var = np.array([0.25 / 100, 0.09 / 100, 0.005 * 0.995 / 100, 0.99 * 0.01 / 1000])
     np.testing.assert_allclose(w, (1 / var) / (1 / var).mean())
     np.testing.assert_array_equal(binomial_weights([0.5, 0.9], [None, None]), [1.0, 1.0])
-    X, y, runs = simulate_bounded(k=2, n_runs=10)
-    rows = X.assign(accuracy=np.clip(y, 0, 1), run_id=runs)
-    features = ["n_c0", "n_c1", "epoch"]
-    fit = _fitter(("m4", "s2"), features, FitConfig(n_starts=2))
-    noisy = rows.assign(eval_images=np.where(rows["epoch"] > 30, 10_000, 50))
-    got = fit(noisy)
-    want = ScalingLaw(family="m4", predictor="s2", n_starts=2, min_epoch=got.min_epoch,
-                      seed=got.seed, loss=got.loss).fit(
-        X, rows["accuracy"].to_numpy(),
-        sample_weight=binomial_weights(noisy["accuracy"], noisy["eval_images"]))
-    np.testing.assert_array_equal(got.raw_params_, want.raw_params_)
-    assert not np.allclose(fit(rows).raw_params_, got.raw_params_)
+    X, y, z = _exp_curve()
+    precise = z >= 0.5  # rows scored on 100x the images
+    w = binomial_weights(y, np.where(precise, 10_000, 100))
+    kw = {"family": "power", "predictor": "m2", "n_starts": 3, "weighting": "none"}
+    fitted = {k: ScalingLaw(**kw).fit(X, y, sample_weight=v)
+              for k, v in (("binomial", w), ("plain", None))}
+    err = {k: np.abs(law.predict(X) - y)[precise].mean() for k, law in fitted.items()}
+    assert err["binomial"] < 0.5 * err["plain"]
 
 
 def test_s0_more_images_of_any_class_never_lower_the_prediction():

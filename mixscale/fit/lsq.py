@@ -14,6 +14,14 @@ Shrinkage. A problem with ``penalty = lam > 0`` adds the residuals ``sqrt(lam) *
 (one per count weight) to the data residuals: ridge towards equal weights, i.e. towards the
 total-count twin of a per-class law. :func:`choose_penalty` picks ``lam`` by K-fold
 cross-validation over groups (runs).
+
+Residuals. :meth:`Problem.residuals` is ``pred - y`` (or, with ``log_error``, the log-error
+difference) times a per-row ``row_weight`` (the square root of the squared-residual weight;
+:class:`~mixscale.fit.ScalingLaw` builds it from its ``weighting`` and ``sample_weight``).
+Every solve, the covariance, the effective parameters, the shrinkage's residual variance and
+the bootstrap refits (:meth:`Problem.take` keeps each row's weight) use them. A saturating
+per-class predictor's count weights are kept >= 0: a box [0, 1] on the free ones and a hinge
+residual plus :meth:`Problem.project` on the implied last one.
 """
 
 from __future__ import annotations

@@ -405,6 +405,8 @@ def _calibrate(laws: dict[tuple[str, str], object], residuals: dict[tuple[str, s
         res = residuals.get(key)
         if res is None or not hasattr(law, "calibrate"):
             continue
+        if "fit_sizes" in res and (res["fit_sizes"] >= 2).any():
+            res = res[res["fit_sizes"] >= 2]
         try:
             law.calibrate(Calibration.from_residuals(res, noise_sd=noise))
         except MixscaleError as exc:

@@ -119,8 +119,12 @@ def _table(groups: list[tuple[int, list[float]]], eval_images: int | None = None
 
 def test_noise_sd_pools_seed_replicates_and_floors_at_the_binomial() -> None:
     groups = [(5, [0.50, 0.52, 0.54]), (9, [0.70, 0.71]), (12, [0.9])]  # the last: no replicate
-    pooled = (np.var([0.50, 0.52, 0.54], ddof=1) * 2 + np.var([0.70, 0.71], ddof=1)) / 3
-    assert noise_sd(_table(groups)) == pytest.approx(np.sqrt(pooled))
+    # only the largest total with replicates (n_a = 9) is pooled: small sizes are noisier
+    assert noise_sd(_table(groups)) == pytest.approx(np.std([0.70, 0.71], ddof=1))
+    same = _table([(5, [0.50, 0.52, 0.54]), (5, [0.48, 0.51])])  # one total, two epochs
+    same.loc[3:, "epoch"] = 30
+    pooled = (np.var([0.50, 0.52, 0.54], ddof=1) * 2 + np.var([0.48, 0.51], ddof=1)) / 3
+    assert noise_sd(same) == pytest.approx(np.sqrt(pooled))
     # too few evaluation images: the binomial variance of one accuracy is the floor
     accs = _table(groups)["accuracy"].to_numpy()
     assert noise_sd(_table(groups, eval_images=50)) == pytest.approx(

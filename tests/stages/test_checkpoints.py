@@ -168,6 +168,7 @@ def _failed_rows(client: MlflowClient, experiment_id: str, ds, config: TrainConf
     """A design whose rows all FAILED at ``fail_at``, after the checkpoint before it."""
     design_id = run_design(prepare_design(SPEC), client, experiment_id,
                            echo=lambda _: None).design_id
+    config = wk.resolve_eval(config, ds)  # as train_rows logs it: the images each eval scores
     params = wk.row_params(config, resolve_settings(config, image_shape=ds.image_shape))
     for row in tr.list_rows(client, design_id):
         run_id = tr.claim_row(client, row, resume=True)
@@ -189,7 +190,7 @@ def test_failed_row_resumes_in_its_own_run(store, digits) -> None:
     design_id, failed = _failed_rows(client, store.new_experiment(), digits)
     row = failed[0]
     run_id = tr.claim_row(client, row, resume=True,
-                          recipe=wk.claim_recipe(CONFIG, resolve_settings(
+                          recipe=wk.claim_recipe(wk.resolve_eval(CONFIG, digits), resolve_settings(
                               CONFIG, image_shape=digits.image_shape)))
     assert run_id == row.run_id  # the same run, not a superseding one
     run = client.get_run(run_id)
@@ -204,7 +205,8 @@ def test_failed_row_resumes_in_its_own_run(store, digits) -> None:
 
     lines = []
     assert train_rows(client, design_id, CONFIG, echo=lines.append) == 1  # the other row
-    params = wk.row_params(CONFIG, resolve_settings(CONFIG, image_shape=digits.image_shape))
+    resolved = wk.resolve_eval(CONFIG, digits)
+    params = wk.row_params(resolved, resolve_settings(CONFIG, image_shape=digits.image_shape))
     wk.run_row(client, row, run_id, dataset=digits, config=CONFIG, params=params,
                echo=lines.append)
     assert any(f"row 1: resuming run {failed[1].run_id} from its checkpoint at epoch 4/6" in s

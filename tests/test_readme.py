@@ -405,7 +405,7 @@ def test_mlflow_run_main(readme: Readme) -> None:
     argv = fill("mlflow run . --env-manager local --experiment-name mixscale", {})
     argv = with_params(argv, subset_sizes="30,60", rows_per_size="2", val_rows_per_size="0",
                        iterations="20", epochs="3", eval_every="1", min_epoch="0",
-                       n_starts="2", n_boot="0", predictors="m2", class_law="false",
+                       n_starts="2", n_boot="0", predictors="s2", class_law="false",
                        extrapolate="false", model_name="mlproject-main")
     out, run_id = readme.mlflow_run(argv)
     main = readme.run(run_id)  # the run `mlflow run` created is the pipeline run
@@ -437,7 +437,8 @@ def test_mlflow_run_design_train_row_train_fit(readme: Readme) -> None:
     rows = tr.list_rows(readme.client, design_id)
 
     _, launcher = readme.mlflow_run(with_params(
-        fill(train_row, {"<row run id>": rows[0].run_id}), epochs="3", eval_every="1"))
+        fill(train_row, {"<row run id>": rows[0].run_id}), epochs="3", eval_every="1",
+        eval_early="true"))
     assert readme.run(launcher).data.tags[tr.KIND] == "launcher"
     assert readme.run(launcher).data.params["model"] == "recipe"  # as typed, by MLflow
     assert readme.statuses(design_id) == ["FINISHED"] + ["SCHEDULED"] * 3
@@ -445,13 +446,13 @@ def test_mlflow_run_design_train_row_train_fit(readme: Readme) -> None:
     assert (row.data.params["model"], row.data.params["lr_milestones"]) == ("smallcnn", "")
 
     _, launcher = readme.mlflow_run(with_params(fill(train, {"<design id>": design_id}),
-                                                epochs="3", eval_every="1"))
+                                                epochs="3", eval_every="1", eval_early="true"))
     assert readme.run(launcher).data.tags[tr.DESIGN] == design_id
     assert readme.statuses(design_id) == ["FINISHED"] * 4
 
     _, fit_id = readme.mlflow_run(with_params(
         fill(fit, {"<design id>": design_id}), min_epoch="0", n_starts="2", n_boot="0",
-        predictors="m2", class_law="false", extrapolate="false", model_name="mlproject-law"))
+        predictors="s2", class_law="false", extrapolate="false", model_name="mlproject-law"))
     assert readme.run(fit_id).data.tags[tr.KIND] == "fit"
     version = readme.client.get_model_version_by_alias("mlproject-law", "champion")
     assert version.run_id == fit_id

@@ -83,8 +83,13 @@ def start_cluster() -> PostgresCluster:
     if os.geteuid() == 0:
         shutil.chown(root, "postgres", "postgres")
         as_postgres = ["runuser", "-u", "postgres", "--"]
-    subprocess.run([*as_postgres, initdb, "-D", str(root / "data"), "-A", "trust",
-                    "-U", "postgres"], check=True, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([*as_postgres, initdb, "-D", str(root / "data"), "-A", "trust",
+                           "-U", "postgres"], capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        # initdb's own last lines name the cause (a /dev/null that only root may write once
+        # made every PostgreSQL test fail in CI with nothing but "exit status 1").
+        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-6:])
+        raise RuntimeError(f"initdb failed (exit {done.returncode}) in {root}:\n{tail}")
     cluster = PostgresCluster(root=root, port=free_port(), _as_postgres=as_postgres,
                               _pg_ctl=pg_ctl)
     cluster.start()

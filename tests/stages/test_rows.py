@@ -328,16 +328,20 @@ def _wait(proc: subprocess.Popen, log: Path, timeout: float = 240) -> int:
 
 
 def _wait_running_with_metrics(client: MlflowClient, design_id: str, rows: set[int],
-                               timeout: float = 180) -> tr.RowSpec:
-    """A row of ``rows`` that is RUNNING and has logged at least one evaluation."""
+                               proc: subprocess.Popen, log: Path,
+                               timeout: float = 300) -> tr.RowSpec:
+    """A row of ``rows`` that is RUNNING and has logged at least one evaluation, trained by
+    ``proc`` (whose log the failure shows: a worker that died or crawled says why)."""
     end = time.monotonic() + timeout
-    while time.monotonic() < end:
+    while time.monotonic() < end and proc.poll() is None:
         for r in tr.list_rows(client, design_id):
             if r.row in rows and r.status == "RUNNING" and client.get_metric_history(
                     r.run_id, "test_accuracy"):
                 return r
         time.sleep(0.3)
-    raise AssertionError(f"no row of {sorted(rows)} was RUNNING with metrics in {timeout} s")
+    state = "running" if proc.poll() is None else f"exited with {proc.returncode}"
+    raise AssertionError(f"no row of {sorted(rows)} was RUNNING with metrics in {timeout} s "
+                         f"(the worker {state}):\n{log.read_text()[-3000:]}")
 
 
 def _check_complete(client: MlflowClient, design_id: str, epochs: int = 3,
@@ -386,12 +390,13 @@ def test_three_workers_one_killed_mid_row(server, client, tmp_path,
     design_id = _design(client)
     logs = [tmp_path / f"worker{i}.log" for i in range(3)]
     # Worker 1 trains long rows so that it can be killed while a row is RUNNING.
+    doomed_log = tmp_path / "doomed.log"
     doomed = _worker(server, design_id, "--worker", "1", "--workers", "3", "--epochs", "400",
-                     log=tmp_path / "doomed.log")
+                     log=doomed_log)
     others = [_worker(server, design_id, "--worker", str(i), "--workers", "3", log=logs[i])
               for i in (0, 2)]
     try:
-        victim = _wait_running_with_metrics(client, design_id, {1, 4, 7, 10})
+        victim = _wait_running_with_metrics(client, design_id, {1, 4, 7, 10}, doomed, doomed_log)
         doomed.send_signal(signal.SIGKILL)
         doomed.wait(timeout=30)
     finally:
@@ -485,7 +490,7 @@ def test_server_restarted_mid_design(server, client, tmp_path) -> None:
     # 8 tries: 0.5 + 1 + ... + 32 = 63.5 s of backoff per call, enough for a restart.
     proc = _worker(server, design_id, "--epochs", "6", log=log, env=_outage_env(8))
     try:
-        _wait_running_with_metrics(client, design_id, set(range(6)))
+        _wait_running_with_metrics(client, design_id, set(range(6)), proc, log)
         server.stop()
         end = time.monotonic() + 60  # until the worker has met the outage (or has ended)
         while (not RETRY_LINE.search(log.read_text()) and proc.poll() is None
@@ -516,7 +521,7 @@ def test_worker_gives_up_on_a_server_gone_for_good(server, client, tmp_path) -> 
     # Long rows: the server goes while a row trains, so the call that gives up logs an epoch.
     proc = _worker(server, design_id, "--epochs", "400", log=log, env=_outage_env(3))
     try:
-        row = _wait_running_with_metrics(client, design_id, set(range(6)))
+        row = _wait_running_with_metrics(client, design_id, set(range(6)), proc, log)
         server.stop()
         gone = time.monotonic()
         code = _wait(proc, log, timeout=120)

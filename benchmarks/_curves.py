@@ -19,7 +19,13 @@ Methods (:data:`METHODS` names them):
   weighted by ``z**2``);
 - ``m4-log-prior``: the same with the empirical-Bayes prior
   (:class:`~mixscale.fit.priors.ShapePrior`) learned from the ``m4-log`` fits of the curves of
-  the OTHER tasks (bird / c / cal / inet): leave-one-task-out, so no curve informs its own fit.
+  the OTHER tasks (bird / c / cal / inet): leave-one-task-out, so no curve informs its own fit;
+- ``default``: what the pipeline's served laws do by default (:class:`~mixscale.fit.ScalingLaw`
+  with ``weighting="auto"`` and ``prior="auto"`` on a bounded m4 law):
+  :data:`~mixscale.fit.priors.PIPELINE_RULE` (accuracy residuals, rows weighted ``z**2``) with
+  the population prior, here re-learned leave-one-task-out from the ``default-no-prior`` fits
+  (``eps_inf`` and ``beta`` free, as in the shipped :data:`~mixscale.fit.priors.M4_PRIOR`);
+- ``default-no-prior``: the same rule without the prior.
 
 In-curve backtest and intervals. Each method is also fitted on the training rows with
 ``z <= 1 / BACKTEST_RATIO`` and predicts the remaining training rows (extrapolation ratios up to
@@ -44,7 +50,7 @@ import pandas as pd
 from mixscale.errors import MixscaleError
 from mixscale.fit.ensemble import stacking_weights
 from mixscale.fit.laws import FAMILIES, get_family
-from mixscale.fit.priors import ShapePrior, fit_curve
+from mixscale.fit.priors import PIPELINE_RULE, PRIOR_FREE, ShapePrior, fit_curve
 
 DEFAULT_CSV = (Path(__file__).resolve().parents[2] / "shared" / "data" / "scaling_benchmark"
                / "benchmark.vision.csv")
@@ -53,7 +59,9 @@ BACKTEST_RATIO = 2.0
 LEVEL = 0.9
 PRIOR_STRENGTH = 1.0
 FAMILY_METHODS = tuple(FAMILIES)
-METHODS = (*FAMILY_METHODS, "backtest", "ensemble", "m4-log", "m4-log-prior")
+METHODS = (*FAMILY_METHODS, "backtest", "ensemble", "m4-log", "m4-log-prior", "default",
+           "default-no-prior")
+_PRIORED = {"m4-log-prior": "m4-log", "default": "default-no-prior"}  # method -> its prior's fits
 
 
 @dataclass(frozen=True)
@@ -101,6 +109,8 @@ class _Fitted:
 def _rule(method: str) -> dict:
     if method in FAMILY_METHODS:
         return {"family": method, "space": "accuracy", "size_power": 0.0}
+    if method.startswith("default"):
+        return {"family": "m4", **PIPELINE_RULE}
     return {"family": "m4", "space": "log", "size_power": 2.0}
 
 
@@ -139,16 +149,29 @@ def _score(pred: np.ndarray, half: np.ndarray, curve: Curve) -> tuple[float, flo
     return float(np.sqrt(np.mean(res**2))), float(np.mean(np.abs(res) <= half))
 
 
-def _population_priors(curves: Sequence[Curve], shapes: dict[int, np.ndarray]
-                       ) -> dict[int, ShapePrior]:
-    """Per curve, the prior from the OTHER task groups' ``m4-log`` shapes."""
+def _population_priors(curves: Sequence[Curve], shapes: dict[int, np.ndarray],
+                       free: tuple[int, ...] = ()) -> dict[int, ShapePrior]:
+    """Per curve, the prior from the OTHER task groups' shapes."""
     priors = {}
     for i, curve in enumerate(curves):
         other = [shapes[j] for j, c in enumerate(curves) if c.group != curve.group]
         if not other:
             raise MixscaleError(f"no curves outside task group {curve.group!r} to learn from.")
-        priors[i] = ShapePrior.from_fits("m4", np.array(other), strength=PRIOR_STRENGTH)
+        priors[i] = ShapePrior.from_fits("m4", np.array(other), strength=PRIOR_STRENGTH,
+                                         free=free)
     return priors
+
+
+def derive_prior(csv: Path = DEFAULT_CSV, *, random_starts: int = 4) -> ShapePrior:
+    """The population prior the pipeline ships (:data:`mixscale.fit.priors.M4_PRIOR`): M4 fitted
+    to every curve by :data:`~mixscale.fit.priors.PIPELINE_RULE`, median and robust spread of
+    the shapes, ``eps_inf`` and ``beta`` free. Run ``python benchmarks/bench_scaling_benchmark.py
+    --derive-prior`` to print it."""
+    curves = load_curves(csv)
+    shapes = np.array([fit_curve(z=c.z_train, error=c.e_train, seed=i,
+                                 random_starts=random_starts, **_rule("default")).params
+                       for i, c in enumerate(curves)])
+    return ShapePrior.from_fits("m4", shapes, strength=PRIOR_STRENGTH, free=PRIOR_FREE)
 
 
 def evaluate_curves(csv: Path = DEFAULT_CSV, methods: Sequence[str] = METHODS, *,
@@ -179,25 +202,26 @@ def evaluate_curves(csv: Path = DEFAULT_CSV, methods: Sequence[str] = METHODS, *
     curves = load_curves(csv, quick=quick)
     needs_families = any(m in ("backtest", "ensemble") for m in methods)
     base = [m for m in FAMILY_METHODS if m in methods or needs_families]
-    if "m4-log-prior" in methods or "m4-log" in methods:
-        base.append("m4-log")
+    for priored, plain in _PRIORED.items():
+        if (priored in methods or plain in methods) and plain not in base:
+            base.append(plain)
     fitted: dict[tuple[int, str], _Fitted] = {}
     seconds: dict[tuple[int, str], float] = {}
-    shapes: dict[int, np.ndarray] = {}
     for i, curve in enumerate(curves):
         for method in base:
             t0 = time.process_time()
             fitted[i, method] = _fit_one(method, curve, None, i, random_starts)
             seconds[i, method] = time.process_time() - t0
-        if "m4-log" in base:
-            shapes[i] = np.array(fitted[i, "m4-log"].params)
-    if "m4-log-prior" in methods:
-        priors = _population_priors(curves, shapes)
+    for priored, plain in _PRIORED.items():
+        if priored not in methods:
+            continue
+        shapes = {i: np.array(fitted[i, plain].params) for i in range(len(curves))}
+        free = PRIOR_FREE if priored == "default" else ()
+        priors = _population_priors(curves, shapes, free)
         for i, curve in enumerate(curves):
             t0 = time.process_time()
-            fitted[i, "m4-log-prior"] = _fit_one("m4-log-prior", curve, priors[i], i,
-                                                 random_starts)
-            seconds[i, "m4-log-prior"] = time.process_time() - t0
+            fitted[i, priored] = _fit_one(priored, curve, priors[i], i, random_starts)
+            seconds[i, priored] = time.process_time() - t0
     rows = []
     for i, curve in enumerate(curves):
         ratio = curve.z_test

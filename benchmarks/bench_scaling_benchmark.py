@@ -13,7 +13,7 @@ Published reference for M4 on this file: mean 0.0415, median 0.030, best on 70 %
 curves, about 8 s of CPU per curve.
 
 Usage: ``python benchmarks/bench_scaling_benchmark.py [--csv PATH] [--random-starts 2]
-[--methods m4,m4-log] [--quick] [--scores OUT.csv]``
+[--methods m4,m4-log] [--quick] [--scores OUT.csv] [--derive-prior]``
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _curves import DEFAULT_CSV, METHODS, evaluate_curves, format_table  # noqa: E402
+from _curves import DEFAULT_CSV, METHODS, derive_prior, evaluate_curves, format_table  # noqa: E402
 
 
 def main() -> None:
@@ -37,7 +37,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="every sixth curve (12 curves)")
     parser.add_argument("--scores", type=Path, default=None,
                         help="also write the per-curve scores to this CSV")
+    parser.add_argument("--derive-prior", action="store_true",
+                        help="print the population prior the pipeline ships (M4_PRIOR) and stop")
     args = parser.parse_args()
+    if args.derive_prior:
+        prior = derive_prior(args.csv, random_starts=4)
+        print(f"center={tuple(round(v, 4) for v in prior.center)}")
+        print(f"scale={tuple(round(v, 4) for v in prior.scale)}")
+        return
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     scores = evaluate_curves(args.csv, methods, quick=args.quick,
                              random_starts=args.random_starts)

@@ -102,6 +102,7 @@ def check_options(
     seed: Any,
     shrink: Any = True,
     weighting: Any = "none",
+    prior: Any = "none",
 ) -> None:
     """Validate the options of a :class:`~mixscale.fit.ScalingLaw` (called by ``fit``)."""
     get_family(family)
@@ -124,6 +125,8 @@ def check_options(
         raise MixscaleError(f"`shrink` must be True or False, but got {shrink!r}.")
     if weighting not in WEIGHTINGS:
         raise MixscaleError(f"`weighting` must be one of {WEIGHTINGS}, but got {weighting!r}.")
+    if prior not in PRIORS:
+        raise MixscaleError(f"`prior` must be one of {PRIORS}, but got {prior!r}.")
 
 
 WEIGHTINGS = ("auto", "none", "extrapolation", "extrapolation-log")
@@ -132,6 +135,11 @@ accuracy least squares), ``extrapolation`` (accuracy residuals, rows weighted by
 largest training total)**2``), ``extrapolation-log`` (the same weights on log-error residuals:
 :func:`mixscale.fit.priors.fit_curve`'s default rule) and ``auto`` (``extrapolation`` for
 bounded laws, ``none`` for the paper's m0-m3)."""
+
+
+PRIORS = ("auto", "none")
+"""Shape priors of a :class:`~mixscale.fit.ScalingLaw` fit: ``auto`` (the population prior
+:data:`mixscale.fit.priors.M4_PRIOR` on a bounded m4 law, none otherwise) and ``none``."""
 
 
 def binomial_weights(accuracy: Any, eval_images: Any) -> np.ndarray:

@@ -15,6 +15,10 @@ Shrinkage. A problem with ``penalty = lam > 0`` adds the residuals ``sqrt(lam) *
 total-count twin of a per-class law. :func:`choose_penalty` picks ``lam`` by K-fold
 cross-validation over groups (runs).
 
+Prior. A problem with a ``prior`` (:class:`~mixscale.fit.priors.ShapePrior`) adds its residuals
+``prior_sigma * sqrt(strength) * (g(shape) - center) / scale`` on the family's shape: maximum a
+posteriori, in units of the unpenalised fit's own residual size ``prior_sigma``.
+
 Residuals. :meth:`Problem.residuals` is ``pred - y`` (or, with ``log_error``, the log-error
 difference) times a per-row ``row_weight`` (the square root of the squared-residual weight;
 :class:`~mixscale.fit.ScalingLaw` builds it from its ``weighting`` and ``sample_weight``).
@@ -40,6 +44,7 @@ from mixscale.fit.laws import (
     Family,
     epoch_saturation_gradient,
 )
+from mixscale.fit.priors import ShapePrior
 
 __all__: list[str] = []  # private module
 
@@ -72,6 +77,8 @@ class Problem:
     row_weight: np.ndarray | None = None  # (n,) multipliers of the data residuals (sqrt weights)
     log_error: bool = False  # residuals log(1 - pred) - log(1 - y) instead of pred - y
     error_floor: float = 1e-3  # errors are clipped here before the logarithm
+    prior: ShapePrior | None = None  # Gaussian prior on the shape (module docstring)
+    prior_sigma: float = 0.0  # the residual size the prior is measured in
 
     @property
     def n_shape(self) -> int:
@@ -93,6 +100,29 @@ class Problem:
     def shrinks(self) -> bool:
         """Whether the penalty residuals are on (a positive penalty and >= 2 count weights)."""
         return self.penalty > 0 and self.n_free_counts > 0
+
+    @property
+    def has_prior(self) -> bool:
+        """Whether the prior's residuals are on (a prior with a positive weight)."""
+        return self.prior is not None and self.prior.strength > 0 and self.prior_sigma > 0
+
+    def with_prior(self, prior: ShapePrior | None, sigma: float) -> Problem:
+        """The same rows with a shape ``prior`` measured in residual size ``sigma``."""
+        return replace(self, prior=prior, prior_sigma=float(sigma))
+
+    def prior_residuals(self, theta: np.ndarray) -> np.ndarray:
+        """The prior's residuals on the shape (empty without a prior)."""
+        if not self.has_prior:
+            return np.empty(0)
+        return self.prior.residuals(theta[: self.n_shape], self.prior_sigma)
+
+    def prior_jacobian(self, theta: np.ndarray) -> np.ndarray:
+        """d prior_residuals / d theta, shape ``(k, n_raw)`` (``(0, n_raw)`` without)."""
+        if not self.has_prior:
+            return np.empty((0, self.n_raw))
+        jac = np.zeros((self.n_shape, self.n_raw))
+        jac[:, : self.n_shape] = self.prior.jacobian(theta[: self.n_shape], self.prior_sigma)
+        return jac
 
     def take(self, rows: np.ndarray) -> Problem:
         """The same problem restricted to (possibly repeated) ``rows``."""
@@ -343,11 +373,11 @@ def solve(
 
     def residuals(theta: np.ndarray) -> np.ndarray:
         return np.concatenate([problem.residuals(theta, y), problem.penalty_residuals(theta),
-                               problem.sign_residuals(theta)])
+                               problem.prior_residuals(theta), problem.sign_residuals(theta)])
 
     def jacobian(theta: np.ndarray) -> np.ndarray:
         return np.vstack([problem.residual_jacobian(theta), penalty_jac,
-                          problem.sign_jacobian(theta)])
+                          problem.prior_jacobian(theta), problem.sign_jacobian(theta)])
 
     best: OptimizeResult | None = None
     errors: list[str] = []
@@ -393,11 +423,11 @@ def covariance(
 
     ``W`` is the identity for the linear loss; for the Huber loss it holds the IRLS weights
     ``min(1, f_scale / |r|)``, so rows the fit treated as outliers count as little in the
-    covariance as they did in the fit. ``P`` is the shrinkage penalty's ``lam * D^T D`` (zero
-    without shrinkage: the usual ``(J^T W J)^-1``), so a shrunk law's covariance is the
-    posterior one of its ridge prior. ``sigma^2`` is the weighted residual variance with
-    ``n - df`` degrees of freedom, ``df`` the effective number of parameters
-    (:func:`effective_params`).
+    covariance as they did in the fit. ``P`` is the shrinkage penalty's ``lam * D^T D``
+    plus the shape prior's ``J_p^T J_p`` (zero without either: the usual ``(J^T W J)^-1``),
+    so a shrunk or priored law's covariance is the posterior one. ``sigma^2`` is the
+    weighted residual variance with ``n - df`` degrees of freedom, ``df`` the effective
+    number of parameters (:func:`effective_params`).
     """
     n, p = y.size, theta.size
     with np.errstate(all="ignore"):
@@ -408,8 +438,9 @@ def covariance(
     else:
         w = np.ones(n)
     jw = jac * np.sqrt(w)[:, None]
-    aug = np.vstack([jw, problem.penalty_jacobian()])
-    df = effective_params(problem, theta, w=w) if problem.shrinks else float(p)
+    aug = np.vstack([jw, problem.penalty_jacobian(), problem.prior_jacobian(theta)])
+    penalised = problem.shrinks or problem.has_prior
+    df = effective_params(problem, theta, w=w) if penalised else float(p)
     dof = n - df
     if dof <= 0 or not np.all(np.isfinite(aug)):
         return np.full((p, p), np.inf)
@@ -435,7 +466,7 @@ def effective_params(problem: Problem, theta: np.ndarray, *, w: np.ndarray | Non
         jac = jac * np.sqrt(w)[:, None]
     if not np.all(np.isfinite(jac)):
         return float("nan")
-    pj = problem.penalty_jacobian()
+    pj = np.vstack([problem.penalty_jacobian(), problem.prior_jacobian(theta)])
     gram = jac.T @ jac + pj.T @ pj
     sol = np.linalg.pinv(gram, hermitian=True)  # pinv: an unidentified direction counts 0
     return float(np.trace(sol @ (jac.T @ jac)))

@@ -96,3 +96,20 @@ def test_bad_data_is_refused():
     with pytest.raises(MixscaleError, match="prior exists only"):
         ShapePrior("power", (0.0,) * 3, (1.0,) * 3)
     assert isinstance(CurveFit("m4", TRUE_M4, 0.0).error(np.array([1.0]))[0], float)
+
+
+def test_jacobian_matches_finite_differences_and_free_coordinates_do_not_pull():
+    theta = np.array(TRUE_M4)
+    jac = M4_PRIOR.jacobian(theta, 0.02)
+    step = 1e-7
+    numeric = np.column_stack([
+        (M4_PRIOR.residuals(theta + step * np.eye(5)[j], 0.02)
+         - M4_PRIOR.residuals(theta, 0.02)) / step for j in range(5)])
+    np.testing.assert_allclose(jac, numeric, atol=1e-5)
+    free = np.isinf(np.array(M4_PRIOR.scale))
+    assert free.tolist() == [True, False, False, True, False]  # eps_inf and beta are free
+    assert np.all(M4_PRIOR.residuals(theta, 0.02)[free] == 0.0)
+    moved = M4_PRIOR.center_shape(theta)
+    assert moved[0] == theta[0] and moved[3] == theta[3]  # free coordinates are kept
+    np.testing.assert_allclose(M4_PRIOR.transform(moved)[~free],
+                               np.array(M4_PRIOR.center)[~free])

@@ -728,3 +728,59 @@ def test_s0_more_images_of_any_class_never_lower_the_prediction():
         for col in order:
             after = law.predict(base.assign(**{col: base[col] + 200}))
             assert np.all(after >= before - 1e-12), (order, col)
+
+
+def test_bounded_m4_law_fits_under_the_population_prior_and_keeps_it_in_json():
+    """prior='auto' (the default) fits a bounded m4 law under M4_PRIOR; 'none' fits the data
+    alone; the paper's laws never take it; the JSON keeps it and an old law reads as 'none'."""
+    from mixscale.fit.priors import M4_PRIOR
+
+    X, y, runs = simulate_bounded(k=2)
+    law = ScalingLaw(family="m4", predictor="s2", n_starts=2).fit(X, y, groups=runs)
+    plain = ScalingLaw(family="m4", predictor="s2", n_starts=2, prior="none").fit(X, y,
+                                                                                 groups=runs)
+    assert law.shape_prior is M4_PRIOR and law.prior_sigma_ > 0
+    assert plain.shape_prior is None and plain.prior_sigma_ is None
+    assert ScalingLaw(family="m4", predictor="m2").shape_prior is None  # not bounded
+    assert ScalingLaw(family="power", predictor="s2").shape_prior is None  # no prior
+    # the prior costs fit (a MAP fit) and lowers the effective number of parameters
+    assert law.cost_ >= plain.cost_ - 1e-12
+    assert law.effective_params_ < plain.effective_params_
+    again = ScalingLaw.from_json(law.to_json())
+    assert again.prior == "auto" and again.prior_sigma_ == law.prior_sigma_
+    np.testing.assert_array_equal(again.predict(X), law.predict(X))
+    d = json.loads(law.to_json())
+    del d["options"]["prior"], d["prior_sigma"]  # a law saved before the option existed
+    old = ScalingLaw.from_dict(d)
+    assert old.prior == "none" and old.shape_prior is None
+    with pytest.raises(MixscaleError, match=r"`prior` must be one of \('auto', 'none'\), but "
+                                            r"got 'strong'"):
+        ScalingLaw(family="m4", predictor="s2", prior="strong").fit(X, y)
+
+
+def test_population_prior_helps_a_two_size_fit_extrapolate():
+    """Fitted on the two smallest sizes of a law with a typical learning-curve shape, the
+    priored fit predicts 2x and 4x the largest fitted size closer than the data alone, over
+    several seeds (the situation of every early backtest fold)."""
+    from mixscale.fit.laws import epoch_saturation
+    from mixscale.fit.priors import M4_PRIOR
+
+    shape = M4_PRIOR.center_shape(np.array([0.05, 0.7, 0.3, 0.1, 0.6]))  # a typical shape
+    misses = {"auto": [], "none": []}
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        sizes = np.repeat([100, 200, 400, 800], 4)
+        epochs = np.array([10, 20, 30])
+        X = pd.DataFrame({"n_a": np.repeat(sizes // 2, 3), "n_b": np.repeat(sizes - sizes // 2, 3),
+                          "epoch": np.tile(epochs, sizes.size)})
+        z = X["n_a"].add(X["n_b"]).to_numpy(float) / 200
+        y = get_family("m4")(z * epoch_saturation(X["epoch"].to_numpy(float) / 30, 0.2, 1.0),
+                             shape) + 0.005 * rng.standard_normal(len(X))
+        fit_rows = X["n_a"] + X["n_b"] <= 200
+        far = ~fit_rows & (X["epoch"] == 30)
+        for prior in misses:
+            law = ScalingLaw(family="m4", predictor="s2", n_starts=3, prior=prior)
+            law.fit(X[fit_rows], y[fit_rows.to_numpy()])
+            misses[prior].append(np.sqrt(np.mean((law.predict(X[far]) - y[far.to_numpy()]) ** 2)))
+    # measured: 0.6 vs 2.9 accuracy points RMSE, better on every seed
+    assert np.mean(misses["auto"]) < 0.5 * np.mean(misses["none"])

@@ -253,13 +253,17 @@ def train_config_from(kw: dict[str, Any], tuned: dict[str, Any] | None = None) -
 
 
 def fit_config_from(kw: dict[str, Any]) -> FitConfig:
-    return FitConfig(
+    """The fit options of ``fit`` and ``main``, refused up front (before ``main`` trains a
+    row) when they could register no law."""
+    config = FitConfig(
         families=parse_name_list("families", kw["families"], tuple(FAMILIES)),
         predictors=parse_name_list("predictors", kw["predictors"], tuple(PREDICTORS)),
         min_epoch=kw["min_epoch"], n_starts=kw["n_starts"], model_name=kw["model_name"] or None,
         loss=kw["loss"], n_boot=kw["n_boot"], extrapolate=kw["extrapolate"],
         class_law=kw["class_law"], seed=kw.get("seed", 0),
         select=kw.get("select", _F.select))
+    config.check_registrable()
+    return config
 
 
 def friendly(f: Callable) -> Callable:

@@ -9,7 +9,7 @@ from typing import Literal
 from mixscale.config import check_choice, check_int
 from mixscale.errors import MixscaleError
 from mixscale.fit.backtest import SELECTS
-from mixscale.fit.laws import FAMILIES, PREDICTORS
+from mixscale.fit.laws import FAMILIES, PREDICTORS, get_family, get_predictor
 
 __all__ = ["FitConfig"]
 
@@ -66,3 +66,30 @@ class FitConfig:
                     f"`model_name` may use letters, digits, '-', '_' and '.', "
                     f"but got {self.model_name!r}."
                 )
+
+    @property
+    def registrable(self) -> bool:
+        """Whether these settings can give a law that is registered: only bounded laws are
+        (a bounded family with a saturating predictor, or the per-class law)."""
+        return self.class_law or (any(get_family(f).bounded for f in self.families)
+                                  and any(get_predictor(p).saturating for p in self.predictors))
+
+    def no_bounded_law(self, what: str) -> str:
+        """The refusal when no bounded law ``what`` ("can be fitted", "fitted"): the settings
+        and the fix, in one place for the up-front check and the fit's own."""
+        return (f"no bounded law {what} (families {','.join(self.families)}, predictors "
+                f"{','.join(self.predictors)}, class_law {self.class_law}): only bounded laws "
+                "are registered and served; fit the bounded family m4 with a saturating "
+                "predictor (e.g. --families power,m4 --predictors m3,s2) or keep --class-law "
+                "true.")
+
+    def check_registrable(self) -> None:
+        """Refuse, before anything is trained or logged, settings that cannot register a law.
+
+        Raises
+        ------
+        MixscaleError
+            When :attr:`registrable` is false.
+        """
+        if not self.registrable:
+            raise MixscaleError(self.no_bounded_law("can be fitted"))

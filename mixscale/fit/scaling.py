@@ -36,11 +36,11 @@ accuracy z**2 (small rows fitted in relative error, weighted ~0), hence not the 
 :func:`mixscale.fit.inputs.binomial_weights` from ``eval_images``).
 
 Prior. ``prior="auto"`` (the default) fits a bounded m4 law by maximum a posteriori under the
-population prior :data:`mixscale.fit.priors.M4_PRIOR` on its shape (learned once from the 72
-public vision learning curves; the shape ``delta, alpha, c`` only), in units of the unpenalised fit's own
-residual size: many rows override it, a backtest fold with two sizes is held near the shape
-learning curves usually have. On the public curves, scored leave-one-task-out, it takes m4's
-mean extrapolation loss from 0.038 to 0.029 (``benchmarks/bench_scaling_benchmark.py``,
+population prior :data:`mixscale.fit.priors.M4_PRIOR` on its shape ``delta, alpha, c``
+(learned once from the 72 public vision learning curves), in units of the unpenalised fit's
+own residual size: many rows override it, a backtest fold with two sizes is held near the
+shape learning curves usually have. On the public curves, scored leave-one-task-out, it takes m4's
+mean extrapolation loss from 0.038 to 0.031 (``benchmarks/bench_scaling_benchmark.py``,
 method ``default``). ``prior="none"`` fits the data alone.
 
 Reporting convention (identifiability). The count weights (``w_n_<class>`` for ``m0``/``m1``,

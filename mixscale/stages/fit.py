@@ -482,11 +482,7 @@ def fit_table_and_log(config: FitConfig, client: MlflowClient, experiment_id: st
     fit_seconds = time.perf_counter() - t0
     registered = {k: law for k, law in laws.items() if report.is_bounded(law)}
     if not registered:
-        raise MixscaleError(
-            f"no bounded law fitted (families {','.join(config.families)}, predictors "
-            f"{','.join(config.predictors)}, class_law {config.class_law}): only bounded laws "
-            "are registered and served; fit the bounded family m4 with a saturating predictor "
-            "(e.g. --families power,m4 --predictors m3,s2) or keep --class-law true.")
+        raise MixscaleError(config.no_bounded_law("fitted"))
     calibration_notes = _calibrate(registered, residuals, table, config) if residuals else {}
     health = {key: report.law_health(law) for key, law in laws.items()}
     summary["health"] = [health[k][0] if k in health else None

@@ -59,6 +59,13 @@ def fresh_dir(tmp_path, monkeypatch) -> Path:
         (["fit", "--design-id", "x", "--families", "cubic"], "unknown law family 'cubic'"),
         (["fit", "--design-id", "x", "--predictors", "m7"], "unknown predictor 'm7'"),
         (["main", "--subset-sizes", "2000"], "subset size 2000 is more than"),
+        # settings that could register no law are refused before main trains a row
+        (["main", "--families", "power", "--class-law", "false"],
+         "no bounded law can be fitted (families power, predictors m0,m1,m2,m3,s0,s2, "
+         "class_law False): only bounded laws are registered and served"),
+        (["fit", "--design-id", "x", "--predictors", "m2,m3", "--class-law", "false"],
+         "fit the bounded family m4 with a saturating predictor (e.g. --families power,m4 "
+         "--predictors m3,s2)"),
     ],
 )
 def test_bad_input_is_refused_before_anything_is_logged(fresh_dir, args, message) -> None:

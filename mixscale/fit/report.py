@@ -47,6 +47,15 @@ def is_bounded(law: Any) -> bool:
     return bool(getattr(law, "bounded", False))
 
 
+def _near_bound(value: float, end: float, lo: float, hi: float) -> bool:
+    """Whether ``value`` is within :data:`BOUND_TOL` of the box end ``end``: of the box's width,
+    or, for a positive box spanning more than three decades (a scale such as m4's ``beta`` in
+    [1e-6, 1e3]), of its width in log units (else every ``beta < 1`` read as "at 1e-6")."""
+    if lo > 0 and hi / lo > 1e3 and value > 0:
+        return abs(np.log(value) - np.log(end)) <= BOUND_TOL * (np.log(hi) - np.log(lo))
+    return abs(value - end) <= BOUND_TOL * (hi - lo)
+
+
 def law_health(law: Any) -> tuple[str, list[str]]:
     """Parameters at a bound and huge standard errors of a fitted law.
 
@@ -76,7 +85,7 @@ def law_health(law: Any) -> tuple[str, list[str]]:
         if name in bounds:
             lo, hi = bounds[name]
             for end, side in ((lo, "lower"), (hi, "upper")):
-                if abs(value - end) <= BOUND_TOL * (hi - lo):
+                if _near_bound(value, end, lo, hi):
                     at_bound.append(name)
                     lines.append(f"{name} = {value:.4g} at its {side} bound {end:g}")
         limit, what = _se_limit(name, value, bounds, boxed)

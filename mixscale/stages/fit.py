@@ -586,10 +586,23 @@ def _echo_summary(summary: pd.DataFrame, health: dict[tuple[str, str], tuple[str
                            for h in shown["health"]]
     with pd.option_context("display.width", 200, "display.max_columns", 40):
         echo(shown.to_string(index=False, na_rep="", float_format=lambda v: f"{v:.4g}"))
+    # a registered (served) law's warning in full; the laws that are only reported share a
+    # line (on digits nearly every unbounded law has a parameter at a bound: a wall of text)
+    bounded = (set(summary.loc[summary["bounded"].eq(True), "law"]) if "bounded" in summary
+               else None)
+    reported_only = []
     for (family, predictor), (tag, lines) in health.items():
-        if tag != "ok":
-            more = f"; and {len(lines) - 4} more" if len(lines) > 4 else ""
-            echo(f"WARNING {_law_key(family, predictor)}: " + "; ".join(lines[:4]) + more)
+        key = _law_key(family, predictor)
+        if tag == "ok":
+            continue
+        if bounded is not None and key not in bounded:
+            reported_only.append(f"{key} ({tag})")
+            continue
+        more = f"; and {len(lines) - 4} more" if len(lines) > 4 else ""
+        echo(f"WARNING {key}: " + "; ".join(lines[:4]) + more)
+    if reported_only:
+        echo(f"WARNING, not registered ({len(reported_only)}): " + ", ".join(reported_only)
+             + " (the health column of fit_summary.csv)")
     notes = summary.dropna(subset=["extrap_note"]) if "extrap_note" in summary else summary[:0]
     if len(notes):
         echo(f"note: {notes['extrap_note'].iloc[0]} ({', '.join(notes['law'])}); "

@@ -90,7 +90,10 @@ def test_law_at_its_bound_is_warned_and_tagged(store) -> None:
     result, out = _fit(store, fit_table(shape="log"))
     rows = result.summary.set_index("law")
     assert rows.loc["power-m2", "health"] == "at_bound:a"
-    assert "WARNING power-m2: a = -2 at its lower bound -2" in out
+    # an unregistered law's warning shares one line with the other reported-only laws
+    shared = [line for line in out.splitlines() if line.startswith("WARNING, not registered")]
+    assert len(shared) == 1 and "power-m2 (at_bound:a)" in shared[0]
+    assert "WARNING power-m2" not in out
     assert "power-m2" not in result.versions  # unbounded: reported, not registered
     # a registered law's version carries its health tag and says it in its description
     tag = rows.loc["m4-s2", "health"]
@@ -364,3 +367,14 @@ def test_scores_clip_predictions_as_served() -> None:
     assert raw.max() > 1.5  # the unbounded power law runs away far outside the design
     score = law.score(far[_features(far)], far["accuracy"])
     assert score["mse"] == pytest.approx(np.mean((np.clip(raw, 0, 1) - far["accuracy"]) ** 2))
+
+
+def test_a_scale_far_inside_a_wide_box_is_not_at_its_bound() -> None:
+    """m4's beta lives in [1e-6, 1e3]: 0.08 is four decades from 1e-6 (it read as "at its
+    lower bound" when the tolerance was a share of the linear width, 0.1); a value at the end
+    still is, and a narrow box keeps the linear rule."""
+    from mixscale.fit.report import _near_bound
+
+    assert not _near_bound(0.08, 1e-6, 1e-6, 1e3)
+    assert _near_bound(1.0001e-6, 1e-6, 1e-6, 1e3) and _near_bound(999.99, 1e3, 1e-6, 1e3)
+    assert _near_bound(-2.0, -2.0, -2.0, 3.0) and not _near_bound(-1.9, -2.0, -2.0, 3.0)

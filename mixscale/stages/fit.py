@@ -574,6 +574,16 @@ def _metric_prefix(family: str, predictor: str) -> str:
     return f"{family}_{predictor}" if predictor else family
 
 
+_TABLE_TEXT = 40  # characters of a text cell in the printed summary table
+
+
+def _clip_text(value: object) -> object:
+    """A text cell of the printed summary, cut to :data:`_TABLE_TEXT` characters."""
+    if isinstance(value, str) and len(value) > _TABLE_TEXT:
+        return value[: _TABLE_TEXT - 3] + "..."
+    return value
+
+
 def _echo_summary(summary: pd.DataFrame, health: dict[tuple[str, str], tuple[str, list[str]]],
                   basis: str, echo: Echo) -> None:
     """The summary table (deciding columns first), then one warning line per unhealthy law
@@ -584,6 +594,11 @@ def _echo_summary(summary: pd.DataFrame, health: dict[tuple[str, str], tuple[str
     if "health" in shown:
         shown["health"] = [("ok" if h == "ok" else "WARNING") if isinstance(h, str) else ""
                            for h in shown["health"]]
+    for col in shown.columns:  # long notes (identifiability) go in full to the CSV and the
+        textual = (pd.api.types.is_object_dtype(shown[col])
+                   or pd.api.types.is_string_dtype(shown[col]))
+        if textual and col not in ("law", "error"):  # the warning lines, not the table
+            shown[col] = [_clip_text(v) for v in shown[col]]
     with pd.option_context("display.width", 200, "display.max_columns", 40):
         echo(shown.to_string(index=False, na_rep="", float_format=lambda v: f"{v:.4g}"))
     # a registered (served) law's warning in full; the laws that are only reported share a

@@ -378,3 +378,15 @@ def test_a_scale_far_inside_a_wide_box_is_not_at_its_bound() -> None:
     assert not _near_bound(0.08, 1e-6, 1e-6, 1e3)
     assert _near_bound(1.0001e-6, 1e-6, 1e-6, 1e3) and _near_bound(999.99, 1e3, 1e-6, 1e3)
     assert _near_bound(-2.0, -2.0, -2.0, 3.0) and not _near_bound(-1.9, -2.0, -2.0, 3.0)
+
+
+def test_printed_table_cuts_long_notes_and_the_warning_keeps_them(healthy) -> None:
+    """The per-class law's identifiability note runs to hundreds of characters: the printed
+    table shows its first 40 (the CSV and the law's WARNING line keep it whole)."""
+    result, out = healthy
+    table = out.split("\nWARNING")[0]
+    notes = result.summary["identifiability"].dropna()
+    long = [n for n in notes if isinstance(n, str) and len(n) > 40]
+    assert long  # the tiny table's shrunk per-class laws carry one
+    for note in long:
+        assert note not in table and note[:37] + "..." in table

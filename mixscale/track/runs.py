@@ -21,7 +21,8 @@ from mixscale.track.names import ERROR, HEARTBEAT, KIND, MAX_TAG, PARENT
 from mixscale.track.store import with_retries
 
 __all__ = ["experiment_for", "start_stage_run", "stage_run", "end_run", "has_child_run",
-           "log_params", "log_metrics", "log_artifacts", "log_eval", "log_row_inputs"]
+           "log_params", "log_metrics", "log_artifacts", "log_eval", "log_row_inputs",
+           "dataset_race"]
 
 
 def experiment_for(client: MlflowClient, name: str, *, run_id: str | None = None) -> str:
@@ -196,5 +197,29 @@ def log_row_inputs(client: MlflowClient, run_id: str, *, dataset: str, source: s
                              profile=_labels_profile(test_labels, class_keys)),
                      tags=[InputTag("mlflow.data.context", "evaluation")]),
     ]
-    with_retries(lambda: client.log_inputs(run_id, datasets=inputs),
-                 what=f"logging the dataset inputs of run {run_id}")
+    for attempt in range(_DATASET_RACE_TRIES):
+        try:
+            with_retries(lambda: client.log_inputs(run_id, datasets=inputs),
+                         what=f"logging the dataset inputs of run {run_id}")
+            return
+        except MlflowException as exc:
+            if not dataset_race(exc) or attempt == _DATASET_RACE_TRIES - 1:
+                raise
+
+
+_DATASET_RACE_TRIES = 3
+
+
+def dataset_race(exc: BaseException) -> bool:
+    """Whether ``exc`` is the store's refusal of a dataset another worker inserted a moment
+    earlier (same experiment, name and digest).
+
+    MLflow's ``log_inputs`` looks a dataset up and inserts it when missing, in one transaction
+    but without a lock, so two workers logging the same test split at once (every row of a
+    design has it) collide on the ``datasets`` key: PostgreSQL's ``duplicate key value violates
+    unique constraint "dataset_pk"``, SQLite's ``UNIQUE constraint failed: datasets...``. The
+    failed transaction is rolled back, and a repeat finds the dataset and only links it.
+    """
+    text = str(exc)
+    return ("dataset_pk" in text or "UNIQUE constraint failed: datasets" in text
+            or ("duplicate key" in text and "datasets" in text))

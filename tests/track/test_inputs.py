@@ -11,6 +11,7 @@ import json
 import numpy as np
 import pytest
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException, RestException
 
 from mixscale import track as tr
 from mixscale.config import DesignSpec, TrainConfig
@@ -94,3 +95,45 @@ def test_rows_log_their_subset_and_the_test_split_once(store) -> None:
                       digest=subset_hash(idx), train_labels=ds.train_labels[idx],
                       test_labels=ds.test_labels, class_keys=ds.class_keys)
     assert len(client.get_run(row.run_id).inputs.dataset_inputs) == 2
+
+
+class _RacingClient(MlflowClient):
+    """The real client of a real store whose first ``log_inputs`` loses the race another worker
+    won: the server's answer as CI saw it (PostgreSQL, two workers logging the test split)."""
+
+    def __init__(self, uri: str, code: str, error: str) -> None:
+        super().__init__(uri)
+        self.code, self.error, self.calls = code, error, 0
+
+    def log_inputs(self, run_id, datasets=None, models=None):  # noqa: ANN001 - MLflow's own
+        self.calls += 1
+        if self.calls == 1:  # what the REST store raises for the server's JSON answer
+            raise RestException({"error_code": self.code, "message": self.error})
+        return super().log_inputs(run_id, datasets=datasets, models=models)
+
+
+RACE = ('(psycopg2.errors.UniqueViolation) duplicate key value violates unique constraint '
+        '"dataset_pk" DETAIL: Key (experiment_id, name, digest)=(2, digits-test, 298691e25877) '
+        'already exists.')
+
+
+def test_a_dataset_another_worker_just_inserted_is_logged_on_a_repeat(store) -> None:
+    """Two workers logging the same test split at once collide on the store's datasets key
+    (MLflow looks the dataset up and inserts it without a lock); the loser repeats and links
+    it. Any other refusal is raised at once."""
+    ds = load_dataset("digits")
+    exp = store.new_experiment()
+    run_id = store.client.create_run(exp).info.run_id
+    kw = dict(dataset=ds.name, source="data", digest="abc", train_labels=ds.train_labels[:20],
+              test_labels=ds.test_labels, class_keys=ds.class_keys)
+    racing = _RacingClient(store.uri, "BAD_REQUEST", RACE)
+    tr.log_row_inputs(racing, run_id, **kw)
+    assert racing.calls == 2 and sorted(_inputs(store.client, run_id)) == ["evaluation",
+                                                                            "training"]
+    assert tr.dataset_race(MlflowException("UNIQUE constraint failed: datasets.experiment_id, "
+                                           "datasets.name, datasets.digest"))
+    other = _RacingClient(store.uri, "INVALID_PARAMETER_VALUE", "bad dataset name")
+    other_run = store.client.create_run(exp).info.run_id
+    with pytest.raises(MlflowException, match="bad dataset name"):
+        tr.log_row_inputs(other, other_run, **kw)
+    assert other.calls == 1 and not store.client.get_run(other_run).inputs.dataset_inputs

@@ -61,7 +61,8 @@ PRIOR_STRENGTH = 1.0
 FAMILY_METHODS = tuple(FAMILIES)
 METHODS = (*FAMILY_METHODS, "backtest", "ensemble", "m4-log", "m4-log-prior", "default",
            "default-no-prior")
-_PRIORED = {"m4-log-prior": "m4-log", "default": "default-no-prior"}  # method -> its prior's fits
+# priored method -> (the plain method whose fits its prior is learned from, coordinates left free)
+_PRIORED = {"m4-log-prior": ("m4-log", ()), "default": ("default-no-prior", PRIOR_FREE)}
 
 
 @dataclass(frozen=True)
@@ -202,7 +203,7 @@ def evaluate_curves(csv: Path = DEFAULT_CSV, methods: Sequence[str] = METHODS, *
     curves = load_curves(csv, quick=quick)
     needs_families = any(m in ("backtest", "ensemble") for m in methods)
     base = [m for m in FAMILY_METHODS if m in methods or needs_families]
-    for priored, plain in _PRIORED.items():
+    for priored, (plain, _) in _PRIORED.items():
         if (priored in methods or plain in methods) and plain not in base:
             base.append(plain)
     fitted: dict[tuple[int, str], _Fitted] = {}
@@ -212,11 +213,10 @@ def evaluate_curves(csv: Path = DEFAULT_CSV, methods: Sequence[str] = METHODS, *
             t0 = time.process_time()
             fitted[i, method] = _fit_one(method, curve, None, i, random_starts)
             seconds[i, method] = time.process_time() - t0
-    for priored, plain in _PRIORED.items():
+    for priored, (plain, free) in _PRIORED.items():
         if priored not in methods:
             continue
         shapes = {i: np.array(fitted[i, plain].params) for i in range(len(curves))}
-        free = PRIOR_FREE if priored == "default" else ()
         priors = _population_priors(curves, shapes, free)
         for i, curve in enumerate(curves):
             t0 = time.process_time()

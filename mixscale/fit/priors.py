@@ -50,6 +50,7 @@ __all__ = [
     "CurveFit",
     "ShapePrior",
     "fit_curve",
+    "residual_size",
 ]
 
 ERROR_FLOOR = 1e-6
@@ -342,11 +343,7 @@ def fit_curve(
         raise MixscaleError(f"every start failed fitting {family!r} to a curve of {z.size} rows.")
     if prior is not None and prior.strength > 0:
         # the prior is measured in units of this curve's own residual size
-        # (degrees-of-freedom corrected; a curve with no more rows than shape parameters has
-        # no residual size of its own and takes SIGMA_DEFAULT)
-        dof = z.size - lower.size
-        ssr = float(np.sum(data_residuals(best.x) ** 2))
-        sigma = max(np.sqrt(ssr / dof), 1e-3) if dof > 0 else SIGMA_DEFAULT
+        sigma = residual_size(data_residuals(best.x), lower.size)
 
         def posterior(theta: np.ndarray) -> np.ndarray:
             return np.concatenate([data_residuals(theta), prior.residuals(theta, sigma)])
@@ -355,6 +352,28 @@ def fit_curve(
         starts = [best.x] + ([center] if center is not None else [])
         best = _best_of(posterior, "2-point", starts, lower, upper) or best
     return CurveFit(family, tuple(float(v) for v in best.x), float(best.cost))
+
+
+def residual_size(residuals: np.ndarray, n_params: int) -> float:
+    """The residual size a :class:`ShapePrior` is measured in: ``sqrt(SSR / (n - p))`` of the
+    fit without the prior, at least 1e-3; :data:`SIGMA_DEFAULT` when there are no more rows
+    than parameters (no residual size of its own).
+
+    Parameters
+    ----------
+    residuals : numpy.ndarray
+        The (weighted) data residuals of the unpenalised fit.
+    n_params : int
+        Its fitted parameters.
+
+    Returns
+    -------
+    float
+    """
+    dof = residuals.size - n_params
+    if dof <= 0:
+        return SIGMA_DEFAULT
+    return max(float(np.sqrt(np.sum(residuals**2) / dof)), 1e-3)
 
 
 def _prior_start(prior: ShapePrior, lower: np.ndarray, upper: np.ndarray) -> np.ndarray | None:

@@ -67,8 +67,8 @@ from mixscale.fit.metrics import mse, r2
 from mixscale.fit.priors import (
     M4_PRIOR,
     OBSERVED_ERROR_FLOOR,
-    SIGMA_DEFAULT,
     ShapePrior,
+    residual_size,
     size_weights,
 )
 
@@ -295,12 +295,10 @@ class ScalingLaw(LawBase):
     def _fit_prior(self, problem: _lsq.Problem, y: np.ndarray, unpenalised: Any
                    ) -> tuple[_lsq.Problem, Any]:
         """Refit under :attr:`shape_prior`, measured in the unpenalised fit's residual size
-        (degrees-of-freedom corrected; :data:`~mixscale.fit.priors.SIGMA_DEFAULT` when there
-        are no more rows than parameters), from that fit and from the prior's center."""
+        (:func:`~mixscale.fit.priors.residual_size`), from that fit and from the prior's
+        center."""
         prior = self.shape_prior
-        dof = y.size - problem.n_raw
-        ssr = float(np.sum(problem.residuals(unpenalised.x, y) ** 2))
-        sigma = max(np.sqrt(ssr / dof), 1e-3) if dof > 0 else SIGMA_DEFAULT
+        sigma = residual_size(problem.residuals(unpenalised.x, y), problem.n_raw)
         problem = problem.with_prior(prior, sigma)
         lower, upper = _lsq.bounds(problem)
         centered = np.array(unpenalised.x, dtype=float)

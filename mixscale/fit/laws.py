@@ -30,6 +30,7 @@ from mixscale.errors import MixscaleError
 from mixscale.fit.m4 import Z_MIN, m4_fraction, m4_gradient
 
 __all__ = [
+    "bounded_law",
     "n_raw_params",
     "FAMILIES",
     "PREDICTORS",
@@ -548,6 +549,13 @@ def get_predictor(name: str) -> Predictor:
         raise MixscaleError(
             f"`predictor` must be one of {sorted(PREDICTORS)}, but got {name!r}."
         ) from None
+
+
+def bounded_law(family: str, predictor: str) -> bool:
+    """Whether ``family`` with ``predictor`` is a bounded law: a bounded family (an asymptote
+    that cannot pass 1) with a saturating predictor (epochs a separate factor), the laws that
+    are registered and served."""
+    return get_family(family).bounded and get_predictor(predictor).saturating
 
 
 def n_raw_params(family: str, predictor: str, n_classes: int) -> int:

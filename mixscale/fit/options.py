@@ -9,7 +9,7 @@ from typing import Literal
 from mixscale.config import check_choice, check_int
 from mixscale.errors import MixscaleError
 from mixscale.fit.backtest import SELECTS
-from mixscale.fit.laws import FAMILIES, PREDICTORS, get_family, get_predictor
+from mixscale.fit.laws import FAMILIES, PREDICTORS, bounded_law
 
 __all__ = ["FitConfig"]
 
@@ -71,8 +71,8 @@ class FitConfig:
     def registrable(self) -> bool:
         """Whether these settings can give a law that is registered: only bounded laws are
         (a bounded family with a saturating predictor, or the per-class law)."""
-        return self.class_law or (any(get_family(f).bounded for f in self.families)
-                                  and any(get_predictor(p).saturating for p in self.predictors))
+        return self.class_law or any(bounded_law(f, p) for f in self.families
+                                     for p in self.predictors)
 
     def no_bounded_law(self, what: str) -> str:
         """The refusal when no bounded law ``what`` ("can be fitted", "fitted"): the settings

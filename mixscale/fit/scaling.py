@@ -62,7 +62,7 @@ from mixscale.fit.base import LawBase
 from mixscale.fit.bootstrap import BootstrapResult, bootstrap_law
 from mixscale.fit.inputs import check_options, read_features, read_target
 from mixscale.fit.lawjson import law_from_dict, law_to_dict
-from mixscale.fit.laws import get_family, get_predictor, n_raw_params
+from mixscale.fit.laws import bounded_law, get_family, get_predictor, n_raw_params
 from mixscale.fit.metrics import mse, r2
 from mixscale.fit.priors import (
     M4_PRIOR,
@@ -179,7 +179,7 @@ class ScalingLaw(LawBase):
         """True iff every prediction is in [0, 1] below a fitted asymptote and more epochs
         saturate: a bounded family (:attr:`mixscale.fit.laws.Family.bounded`) with a
         saturating predictor (``s0``, ``s2``). The paper's m0-m3 are never bounded."""
-        return get_family(self.family).bounded and get_predictor(self.predictor).saturating
+        return bounded_law(self.family, self.predictor)
 
     @property
     def extrapolation_weighted(self) -> bool:

@@ -16,23 +16,24 @@ from mixscale.plan import plan_counts
 
 CLASSES = ["n_a", "n_b", "n_c"]
 WEIGHTS = np.array([0.5, 0.3, 0.2])  # test-split class frequencies
-# (A, p, w_own, w_total, k) per class, and the shared epoch saturation (rate, kappa)
-TRUE = np.array([[0.98, 0.8, 8.0, 3.0, 0.05],
-                 [0.80, 1.5, 2.0, 6.0, 0.15],
-                 [0.95, 0.5, 12.0, 1.0, 0.03]])
+# (A, m, w_own, p, w_total, q, k) per class, and the shared epoch saturation (rate, kappa)
+TRUE = np.array([[0.98, 0.6, 20.0, 1.0, 5.0, 1.0, 0.05],
+                 [0.80, 0.5, 8.0, 1.5, 10.0, 1.5, 0.15],
+                 [0.95, 0.7, 12.0, 0.5, 1.0, 0.8, 0.03]])
 EPOCH_TRUE = (4.0, 1.5)
 S, S_N, E = 80, 240, 30  # the largest class count, total and epoch of the synthetic rows
 
 
 def _truth(counts: np.ndarray, epoch: np.ndarray, params: np.ndarray = TRUE) -> np.ndarray:
+    """The module docstring's form, written out independently of the code under test."""
+    a_max, m, w_own, p, w_total, q, k = params.T
     x = counts / S
     t = counts.sum(axis=1, keepdims=True) / S_N
     u = (epoch / E)[:, None]
     rate, kappa = EPOCH_TRUE
-    z = params[:, 2] * x + params[:, 3] * t
-    gate = x / (x + params[:, 4])
-    return params[:, 0] * gate * (1 - (1 + z) ** -params[:, 1]) * (
-        1 - (1 + rate * u / kappa) ** -kappa)
+    gate = x / (x + k)
+    data = 1 - m * (1 + w_own * x) ** -p - (1 - m) * (1 + w_total * t) ** -q
+    return a_max * gate * data * (1 - (1 + rate * u / kappa) ** -kappa)
 
 
 def _table(n_runs: int = 40, noise: float = 0.0, seed: int = 0,
@@ -72,7 +73,11 @@ def test_recovers_a_known_law_and_the_class_frequencies(law: ClassLaw) -> None:
     assert list(per_class.columns) == ["accuracy_a", "accuracy_b", "accuracy_c"]
     np.testing.assert_allclose(per_class.to_numpy() @ law.class_weights_, law.predict(fresh))
     assert law.score(fresh, fresh["accuracy"])["r2"] > 0.99
-    assert law.params_["A_b"] == pytest.approx(0.80, abs=0.03)  # each class its own ceiling
+    # each class its own curve, also at twice the design's counts (class b is the hard one)
+    far = pd.DataFrame({"n_a": [160], "n_b": [160], "n_c": [160], "epoch": [30]})
+    true_far = _truth(far[CLASSES].to_numpy(float), far["epoch"].to_numpy(float))[0]
+    np.testing.assert_allclose(law.predict_classes(far).to_numpy()[0], true_far, atol=0.025)
+    assert true_far[0] - true_far[1] > 0.1
     assert law.params_["weight_b"] == pytest.approx(0.3, abs=1e-9)
     assert law.bounded is True
 
@@ -134,8 +139,11 @@ def test_json_round_trip_keeps_predictions_and_bootstrap() -> None:
                                             "own-count gate.*refit"):
         ClassLaw.from_dict({**law.to_dict(), "version": 1})
     with pytest.raises(MixscaleError, match="version 2 is the per-class form with epochs "
-                                            "inside z.*refit.*version 3"):
+                                            "inside z.*refit.*version 4"):
         ClassLaw.from_dict({**law.to_dict(), "version": 2})
+    with pytest.raises(MixscaleError, match="version 3 is the per-class form with one power "
+                                            "law in w_own x \\+ w_total t.*refit"):
+        ClassLaw.from_dict({**law.to_dict(), "version": 3})
 
 
 def test_a_class_without_images_is_predicted_zero_by_the_form(law: ClassLaw) -> None:
@@ -152,7 +160,11 @@ def test_a_class_without_images_is_predicted_zero_by_the_form(law: ClassLaw) -> 
     assert raw[2, 0] > 0.5 and raw[3, 0] > 0.7  # classes with images are recognised
     frame = pd.DataFrame(counts, columns=CLASSES).assign(epoch=epoch)
     np.testing.assert_array_equal(law.predict(frame), raw @ law.class_weights_)
-    assert law.params_["k_b"] == pytest.approx(0.15, rel=0.15)  # the gate is identified
+    few = pd.DataFrame({"n_a": [40] * 3, "n_b": [2, 6, 15], "n_c": [40] * 3, "epoch": [30] * 3})
+    np.testing.assert_allclose(  # the gate is identified: few images of b, b's true accuracy
+        law.predict_classes(few)["accuracy_b"], _truth(few[CLASSES].to_numpy(float),
+                                                       few["epoch"].to_numpy(float))[:, 1],
+        atol=0.01)
     one = pd.DataFrame({"n_a": [1, 2, 8], "n_b": [20] * 3, "n_c": [20] * 3, "epoch": [20] * 3})
     acc = law.predict_classes(one)["accuracy_a"].to_numpy()
     assert 0.0 < acc[0] < acc[1] < acc[2]  # and it rises from there
@@ -190,7 +202,7 @@ def test_shrinkage_takes_alike_classes_to_the_class_blind_law() -> None:
     same = np.tile(TRUE[0], (3, 1))
     X = _table(params=same, noise=0.01, seed=2)
     law = ClassLaw(min_epoch=0).fit(X, X["accuracy"], groups=X["run"])
-    assert law.shrinkage_["fraction"] > 0.9 and law.effective_params_ < 9
+    assert law.shrinkage_["fraction"] > 0.9 and law.effective_params_ < 11  # class-blind: 9
     assert law.shrinkage_["folds"] == 5 and len(law.shrinkage_["cv_mse"]) > 1
     theta = law.raw_params_[:-2].reshape(3, -1)
     np.testing.assert_allclose(theta, np.tile(theta.mean(axis=0), (3, 1)), rtol=0.05)
@@ -202,7 +214,7 @@ def test_shrinkage_takes_alike_classes_to_the_class_blind_law() -> None:
 def test_shrinkage_keeps_large_real_differences() -> None:
     X = _table(noise=0.01, seed=2)
     law = ClassLaw(min_epoch=0).fit(X, X["accuracy"], groups=X["run"])
-    assert law.shrinkage_["fraction"] < 0.5 and law.effective_params_ > 10
+    assert law.shrinkage_["fraction"] < 0.75 and law.effective_params_ > 10
     row = pd.DataFrame({"n_a": [60], "n_b": [60], "n_c": [60], "epoch": [30]})
     per_class = law.predict_classes(row).to_numpy()[0]
     true = _truth(row[CLASSES].to_numpy(float), row["epoch"].to_numpy(float))[0]

@@ -9,7 +9,9 @@ Prints side by side in one run (issue 14, item 7):
     the pipeline's own fit stage (``stages.fit.fit_table_and_log`` into a throwaway SQLite
     store: every law it fits, its champion, its registry) on a design of sizes up to S = 400,
     then each registered law, loaded as the served pyfunc, predicts held-out runs at 1.25, 1.5,
-    2 and 3 S with its 90 % interval (``params={"interval": 0.9}``);
+    2 and 3 S with its 90 % interval (``params={"interval": 0.9}``). Beside them the "oracle",
+    the truth's own form refitted to the same training rows (``synthetic.oracle_fit``): what
+    the best possible law misses by on that design, from the noise of its rows alone;
 (c) digits: real mixscale rows (the demo's design and recipe, trained by the ``mixscale`` CLI
     into a cached SQLite store), fitted on the sizes up to 480, predicting the design's rows at
     960 and full-split runs (1,347 images, several seeds).
@@ -249,7 +251,8 @@ def _print(summary: pd.DataFrame, part: str, ratios: list[float], note: str) -> 
                 rec[f"width@{r:g}"] = h["width_pts"]
         wide.append(rec)
     frame = pd.DataFrame(wide)
-    first = frame["law"].str.contains("champion") | frame["law"].str.endswith(TODAY)
+    first = (frame["law"].str.contains("champion") | frame["law"].str.endswith(TODAY)
+             | frame["law"].str.endswith(ORACLE))
     frame = pd.concat([frame[first], frame[~first]])
     print(note)
     with pd.option_context("display.width", 200, "display.max_columns", 40):
@@ -277,6 +280,7 @@ def part_a(quick: bool) -> None:
 
 # --------------------------------------------------------------------------- (b) synthetic
 SYN_RATIOS = (1.25, 1.5, 2.0, 3.0)
+ORACLE = "oracle: the truth's form refitted"  # no interval: a yardstick for the point error
 
 
 def part_b(root: Path, config: FitConfig, seeds: int) -> pd.DataFrame:
@@ -291,7 +295,12 @@ def part_b(root: Path, config: FitConfig, seeds: int) -> pd.DataFrame:
                                     rows_per_size=4, seeds=2)
         rows, _ = evaluate(table, held, part="synthetic", root=root, config=config,
                            fit_max=s_max)
-        frames.append(rows.assign(world=s))
+        # the yardstick: the truth's own form refitted to the laws' training rows
+        train = table[(table["role"] == "train") & (table["epoch"] >= config.min_epoch)]
+        scored = held[held["epoch"] >= config.min_epoch].reset_index(drop=True)
+        oracle = _scored(scored, synthetic.oracle_fit(train)(scored), np.nan, np.nan, ORACLE,
+                         "synthetic").assign(role="")
+        frames.append(pd.concat([rows, oracle], ignore_index=True).assign(world=s))
     return pd.concat(frames, ignore_index=True)
 
 

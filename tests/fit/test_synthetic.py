@@ -11,6 +11,7 @@ from tests.support.synthetic import (
     DEFAULT_EPOCHS,
     DEFAULT_SIZES,
     SyntheticTruth,
+    oracle_fit,
     synthetic_table,
     truth,
     truth_rows,
@@ -90,3 +91,14 @@ def test_truth_rows_are_held_out_at_larger_sizes() -> None:
     design = synthetic_table(n_classes=K, noise=0.0)
     at_s = design.loc[(design["subset_size"] == 400) & (design["epoch"] == 40), "accuracy"]
     assert at_s.mean() < gain[600] < gain[800]  # something left to predict beyond S
+
+
+def test_oracle_refits_the_truths_own_form() -> None:
+    """The benchmark's yardstick: on noise-free rows the truth's form refitted is the truth, also
+    at twice the design's largest size; on noisy rows it is off, by the noise alone."""
+    exact = synthetic_table(seed=0, noise=0.0)
+    held = truth_rows(ratios=(2.0,), noise=0.0)
+    np.testing.assert_allclose(oracle_fit(exact)(held), held["truth"], atol=1e-6)
+    noisy = synthetic_table(seed=0)
+    miss = oracle_fit(noisy)(held) - held["truth"].to_numpy()
+    assert 1e-3 < np.sqrt(np.mean(miss ** 2)) < 0.05

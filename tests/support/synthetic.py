@@ -28,16 +28,17 @@ Everything is seeded and takes milliseconds.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.optimize import least_squares
 
 from mixscale.design import FeasibleSampler
 
-__all__ = ["SyntheticTruth", "truth", "synthetic_table", "truth_rows", "DEFAULT_SIZES",
-           "DEFAULT_EPOCHS", "count_columns", "class_columns"]
+__all__ = ["SyntheticTruth", "truth", "synthetic_table", "truth_rows", "oracle_fit",
+           "DEFAULT_SIZES", "DEFAULT_EPOCHS", "count_columns", "class_columns"]
 
 DEFAULT_SIZES = (100, 200, 300, 400)  # the design's sizes; S = 400
 DEFAULT_EPOCHS = tuple(range(4, 41, 4))  # logged evaluations (fit's min_epoch 10 keeps 8)
@@ -79,17 +80,10 @@ class SyntheticTruth:
 
     def per_class(self, counts: np.ndarray, epoch: np.ndarray) -> np.ndarray:
         """True per-class accuracy, shape ``(n, k)``, for counts ``(n, k)`` and epochs ``(n,)``."""
-        p = self.params()
         counts = np.asarray(counts, dtype=float)
         if counts.ndim != 2 or counts.shape[1] != self.n_classes:
             raise ValueError(f"counts must have shape (n, {self.n_classes}), got {counts.shape}")
-        epoch = np.broadcast_to(np.asarray(epoch, dtype=float), (len(counts),))
-        total = counts.sum(axis=1, keepdims=True)
-        own = 1.0 - np.exp(-((counts / p["d"]) ** p["a"]))
-        transfer = total / (total + p["D"])
-        saturation = 1.0 - p["b"] * np.exp(-epoch / p["tau"])
-        acc = p["ceil"] * saturation[:, None] * (p["mix"] * own + (1 - p["mix"]) * transfer)
-        return np.where(counts > 0, acc, 0.0)
+        return _form(self.params(), counts, epoch)
 
     def frequencies(self) -> np.ndarray:
         """Test-split class frequencies (sum 1)."""
@@ -100,6 +94,65 @@ class SyntheticTruth:
         """``(overall, per_class)``: true overall accuracy ``(n,)`` and per class ``(n, k)``."""
         per_class = self.per_class(counts, epoch)
         return per_class @ self.frequencies(), per_class
+
+
+def _form(p: dict[str, np.ndarray], counts: np.ndarray, epoch: np.ndarray) -> np.ndarray:
+    """The truth's form (module docstring) at parameters ``p`` (:meth:`SyntheticTruth.params`'
+    keys): per-class accuracy ``(n, k)``."""
+    epoch = np.broadcast_to(np.asarray(epoch, dtype=float), (len(counts),))
+    total = counts.sum(axis=1, keepdims=True)
+    own = 1.0 - np.exp(-((counts / p["d"]) ** p["a"]))
+    transfer = total / (total + p["D"])
+    saturation = 1.0 - p["b"] * np.exp(-epoch / p["tau"])
+    acc = p["ceil"] * saturation[:, None] * (p["mix"] * own + (1 - p["mix"]) * transfer)
+    return np.where(counts > 0, acc, 0.0)
+
+
+_ORACLE_KEYS = ("ceil", "mix", "d", "a", "D")  # per class; then the shared b, tau
+_ORACLE_LO, _ORACLE_HI = (0.3, 0.0, 0.5, 0.1, 5.0), (1.0, 1.0, 500.0, 3.0, 1e4)
+
+
+def oracle_fit(table: pd.DataFrame, *, n_starts: int = 4, seed: int = 0
+               ) -> Callable[[pd.DataFrame], np.ndarray]:
+    """The truth's own form refitted to ``table``'s per-class accuracies: the yardstick of what
+    the best law can do on a design (no law is better than the true form refitted to the
+    same noisy rows, bar luck).
+
+    Least squares of every class's accuracy on the rows where it has images (its 5
+    parameters, plus the shared epoch ``b, tau``), best of ``n_starts`` starts (the first at
+    typical values, the others jittered from it). The test frequencies are the truth's
+    (``SyntheticTruth.frequencies``). Returns ``predict(frame) -> overall accuracy``.
+    """
+    columns = [c for c in table.columns if c.startswith("n_")]
+    k = len(columns)
+    counts = table[columns].to_numpy(float)
+    epoch = table["epoch"].to_numpy(float)
+    targets = table[class_columns(k)].to_numpy(float)
+    has = counts > 0
+    lo = np.r_[np.tile(_ORACLE_LO, k), 0.0, 0.5]
+    hi = np.r_[np.tile(_ORACLE_HI, k), 1.0, 50.0]
+
+    def params(theta: np.ndarray) -> dict[str, np.ndarray]:
+        per = theta[:-2].reshape(k, len(_ORACLE_KEYS))
+        return {**{key: per[:, j] for j, key in enumerate(_ORACLE_KEYS)},
+                "b": theta[-2], "tau": theta[-1]}
+
+    rng = np.random.default_rng(seed)
+    typical = np.r_[np.tile([0.9, 0.6, 15.0, 0.7, 300.0], k), 0.5, 6.0]
+    best = None
+    for i in range(n_starts):
+        start = typical * (np.exp(rng.normal(0.0, 0.3, typical.size)) if i else 1.0)
+        start = np.clip(start, lo + 1e-6, hi - 1e-6)
+        res = least_squares(lambda th: (_form(params(th), counts, epoch) - targets)[has],
+                            start, bounds=(lo, hi))
+        if best is None or res.cost < best.cost:
+            best = res
+    fitted, freq = params(best.x), SyntheticTruth(k).frequencies()
+
+    def predict(frame: pd.DataFrame) -> np.ndarray:
+        return _form(fitted, frame[columns].to_numpy(float), frame["epoch"].to_numpy(float)) @ freq
+
+    return predict
 
 
 def truth(counts: np.ndarray, epoch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

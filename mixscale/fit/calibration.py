@@ -18,7 +18,16 @@ the second (:func:`noise_sd`).
    large ratios come from the small folds, so without the fit-size term their extra error
    (fitted on one or two sizes) would be read as widening with ``r``. The final law is
    scored as the largest fold (fit-size factor 1), not extrapolated to its own size: it has
-   more data, but the backtest cannot show how much better that makes it.
+   more data, but the backtest cannot show how much better that makes it. The fit-size term
+   needs residuals from at least :data:`MIN_FOLDS_FOR_DELTA` folds (distinct fit sizes): with
+   two, one fold holds nearly every large ratio and the other the small ones, so "errs more
+   further out" and "errs more on fewer sizes" fit the residuals alike, and the second
+   explanation narrows the interval exactly where it is needed. On the 10-class synthetic
+   truth (design sizes 100-400, so the fit stage keeps the folds 200 and 300), the fitted
+   ``delta`` took the widening to ``gamma = 0`` in one design of three and its 90 % interval
+   covered 41 % of held-out runs at 2 S; without the term, 88 %. With fewer folds
+   ``delta`` is therefore 0 and every extra error of the larger ratios counts as widening
+   (the conservative reading).
 2. Scores: ``z_i = |residual_i| / (s(r_i) * (fit_size_i / largest fit_size)**delta)`` for the
    ``n`` residuals.
 3. Conformal quantile at ``level``: the ``k``-th smallest score, ``k = ceil((n + 1) * level)``
@@ -53,10 +62,12 @@ from scipy.stats import norm
 
 from mixscale.errors import MixscaleError
 
-__all__ = ["Calibration", "noise_sd", "DELTA_MAX", "GAMMA_MAX", "MIN_RESIDUALS"]
+__all__ = ["Calibration", "noise_sd", "DELTA_MAX", "GAMMA_MAX", "MIN_FOLDS_FOR_DELTA",
+           "MIN_RESIDUALS"]
 
 GAMMA_MAX = 3.0  # steepest widening allowed: s(r) grows at most like r**3
 DELTA_MAX = 3.0  # fastest shrinking with the fit size allowed: (fit_size / S)**-3
+MIN_FOLDS_FOR_DELTA = 3  # fewer fit sizes cannot tell shrinking with fit size from widening
 MIN_RESIDUALS = 5  # fewer backtest residuals cannot calibrate anything
 _EPS = 1e-4  # added to |residual| before the log fit (1/100 of an accuracy point)
 _FORMAT = "mixscale.Calibration"
@@ -140,7 +151,8 @@ class Calibration:
         if "fit_size" in residuals.columns:
             fit_size = np.asarray(residuals["fit_size"], dtype=float)
             final = float(fit_size.max())
-            if np.all(np.isfinite(fit_size)) and np.all(fit_size > 0):
+            if (np.all(np.isfinite(fit_size)) and np.all(fit_size > 0)
+                    and np.unique(fit_size).size >= MIN_FOLDS_FOR_DELTA):
                 log_f = np.log(fit_size / final)
         columns = [np.ones_like(v), log_r, log_f]
         lo, hi = [-np.inf, 0.0, -DELTA_MAX], [np.inf, GAMMA_MAX, 0.0]

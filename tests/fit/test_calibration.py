@@ -14,7 +14,13 @@ from scipy.stats import binom, norm
 
 from mixscale.errors import MixscaleError
 from mixscale.fit import ScalingLaw
-from mixscale.fit.calibration import GAMMA_MAX, MIN_RESIDUALS, Calibration, noise_sd
+from mixscale.fit.calibration import (
+    GAMMA_MAX,
+    MIN_FOLDS_FOR_DELTA,
+    MIN_RESIDUALS,
+    Calibration,
+    noise_sd,
+)
 from mixscale.fit.reader import read_law
 
 
@@ -61,6 +67,13 @@ def test_errors_of_small_folds_are_not_read_as_widening() -> None:
     # the scale is the largest fold's: its 90 % half-width at r=4/3 covers its own rows
     own = residuals[residuals["fit_size"] == 300]
     assert 0.85 <= np.mean(np.abs(own["residual"]) <= cal.half_width(own["ratio"], 0.9)) <= 0.97
+    # two folds cannot tell the fit size from widening: no fit-size term, the error widens
+    two = residuals[residuals["fit_size"] >= 200]
+    assert two["fit_size"].nunique() == MIN_FOLDS_FOR_DELTA - 1
+    cal_two = Calibration.from_residuals(two)
+    assert cal_two.delta == 0.0 and cal_two.gamma > 0.5
+    np.testing.assert_allclose(cal_two.half_width([1.0, 2.0], 0.9), Calibration.from_residuals(
+        two.drop(columns="fit_size")).half_width([1.0, 2.0], 0.9))
 
 
 def test_conformal_quantile_is_the_finite_sample_one() -> None:

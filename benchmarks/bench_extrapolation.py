@@ -409,7 +409,7 @@ def figure(summary: pd.DataFrame, path: Path) -> None:
     several = summary["code"].nunique() > 1
     colours = iter(plt.cm.tab20(np.arange(20)))  # one colour per line (up to 20)
     for (part, code, law), g in summary.groupby(["part", "code", "law"], sort=False):
-        if not (law.startswith("champion (") or law in (TODAY, "ensemble")
+        if not (law.startswith("champion (") or law in (TODAY, "ensemble", ORACLE)
                 or law.startswith("perclass")):
             continue
         label = f"{part}{f' [{code}]' if several else ''}: {law}"

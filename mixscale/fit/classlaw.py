@@ -32,11 +32,13 @@ one class's epoch curve from another's.
 
 Version 3 of this law had one power law in the sum ``z_c = w_own_c x_c + w_total_c t`` (``A_c
 g_c (1 - (1 + z_c)^-p_c) h``). Its single exponent must serve both the fast own-count gain and
-the slow gain from the total, so beyond the design it bent toward the ceiling too early: on
-the synthetic truth of ``tests/support/synthetic.py`` (10 classes, design up to S = 400, 10
-noise draws) it missed the truth at 2 S by 3.09 accuracy points RMSE against 2.41 for this
-form, and the truth's own form refitted to the same rows (the best any law can do there)
-misses by 1.80 (``benchmarks/bench_extrapolation.py`` prints these).
+the slow gain from the total, so beyond the design it bent toward the ceiling too early:
+fitted to all 24 runs of the synthetic design of ``tests/support/synthetic.py`` (10 classes,
+sizes up to S = 400), RMSE against the truth at 2 S over 10 noise draws was 3.09 accuracy
+points for version 3 and 2.41 for this form, where the truth's own form refitted to the same
+rows (``synthetic.oracle_fit``, the best any law can do there) misses by 1.80.
+``benchmarks/bench_extrapolation.py`` part (b) prints the pipeline's figures beside that
+oracle.
 
 **Shrinkage.** With seven free shape parameters per class a design of a few dozen runs cannot
 pin every class down (version 2, fitted class by class, put ``k`` at its bound with huge

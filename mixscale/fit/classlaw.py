@@ -8,8 +8,8 @@ metrics every row logs) with the structure of Rolf et al. (2021), where a group'
 of a power law in its own count and one in the total count, plus a floor:
 
     acc_c = A_c * g_c * (1 - m_c * (1 + w_own_c * x_c) ** (-p_c)
-                           - (1 - m_c) * (1 + w_total_c * t) ** (-q_c)) * h(u),
-    g_c = x_c / (x_c + k_c),   h(u) = 1 - (1 + rate * u / kappa) ** (-kappa)
+                           - (1 - m_c) * (1 + w_total_c * t) ** (-q_c)) * h(v),
+    g_c = x_c / (x_c + k_c),   h(v) = 1 - (1 + rate * v / kappa) ** (-kappa),   v = u * t ** steps
 
 with ``x_c = n_c / S`` (own count, ``S`` the largest class count seen in training), ``t = N /
 S_N`` (total count ``N``, ``S_N`` its largest value) and ``u = epoch / E`` (``E`` the largest
@@ -20,15 +20,25 @@ power laws (``1 + w x`` keeps each term finite at 0 images), and ``k_c > 0`` (in
 ``S``) the own count at which the gate ``g_c`` is one half. Every factor lies in [0, 1) and
 none decreases in any count, so **every prediction is in [0, 1) by the form itself (no clip),
 more images of any class never lower any class's accuracy, and a class without images of its
-own is predicted exactly 0** however many images of other classes there are. Data and epochs
-are separate saturating resources: ``h`` (shared by the classes, ``rate, kappa > 0``: its slope
-at 0 and its shape, the exponential ``1 - exp(-rate u)`` as ``kappa`` grows) rises from 0 to 1
-in the epochs, so at fixed data more epochs approach the data curve, a ceiling below the data
-asymptote ``A_c``: epochs cannot stand in for data (version 2 of this law added epochs to the
-counts inside one power law, so enough epochs replaced any amount of data). ``h`` is shared
-because neither the digits demo (evaluations from epoch 12 of 30, all near saturation) nor the
-synthetic truth of ``tests/support/synthetic.py`` (one epoch curve for every class) can tell
-one class's epoch curve from another's.
+own is predicted exactly 0** however many images of other classes there are.
+
+Data and training length are separate saturating resources: ``h`` (shared by the classes,
+``rate, kappa > 0``: its slope at 0 and its shape, the exponential ``1 - exp(-rate v)`` as
+``kappa`` grows) rises from 0 to 1 in the training length ``v``, so at fixed data more epochs
+approach the data curve, a ceiling below the data asymptote ``A_c``: epochs cannot stand in
+for data (version 2 of this law added epochs to the counts inside one power law, so enough
+epochs replaced any amount of data). ``steps`` in (0, 1] says what one epoch is worth at a
+size: near 0 an epoch is an epoch at every size (one epoch curve for all), at 1 training
+length is optimiser steps at a fixed batch size, so an epoch over twice the images is twice
+the steps and a larger subset reaches its ceiling in fewer epochs. mixscale trains with a
+fixed batch size, and on the digits demo (batch 32) the 60-image rows are still 38 points
+below their ceiling at epoch 12 while the 480-image rows are flat: with one epoch curve for
+all sizes (version 4 before ``steps``) the law could fit neither, was 23 points high at 60
+images and epoch 12, and missed the 960- and 1,347-image runs by 2.1 points RMSE; with
+``steps`` fitted (to 1.0) by 0.7 and 0.85. On the synthetic truth, whose epoch curve is the
+same at every size, ``steps`` goes to its lower bound. ``h`` is shared because neither the
+digits demo nor the synthetic truth (one epoch curve for every class) can tell one class's
+epoch curve from another's.
 
 Version 3 of this law had one power law in the sum ``z_c = w_own_c x_c + w_total_c t`` (``A_c
 g_c (1 - (1 + z_c)^-p_c) h``). Its single exponent must serve both the fast own-count gain and
@@ -42,19 +52,18 @@ oracle.
 
 **Shrinkage.** With seven free shape parameters per class a design of a few dozen runs cannot
 pin every class down (version 2, fitted class by class, put ``k`` at its bound with huge
-standard errors on the digits demo). The seven are fitted jointly, in transformed units
-``phi_c = (logit A_c, logit m_c, log w_own_c, log p_c, log w_total_c, log q_c, log k_c)``, with
-the penalty ``lambda * n *
-||phi_c - mu||^2`` per class toward a shared ``mu`` (fitted too: the across-class mean), ``n``
-the rows per class, so ``lambda`` is in units of a per-row squared error. ``lambda = inf`` is
-the class-blind law (every class the same curve of its own count and the total); ``lambda``
-is chosen from :data:`STRENGTHS` by K-fold cross-validation over runs (``groups``; rows with the
-same counts otherwise) with the one-standard-error rule toward more shrinkage: the law moves
-away from "all classes alike" only as far as held-out runs justify. ``effective_params_`` is
-the trace of the fit's hat matrix (between 9 for the class-blind law and ``7 * classes + 2``);
-``shrinkage_`` holds the strength, the cross-validation errors and the share of per-class
-freedom removed; ``identifiability_`` names the per-class parameters the rows cannot identify
-(and which rows would) or is None.
+standard errors on the digits demo). The seven are fitted jointly, in transformed units ``phi_c
+= (logit A_c, logit m_c, log w_own_c, log p_c, log w_total_c, log q_c, log k_c)``, with the
+penalty ``lambda * n * ||phi_c - mu||^2`` per class toward a shared ``mu`` (fitted too: the
+across-class mean), ``n`` the rows per class, so ``lambda`` is in units of a per-row squared
+error. ``lambda = inf`` is the class-blind law (every class the same curve of its own count and
+the total); ``lambda`` is chosen from :data:`STRENGTHS` by K-fold cross-validation over runs
+(``groups``; rows with the same counts otherwise) with the one-standard-error rule toward more
+shrinkage: the law moves away from "all classes alike" only as far as held-out runs justify.
+``effective_params_`` is the trace of the fit's hat matrix (between 10 for the class-blind law
+and ``7 * classes + 3``); ``shrinkage_`` holds the strength, the cross-validation errors and
+the share of per-class freedom removed; ``identifiability_`` names the per-class parameters the
+rows cannot identify (and which rows would) or is None.
 
 The overall accuracy is ``sum_c w_c * acc_c`` with ``w_c`` the test split's class frequencies.
 They are not a parameter of the fit: overall test accuracy *is* the frequency weighted mean of
@@ -92,20 +101,20 @@ FAMILY, PREDICTOR = "perclass", "own-total"  # how the fit summary and the regis
 _SHAPE = ("A", "m", "w_own", "p", "w_total", "q", "k")  # per-class parameters, raw order
 _LOGIT = (0, 1)  # A and m are shares in (0, 1): logit units; the others are positive: log units
 _K = _SHAPE.index("k")
-_EPOCH = ("rate", "kappa")  # the shared epoch saturation
+_EPOCH = ("rate", "kappa", "steps")  # the shared training-length saturation
 N_SHAPE, N_SHARED = len(_SHAPE), len(_EPOCH)
 # bounds in transformed units: logit A, logit m, log of the others
 _LO = np.array([-9.0, -6.0, np.log(1e-6), np.log(0.02), np.log(1e-6), np.log(0.02),
                 np.log(1e-4)])
 _HI = np.array([9.0, 6.0, np.log(1e4), np.log(5.0), np.log(1e4), np.log(5.0), np.log(10.0)])
-_E_LO, _E_HI = np.log([1e-2, 0.05]), np.log([1e3, 50.0])
-# (A, m, w_own, p, w_total, q, k, rate, kappa): starts of the class-blind fit, then seeded
-# random ones
-_GRID = ((0.95, 0.5, 10.0, 0.7, 2.0, 1.0, 0.02, 5.0, 1.0),
-         (0.98, 0.7, 30.0, 1.0, 1.0, 0.5, 0.05, 20.0, 2.0),
-         (0.9, 0.3, 3.0, 0.5, 5.0, 1.5, 0.005, 1.0, 0.5))
-_RANDOM_LO = (0.6, 0.1, 0.3, 0.1, 0.1, 0.1, 1e-3, 0.02, 0.3)  # range of the random starts
-_RANDOM_HI = (1.0, 0.9, 100.0, 2.0, 30.0, 2.0, 0.3, 2.0, 5.0)
+_E_LO, _E_HI = np.log([1e-2, 0.05, 1e-3]), np.log([1e3, 50.0, 1.0])
+# (A, m, w_own, p, w_total, q, k, rate, kappa, steps): starts of the class-blind fit, then
+# seeded random ones
+_GRID = ((0.95, 0.5, 10.0, 0.7, 2.0, 1.0, 0.02, 5.0, 1.0, 0.5),
+         (0.98, 0.7, 30.0, 1.0, 1.0, 0.5, 0.05, 20.0, 2.0, 1.0),
+         (0.9, 0.3, 3.0, 0.5, 5.0, 1.5, 0.005, 1.0, 0.5, 0.1))
+_RANDOM_LO = (0.6, 0.1, 0.3, 0.1, 0.1, 0.1, 1e-3, 0.02, 0.3, 0.05)  # range of random starts
+_RANDOM_HI = (1.0, 0.9, 100.0, 2.0, 30.0, 2.0, 0.3, 2.0, 5.0, 1.0)
 # shrinkage strengths tried, strongest first (inf: the class-blind law)
 STRENGTHS = (np.inf, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
 _N_FOLDS = 5
@@ -133,6 +142,8 @@ _HELP = {
            "evaluate more often)",
     "kappa": "evaluations at earlier epochs, before the curves flatten (lower --min-epoch or "
              "evaluate more often)",
+    "steps": "evaluations at earlier epochs at several subset sizes (an epoch of a larger "
+             "subset is more optimiser steps; lower --min-epoch or evaluate more often)",
 }
 
 
@@ -165,34 +176,44 @@ def _natural_scale(raw: np.ndarray, n_classes: int) -> np.ndarray:
     return scale
 
 
-def _epoch_factor(epoch_params: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """``h(u) = 1 - (1 + rate u / kappa)^-kappa``."""
-    rate, kappa = epoch_params
-    return -np.expm1(-kappa * np.log1p(rate * u / kappa))
+def _length(steps: float, u: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Training length ``v = u * t**steps`` and ``log t`` (0 where ``t`` is 0: no images, so
+    ``v`` is 0 and the gate makes the accuracy 0 anyway)."""
+    log_t = np.log(np.where(t > 0, t, 1.0))
+    return u * np.where(t > 0, np.exp(steps * log_t), 0.0), log_t
+
+
+def _epoch_factor(epoch_params: np.ndarray, u: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """``h = 1 - (1 + rate v / kappa)^-kappa`` at training length ``v = u t^steps``."""
+    rate, kappa, steps = epoch_params
+    v, _ = _length(steps, u, t)
+    return -np.expm1(-kappa * np.log1p(rate * v / kappa))
 
 
 def _curve(theta: np.ndarray, epoch_params: np.ndarray, x: np.ndarray, t: np.ndarray,
            u: np.ndarray) -> np.ndarray:
-    """Per-class accuracies ``(n, C)`` for natural ``theta`` ``(C, 7)`` and ``(rate, kappa)``."""
+    """Per-class accuracies ``(n, C)`` for natural ``theta`` ``(C, 7)`` and ``(rate, kappa,
+    steps)``."""
     a_max, m, w_own, p, w_total, q, k = theta.T
     own = np.exp(-p * np.log1p(w_own * x))
     total = np.exp(-q * np.log1p(w_total * t[:, None]))
-    h = _epoch_factor(epoch_params, u)
+    h = _epoch_factor(epoch_params, u, t)
     return a_max * (x / (x + k)) * (1.0 - m * own - (1.0 - m) * total) * h[:, None] + 0.0
 
 
 def _gradients(phi: np.ndarray, eps: np.ndarray, x: np.ndarray, t: np.ndarray,
                u: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Accuracies ``(n, C)`` and their derivatives in transformed units: ``(n, C, 7)`` by each
-    class's ``phi_c`` and ``(n, C, 2)`` by ``(log rate, log kappa)``."""
+    class's ``phi_c`` and ``(n, C, 3)`` by ``(log rate, log kappa, log steps)``."""
     a_max, m, w_own, p, w_total, q, k = _natural(phi).T
-    rate, kappa = np.exp(eps)
+    rate, kappa, steps = np.exp(eps)
+    v, log_n = _length(steps, u, t)
     zo, zt = w_own * x, w_total * t[:, None]
     log_o, log_t = np.log1p(zo), np.log1p(zt)
     own, total = np.exp(-p * log_o), np.exp(-q * log_t)
     f = 1.0 - m * own - (1.0 - m) * total
     gate = x / (x + k)
-    r = 1.0 + rate * u / kappa
+    r = 1.0 + rate * v / kappa
     log_r = np.log(r)
     s = np.exp(-kappa * log_r)
     h = (1.0 - s)[:, None]
@@ -204,9 +225,11 @@ def _gradients(phi: np.ndarray, eps: np.ndarray, x: np.ndarray, t: np.ndarray,
                      mt * q * zt / (1.0 + zt), mt * log_t * q,
                      -acc * k / (x + k)], axis=-1)
     agf = a_max * gate * f
-    dh_rate = s / r * rate * u
-    dh_kappa = s * (kappa * log_r - rate * u / r)
-    deps = np.stack([agf * dh_rate[:, None], agf * dh_kappa[:, None]], axis=-1)
+    dh_rate = s / r * rate * v
+    dh_kappa = s * (kappa * log_r - rate * v / r)
+    dh_steps = dh_rate * log_n * steps
+    deps = np.stack([agf * dh_rate[:, None], agf * dh_kappa[:, None],
+                     agf * dh_steps[:, None]], axis=-1)
     return acc + 0.0, dphi, deps
 
 
@@ -215,7 +238,7 @@ def _lm(evaluate: Any, v0: np.ndarray, lo: np.ndarray, hi: np.ndarray,
     """Levenberg-Marquardt on the normal equations, steps projected into ``[lo, hi]``.
 
     ``evaluate(v) -> (cost, gradient, Gauss-Newton Hessian)``. The Hessians here are small
-    (``7 * classes + 9`` square) and built from per-class blocks, so an iteration costs one
+    (``7 * classes + 10`` square) and built from per-class blocks, so an iteration costs one
     pass over the rows and no large matrix product (scipy's ``least_squares`` spent 20 ms per
     SVD of the 3150 x 57 Jacobian on the digits-sized table).
     """
@@ -281,7 +304,7 @@ class _Fitter:
 
     def data_normal(self, phi: np.ndarray, eps: np.ndarray) -> tuple[float, Any, Any]:
         """Data cost and its Gauss-Newton pieces: per-class blocks ``G (C, 7, 7)``, cross terms
-        ``X (C, 7, 2)``, ``E (2, 2)`` and gradients ``(C, 7)``, ``(2,)``; and the raw parts."""
+        ``X (C, 7, 3)``, ``E (3, 3)`` and gradients ``(C, 7)``, ``(3,)``; and the raw parts."""
         acc, dphi, deps = _gradients(phi, eps, self.x, self.t, self.u)
         r = acc - self.y
         if self.loss == "huber":
@@ -294,7 +317,7 @@ class _Fitter:
         # one batched product gives every block: columns (phi_c, eps, r), rows weighted
         cols = np.concatenate([dphi, deps, r[..., None]], axis=2) * np.sqrt(w)[..., None]
         cols = np.ascontiguousarray(cols.transpose(1, 0, 2))
-        gram = cols.transpose(0, 2, 1) @ cols  # (C, 10, 10)
+        gram = cols.transpose(0, 2, 1) @ cols  # (C, 11, 11)
         a, b = N_SHAPE, N_SHAPE + N_SHARED
         pieces = (gram[:, :a, :a], gram[:, :a, a:b], gram[:, a:b, a:b].sum(axis=0),
                   gram[:, :a, b], gram[:, a:b, b].sum(axis=0))
@@ -316,7 +339,7 @@ class _Fitter:
         grad = np.concatenate([g_phi.ravel(), g_eps, np.zeros(N_SHAPE)])
         return hess, grad
 
-    # class-blind: v = (mu (5), log rate, log kappa), every class phi_c = mu
+    # class-blind: v = (mu (7), log rate, log kappa, log steps), every class phi_c = mu
     def shared(self, v0: np.ndarray, max_iter: int = _MAX_ITER) -> _Solution | None:
         c = self.n_classes
 
@@ -334,7 +357,7 @@ class _Fitter:
         mu = v[:N_SHAPE].copy()
         return _Solution(np.tile(mu, (c, 1)), v[N_SHAPE:].copy(), mu, np.inf, cost)
 
-    # penalised: v = (phi (C x 5), log rate, log kappa, mu (5))
+    # penalised: v = (phi (C x 7), log rate, log kappa, log steps, mu (7))
     def joint(self, strength: float, start: _Solution,
               max_iter: int = _MAX_ITER) -> _Solution | None:
         c, n = self.n_classes, self.n
@@ -374,7 +397,8 @@ class _Fitter:
 
 
 class _Solution:
-    """One fit: ``phi`` ``(C, 7)``, ``eps`` (log rate, log kappa), ``mu``, strength, cost."""
+    """One fit: ``phi`` ``(C, 7)``, ``eps`` (log rate, log kappa, log steps), ``mu``, strength,
+    cost."""
 
     def __init__(self, phi: np.ndarray, eps: np.ndarray, mu: np.ndarray, strength: float,
                  cost: float) -> None:
@@ -382,7 +406,7 @@ class _Solution:
 
     def raw(self) -> np.ndarray:
         """Natural parameters: every class's ``(A, m, w_own, p, w_total, q, k)``, then rate,
-        kappa."""
+        kappa, steps."""
         return np.concatenate([_natural(self.phi).ravel(), np.exp(self.eps)])
 
     @classmethod
@@ -420,9 +444,9 @@ class ClassLaw(LawBase):
         Test-split class frequencies (sum to 1).
     raw_params_ : numpy.ndarray
         ``(A, m, w_own, p, w_total, q, k)`` of every class, concatenated in class order, then
-        ``rate, kappa``.
+        ``rate, kappa, steps``.
     params_ : dict of str to float
-        ``<name>_<class>`` for every per-class parameter, ``rate``, ``kappa``, then
+        ``<name>_<class>`` for every per-class parameter, ``rate``, ``kappa``, ``steps``, then
         ``weight_<class>``.
     pcov_ : numpy.ndarray
         Covariance of ``raw_params_`` (delta method from the penalised fit).
@@ -886,7 +910,8 @@ def _block_diag(blocks: list[np.ndarray]) -> np.ndarray:
 
 # 2: the own-count gate (0 accuracy without images of its own; parameter k) and `design`
 # 3: bounded form with a separate epoch saturation h (rate, kappa), shrinkage toward shared shapes
-# 4: own and total counts as two power laws (Rolf et al.) instead of one in their sum
+# 4: own and total counts as two power laws (Rolf et al.) instead of one in their sum; training
+#    length in epochs or optimiser steps (steps)
 CLASS_FORMAT, CLASS_FORMAT_VERSION = "mixscale.ClassLaw", 4
 _CLASS_KEYS = ("options", "class_columns", "count_scale", "total_scale", "epoch_scale",
                "class_weights", "raw_params", "pcov", "cost", "n_train", "shrinkage",

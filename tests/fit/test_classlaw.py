@@ -10,7 +10,7 @@ import pytest
 
 from mixscale.errors import FitError, MixscaleError
 from mixscale.fit import NotFittedError
-from mixscale.fit.classlaw import ClassLaw, class_accuracy_column
+from mixscale.fit.classlaw import N_SHARED, ClassLaw, class_accuracy_column
 from mixscale.fit.reader import read_law
 from mixscale.plan import plan_counts
 
@@ -24,12 +24,14 @@ EPOCH_TRUE = (4.0, 1.5)
 S, S_N, E = 80, 240, 30  # the largest class count, total and epoch of the synthetic rows
 
 
-def _truth(counts: np.ndarray, epoch: np.ndarray, params: np.ndarray = TRUE) -> np.ndarray:
-    """The module docstring's form, written out independently of the code under test."""
+def _truth(counts: np.ndarray, epoch: np.ndarray, params: np.ndarray = TRUE,
+           steps: float = 0.0) -> np.ndarray:
+    """The module docstring's form, written out independently of the code under test (training
+    length ``u * t**steps``; 0: the same epoch curve at every size)."""
     a_max, m, w_own, p, w_total, q, k = params.T
     x = counts / S
     t = counts.sum(axis=1, keepdims=True) / S_N
-    u = (epoch / E)[:, None]
+    u = (epoch / E)[:, None] * t ** steps
     rate, kappa = EPOCH_TRUE
     gate = x / (x + k)
     data = 1 - m * (1 + w_own * x) ** -p - (1 - m) * (1 + w_total * t) ** -q
@@ -37,7 +39,8 @@ def _truth(counts: np.ndarray, epoch: np.ndarray, params: np.ndarray = TRUE) -> 
 
 
 def _table(n_runs: int = 40, noise: float = 0.0, seed: int = 0,
-           params: np.ndarray = TRUE, balanced: bool = False) -> pd.DataFrame:
+           params: np.ndarray = TRUE, balanced: bool = False, steps: float = 0.0
+           ) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     counts = rng.integers(2, S, size=(n_runs, 3))
     if balanced:  # every class the same count in a run: own and total counts move together
@@ -48,7 +51,7 @@ def _table(n_runs: int = 40, noise: float = 0.0, seed: int = 0,
         for epoch in range(10, E + 1, 5):
             rows.append({**dict(zip(CLASSES, c, strict=True)), "epoch": epoch, "run": r})
     X = pd.DataFrame(rows)
-    acc = _truth(X[CLASSES].to_numpy(float), X["epoch"].to_numpy(float), params)
+    acc = _truth(X[CLASSES].to_numpy(float), X["epoch"].to_numpy(float), params, steps)
     acc = acc + noise * rng.standard_normal(acc.shape)
     for j, col in enumerate(CLASSES):
         X[class_accuracy_column(col)] = acc[:, j]
@@ -184,8 +187,10 @@ def test_more_images_of_any_class_never_lower_any_class(law: ClassLaw) -> None:
 
 def test_epochs_saturate_and_do_not_stand_in_for_data(law: ClassLaw) -> None:
     """At fixed data, more epochs approach a ceiling: the data curve itself. Epochs and data are
-    separate resources, so what endless training adds is the same share at every data size
-    (v2 put epochs inside z: there, at a small subset, enough epochs replaced the data)."""
+    separate resources, so what endless training adds is a share that never grows with the
+    data size (v2 put epochs inside z: there, at a small subset, enough epochs replaced the
+    data; an epoch over more images is at most more steps, so larger subsets saturate no
+    later)."""
     counts = np.array([[3.0, 3.0, 3.0], [10.0, 10.0, 10.0], [60.0, 60.0, 60.0],
                        [500.0, 500.0, 500.0]])
     epochs = np.array([30.0, 300.0, 3e4, 3e6])
@@ -194,7 +199,8 @@ def test_epochs_saturate_and_do_not_stand_in_for_data(law: ClassLaw) -> None:
     assert (np.diff(curves, axis=1) >= 0).all()  # more epochs never hurt
     assert np.abs(curves[:, 3] - curves[:, 2]).max() < 1e-3  # ... and they saturate
     gain = curves[:, 3] / curves[:, 0]  # endless training / the design's last epoch
-    np.testing.assert_allclose(gain, np.tile(gain[0], (4, 1)), rtol=1e-9)
+    np.testing.assert_allclose(gain, np.tile(gain[:, :1], (1, 3)), rtol=1e-9)  # shared h
+    assert (gain >= 1.0).all() and (np.diff(gain[:, 0]) <= 1e-12).all()
     assert (curves[0, 3] < curves[3, 0] - 0.1).all()  # few images, any epochs: far below
 
 
@@ -202,9 +208,9 @@ def test_shrinkage_takes_alike_classes_to_the_class_blind_law() -> None:
     same = np.tile(TRUE[0], (3, 1))
     X = _table(params=same, noise=0.01, seed=2)
     law = ClassLaw(min_epoch=0).fit(X, X["accuracy"], groups=X["run"])
-    assert law.shrinkage_["fraction"] > 0.9 and law.effective_params_ < 11  # class-blind: 9
+    assert law.shrinkage_["fraction"] > 0.9 and law.effective_params_ < 12  # class-blind: 10
     assert law.shrinkage_["folds"] == 5 and len(law.shrinkage_["cv_mse"]) > 1
-    theta = law.raw_params_[:-2].reshape(3, -1)
+    theta = law.raw_params_[:-N_SHARED].reshape(3, -1)
     np.testing.assert_allclose(theta, np.tile(theta.mean(axis=0), (3, 1)), rtol=0.05)
     row = pd.DataFrame({"n_a": [30], "n_b": [30], "n_c": [30], "epoch": [20]})
     per_class = law.predict_classes(row).to_numpy()[0]
@@ -269,3 +275,20 @@ def test_diminishing_returns_spread_a_plan_over_identical_classes() -> None:
     dear = plan_counts(law, current=CUR, caps=CAP, costs=[1.5, 1, 1], target=target,
                        epochs=EPOCHS)
     assert dear.counts[0] < plan.counts[0] and dear.counts[0] > CUR[0]  # less, not none
+
+
+def test_training_length_in_steps_is_learned_when_larger_subsets_train_faster() -> None:
+    """With a fixed batch size an epoch over more images is more optimiser steps: rows whose
+    early epochs rise faster at larger sizes give ``steps`` near 1, and the law predicts a
+    larger subset's early epochs; rows with one epoch curve for every size give ``steps``
+    near 0 (the module fixture)."""
+    X = _table(noise=0.005, seed=5, steps=1.0)
+    law = ClassLaw(min_epoch=0).fit(X, X["accuracy"], groups=X["run"])
+    assert law.params_["steps"] > 0.7
+    big = pd.DataFrame({"n_a": [120] * 3, "n_b": [120] * 3, "n_c": [120] * 3,
+                        "epoch": [10, 20, 30]})  # 1.5x the design's largest total
+    true = _truth(big[CLASSES].to_numpy(float), big["epoch"].to_numpy(float), steps=1.0)
+    np.testing.assert_allclose(law.predict_classes(big).to_numpy(), true, atol=0.03)
+    flat = ClassLaw(min_epoch=0).fit(*(lambda t: (t, t["accuracy"]))(_table(noise=0.005,
+                                                                             seed=5)))
+    assert flat.params_["steps"] < 0.2

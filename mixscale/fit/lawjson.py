@@ -16,11 +16,14 @@ import numpy as np
 
 from mixscale.errors import MixscaleError
 from mixscale.fit.base import check_design
-from mixscale.fit.laws import n_raw_params
+from mixscale.fit.laws import EPOCH_FACTOR_NAMES, get_predictor, n_raw_params
 
 CONVENTION = "count weights (w_n_<class> or w_total_n) sum to 1; epoch weights in the same units"
 _FORMAT = "mixscale.ScalingLaw"
-_FORMAT_VERSION = 2  # 2: + `design` (training rows' floor, mix and range); 1 is still read
+# 2: + `design` (training rows' floor, mix and range); 3: + `epoch_steps` of a saturating
+# predictor (training length in epochs or optimiser steps). 1 and 2 are still read: a
+# saturating law of theirs gets epoch_steps = 0, exactly its old predictions.
+_FORMAT_VERSION = 3
 _KEYS = (
     "family",
     "predictor",
@@ -71,13 +74,16 @@ def law_from_dict(cls: type, d: dict[str, Any]) -> Any:
     """Rebuild a fitted law of class ``cls`` from :func:`law_to_dict` output, checking it."""
     if not isinstance(d, dict) or d.get("format") != _FORMAT:
         raise MixscaleError(f"not a {_FORMAT} dict: `format` is {get_key(d, 'format')!r}.")
-    if d.get("version") not in (1, _FORMAT_VERSION):
+    if d.get("version") not in (1, 2, _FORMAT_VERSION):
         raise MixscaleError(
-            f"{_FORMAT} version must be 1 or {_FORMAT_VERSION}, but got {d.get('version')!r}."
+            f"{_FORMAT} version must be 1, 2 or {_FORMAT_VERSION}, but got "
+            f"{d.get('version')!r}."
         )
     missing = [key for key in _KEYS if key not in d]
     if missing:
         raise MixscaleError(f"{_FORMAT} dict is missing key(s) {missing}.")
+    if d["version"] < 3 and get_predictor(d["predictor"]).saturating:
+        d = _with_epoch_steps(d)
     law = cls(family=d["family"], predictor=d["predictor"], **d["options"])
     law._check_options()
     law.class_columns_ = list(d["class_columns"])
@@ -104,6 +110,20 @@ def law_from_dict(cls: type, d: dict[str, Any]) -> Any:
         law.bootstrap_raw_ = np.asarray(d["bootstrap_raw"], dtype=float)
     law.design_ = check_design(d.get("design"), len(law.class_columns_))  # None in version 1
     return law
+
+
+def _with_epoch_steps(d: dict[str, Any]) -> dict[str, Any]:
+    """A version 1/2 saturating law with ``epoch_steps = 0`` appended (training length in
+    epochs, as those versions had it): raw values, params, a zero row and column of the
+    covariance and a zero column of the kept replicates."""
+    steps = EPOCH_FACTOR_NAMES[-1]
+    if steps in d.get("params", {}):
+        return d
+    pcov = [list(row) + [0.0] for row in d["pcov"]] + [[0.0] * (len(d["pcov"]) + 1)]
+    boot = d.get("bootstrap_raw")
+    return {**d, "raw_params": list(d["raw_params"]) + [0.0],
+            "params": {**d["params"], steps: 0.0}, "pcov": pcov,
+            "bootstrap_raw": None if boot is None else [list(r) + [0.0] for r in boot]}
 
 
 def get_key(d: Any, key: str) -> Any:

@@ -226,11 +226,11 @@ def m4_law(
     return 1.0 - eps_inf - delta * m4_fraction(log_k, alpha)[0]
 
 
-EPOCH_FACTOR_NAMES = ("epoch_tau", "epoch_kappa")
-"""Parameters of :func:`epoch_saturation`, as the saturating predictors report them."""
-EPOCH_FACTOR_LOWER = (1e-3, 0.05)
-EPOCH_FACTOR_UPPER = (20.0, 20.0)
-EPOCH_FACTOR_START = (0.2, 1.0)
+EPOCH_FACTOR_NAMES = ("epoch_tau", "epoch_kappa", "epoch_steps")
+"""Parameters of :func:`length_saturation`, as the saturating predictors report them."""
+EPOCH_FACTOR_LOWER = (1e-3, 0.05, 0.0)
+EPOCH_FACTOR_UPPER = (20.0, 20.0, 1.0)
+EPOCH_FACTOR_START = (0.2, 1.0, 0.5)
 
 
 def epoch_saturation(e: np.ndarray, tau: float, kappa: float) -> np.ndarray:
@@ -266,6 +266,37 @@ def epoch_saturation_gradient(e: np.ndarray, tau: float, kappa: float
     d_tau = -kappa * rest * e / (tau * (tau + e))
     d_kappa = log1p * rest
     return 1.0 - rest, np.stack([d_tau, d_kappa], axis=-1)
+
+
+def training_length(e: np.ndarray, size: np.ndarray, steps: float) -> np.ndarray:
+    """``e * size**steps``: scaled epochs counted at ``steps`` in [0, 1] as optimiser steps.
+
+    mixscale trains at a fixed batch size, so one epoch over a subset twice as large is twice
+    the optimiser steps. ``steps = 0`` measures training in epochs (one epoch curve at every
+    size), ``steps = 1`` in steps (a larger subset reaches its ceiling in fewer epochs);
+    ``size`` is the row's total count over the training rows' largest (0 gives length 0)."""
+    e = np.maximum(np.asarray(e, dtype=float), 0.0)
+    size = np.asarray(size, dtype=float)
+    return e * np.where(size > 0, np.power(np.where(size > 0, size, 1.0), steps), 0.0)
+
+
+def length_saturation(e: np.ndarray, size: np.ndarray, tau: float, kappa: float,
+                      steps: float) -> np.ndarray:
+    """Training-length factor of the saturating predictors: :func:`epoch_saturation` at
+    :func:`training_length` ``(e, size, steps)``, in [0, 1), rising in epochs and in size,
+    tending to 1 with epochs at every size (so epochs never replace data)."""
+    return epoch_saturation(training_length(e, size, steps), tau, kappa)
+
+
+def length_saturation_gradient(e: np.ndarray, size: np.ndarray, tau: float, kappa: float,
+                               steps: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(h, dh/d(tau, kappa, steps))`` of :func:`length_saturation`, analytically."""
+    v = training_length(e, size, steps)
+    h, dh = epoch_saturation_gradient(v, tau, kappa)
+    dh_dv = kappa / tau * np.exp(-(kappa + 1.0) * np.log1p(v / tau))
+    size = np.asarray(size, dtype=float)
+    log_size = np.log(np.where(size > 0, size, 1.0))
+    return h, np.column_stack([dh, dh_dv * v * log_size])
 
 
 @dataclass(frozen=True)
@@ -358,7 +389,7 @@ class Predictor:
 
     @property
     def n_epoch_params(self) -> int:
-        """Number of epoch parameters (weights in ``z``, or ``tau, kappa`` of ``h``)."""
+        """Number of epoch parameters (weights in ``z``, or ``tau, kappa, steps`` of ``h``)."""
         return len(EPOCH_FACTOR_NAMES) if self.saturating else len(self.epoch_powers)
 
     def epoch_param_names(self) -> list[str]:
@@ -509,14 +540,16 @@ PREDICTORS: dict[str, Predictor] = {
         ),
         Predictor(
             name="s0",
-            description="sum_c w_c n_c; accuracy = f(z) * (1 - (1 + epoch/tau)^-kappa)",
+            description="sum_c w_c n_c; accuracy = f(z * h), h = 1 - (1 + v/tau)^-kappa, "
+                        "v = epoch * total_n^steps",
             per_class=True,
             epoch_powers=(),
             saturating=True,
         ),
         Predictor(
             name="s2",
-            description="w_total_n total_n; accuracy = f(z) * (1 - (1 + epoch/tau)^-kappa)",
+            description="w_total_n total_n; accuracy = f(z * h), h = 1 - (1 + v/tau)^-kappa, "
+                        "v = epoch * total_n^steps",
             per_class=False,
             epoch_powers=(),
             saturating=True,
@@ -525,7 +558,8 @@ PREDICTORS: dict[str, Predictor] = {
 }
 """Linear predictors by name: the paper's models 0-3 (Table 1), where epochs add inside ``z``,
 and the saturating ``s0`` (per class, like m0/m1) and ``s2`` (total count, like m2/m3), where
-``h(epoch)`` multiplies the family's accuracy at the data's ``z``: with epochs ``h -> 1``, so
+``h`` (:func:`length_saturation`: epochs counted as optimiser steps by the fitted share
+``steps``) multiplies the family's accuracy at the data's ``z``: with epochs ``h -> 1``, so
 the law approaches ``f(z_data)`` (below the family's asymptote) and never passes it; with no
 images (``z = 0``) it predicts the family's no-data accuracy ``f(0)`` times ``h`` (for M4 its
 floor ``1 - eps_inf - delta``, read as 0 when that is negative)."""

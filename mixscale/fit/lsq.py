@@ -42,7 +42,7 @@ from mixscale.fit.laws import (
     EPOCH_FACTOR_START,
     EPOCH_FACTOR_UPPER,
     Family,
-    epoch_saturation_gradient,
+    length_saturation_gradient,
 )
 from mixscale.fit.priors import ShapePrior
 
@@ -63,9 +63,10 @@ left of a violation after the solve."""
 class Problem:
     """Scaled design blocks for one family; everything a residual needs.
 
-    ``saturating``: epochs enter as the factor ``h(epoch)`` of ``z = z_data * h(epoch)``
-    (``epoch`` is then the one column of scaled epochs) instead of adding to ``z``, and the
-    prediction is clipped to [0, 1]. ``penalty``: the shrinkage strength
+    ``saturating``: epochs enter as the factor ``h`` of ``z = z_data * h`` instead of adding
+    to ``z`` (``epoch`` is then the one column of scaled epochs, ``size`` each row's scaled
+    total, and ``h`` is :func:`~mixscale.fit.laws.length_saturation`), and the prediction is
+    clipped to [0, 1]. ``penalty``: the shrinkage strength
     ``lam`` of the count weights towards equal weights (0: none).
     """
 
@@ -73,6 +74,7 @@ class Problem:
     count: np.ndarray  # (n, m) scaled count terms
     epoch: np.ndarray  # (n, q) scaled epoch terms
     saturating: bool = False
+    size: np.ndarray | None = None  # (n,) scaled total count (saturating: training length)
     penalty: float = 0.0
     row_weight: np.ndarray | None = None  # (n,) multipliers of the data residuals (sqrt weights)
     log_error: bool = False  # residuals log(1 - pred) - log(1 - y) instead of pred - y
@@ -127,7 +129,9 @@ class Problem:
     def take(self, rows: np.ndarray) -> Problem:
         """The same problem restricted to (possibly repeated) ``rows``."""
         weight = None if self.row_weight is None else self.row_weight[rows]
-        return replace(self, count=self.count[rows], epoch=self.epoch[rows], row_weight=weight)
+        size = None if self.size is None else self.size[rows]
+        return replace(self, count=self.count[rows], epoch=self.epoch[rows], row_weight=weight,
+                       size=size)
 
     def with_penalty(self, penalty: float) -> Problem:
         """The same rows with shrinkage strength ``penalty``."""
@@ -145,9 +149,14 @@ class Problem:
         ``z_data = count @ w`` times the epoch factor ``h(epoch)``."""
         _, weights, epoch_weights = self.split(theta)
         if self.saturating:
-            h, _ = epoch_saturation_gradient(self.epoch[:, 0], *epoch_weights)
+            h, _ = length_saturation_gradient(self.epoch[:, 0], self._size(), *epoch_weights)
             return (self.count @ weights) * h
         return self.count @ weights + self.epoch @ epoch_weights
+
+    def _size(self) -> np.ndarray:
+        if self.size is None:
+            raise ValueError("a saturating Problem needs `size` (the rows' scaled totals)")
+        return self.size
 
     def predict(self, theta: np.ndarray) -> np.ndarray:
         y = self.family(self.linear_predictor(theta), theta[: self.n_shape])
@@ -256,8 +265,8 @@ class Problem:
             return jac
         # y = clip(f(z_data * h(epoch)), 0, 1): zero derivatives where the clip is active
         f = self.n_free_counts
-        _, weights, (tau, kappa) = self.split(theta)
-        h, dh = epoch_saturation_gradient(self.epoch[:, 0], tau, kappa)
+        _, weights, epoch_weights = self.split(theta)
+        h, dh = length_saturation_gradient(self.epoch[:, 0], self._size(), *epoch_weights)
         jac[:, k : k + f] = dydz[:, None] * dz_dfree * h[:, None]
         jac[:, k + f :] = dydz[:, None] * (self.count @ weights)[:, None] * dh
         y = self.family(z, shape)
@@ -287,8 +296,9 @@ def bounds(problem: Problem) -> tuple[np.ndarray, np.ndarray]:
 def raw_bounds(family: Family, n_free_counts: int, n_epoch: int, *, saturating: bool = False
                ) -> tuple[np.ndarray, np.ndarray]:
     """Lower and upper bounds of a raw vector: ``family``'s box, then ``n_free_counts`` count
-    weights and ``n_epoch`` epoch weights (``tau, kappa`` of ``h`` when ``saturating``, whose
-    count weights are also kept in [0, 1]: more images of a class never lower ``z_data``)."""
+    weights and ``n_epoch`` epoch weights (``tau, kappa, steps`` of ``h`` when ``saturating``,
+    whose count weights are also kept in [0, 1]: more images of a class never lower
+    ``z_data``)."""
     f, q = n_free_counts, n_epoch
     epoch_lo = list(EPOCH_FACTOR_LOWER) if saturating else [_EPOCH_WEIGHT_BOUNDS[0]] * q
     epoch_hi = list(EPOCH_FACTOR_UPPER) if saturating else [_EPOCH_WEIGHT_BOUNDS[1]] * q
@@ -321,8 +331,9 @@ def starting_points(
     while len(starts) < n_starts:
         shape = rng.uniform(lo, hi)
         w = rng.dirichlet(np.ones(m))
-        if problem.saturating:  # tau, kappa of h
-            v = np.array([np.exp(rng.uniform(np.log(0.02), np.log(1.0))), rng.uniform(0.3, 3.0)])
+        if problem.saturating:  # tau, kappa, steps of h
+            v = np.array([np.exp(rng.uniform(np.log(0.02), np.log(1.0))), rng.uniform(0.3, 3.0),
+                          rng.uniform(0.0, 1.0)])
         else:
             v = np.array([rng.uniform(0.0, 1.5), rng.uniform(-1.0, 0.3)][:q])
         starts.append(np.concatenate([shape, w[:-1], v]))

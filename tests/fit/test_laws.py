@@ -19,10 +19,13 @@ from mixscale.fit.laws import (
     epoch_saturation_gradient,
     get_family,
     get_predictor,
+    length_saturation,
+    length_saturation_gradient,
     log_law,
     logistic_law,
     m4_law,
     power_law,
+    training_length,
 )
 
 N_CLASSES = 4
@@ -293,7 +296,8 @@ def test_bounded_laws_stay_in_unit_interval_for_huge_counts_and_epochs(family_na
                         10.0 ** rng.uniform(0, 6, (50, N_CLASSES))])
     epoch = np.concatenate([rng.uniform(0, 1, 51), 10.0 ** rng.uniform(0, 6, 50)])
     problem = _lsq.Problem(family, predictor.count_block(counts, counts.sum(axis=1) / 4),
-                           predictor.epoch_block(epoch), saturating=True)
+                           predictor.epoch_block(epoch), saturating=True,
+                           size=counts.sum(axis=1) / 4)
     lower, upper = _lsq.bounds(problem)
     for theta in _box_draws(lower, upper, rng, 200):
         y = problem.predict(theta)
@@ -315,14 +319,33 @@ def test_epoch_factor_starts_at_zero_rises_and_saturates_at_one():
     np.testing.assert_allclose(dh, np.stack(num, axis=-1), rtol=1e-4, atol=1e-9)
 
 
+def test_training_length_counts_epochs_as_steps_by_a_fitted_share():
+    """``steps = 0``: the epoch factor itself at every size; ``steps = 1``: an epoch over twice
+    the images is worth two; in between, rising in size; always h -> 1 with epochs."""
+    e, size = np.array([0.2, 0.2, 0.2, 0.0, 1e9]), np.array([0.5, 1.0, 2.0, 2.0, 0.1])
+    np.testing.assert_array_equal(length_saturation(e, size, 0.3, 1.2, 0.0),
+                                  epoch_saturation(e, 0.3, 1.2))
+    np.testing.assert_allclose(training_length(e, size, 1.0), e * size)
+    h = length_saturation(e, size, 0.3, 1.2, 0.6)
+    assert h[0] < h[1] < h[2] and h[3] == 0.0 and h[4] == pytest.approx(1.0)
+    assert training_length(np.array([5.0]), np.array([0.0]), 0.5)[0] == 0.0  # no images
+    h, dh = length_saturation_gradient(e[:3], size[:3], 0.3, 1.2, 0.6)
+    step, params = 1e-7, np.array([0.3, 1.2, 0.6])
+    for j in range(3):
+        up = params + step * (np.arange(3) == j)
+        np.testing.assert_allclose(dh[:, j], (length_saturation(e[:3], size[:3], *up) - h)
+                                   / step, rtol=1e-4, atol=1e-9)
+
+
 @pytest.mark.parametrize("predictor_name", SATURATING)
 def test_saturating_jacobian_matches_finite_differences(predictor_name):
     predictor, rng = PREDICTORS[predictor_name], np.random.default_rng(2)
     counts, epoch = rng.uniform(0.05, 1, (30, N_CLASSES)), rng.uniform(0.1, 1, 30)
     problem = _lsq.Problem(FAMILIES["m4"], predictor.count_block(counts, counts.mean(axis=1)),
-                           predictor.epoch_block(epoch), saturating=True)
+                           predictor.epoch_block(epoch), saturating=True,
+                           size=counts.mean(axis=1))
     theta = np.concatenate([[0.05, 0.8, 1.0, 0.5, 0.7], np.full(problem.n_free_counts, 0.2),
-                            [0.3, 1.2]])
+                            [0.3, 1.2, 0.6]])
     jac, h = problem.jacobian(theta), 1e-7
     for j in range(theta.size):
         up = theta.copy()

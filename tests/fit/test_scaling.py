@@ -533,9 +533,23 @@ def test_bounded_law_with_no_images_predicts_the_family_floor(m4_s2):
 def test_bounded_law_json_round_trips_and_old_json_still_reads():
     X, y, runs = simulate_bounded(k=3)
     law = ScalingLaw(family="m4", predictor="s0", n_starts=2).fit(X, y, groups=runs)
-    assert law.bounded and list(law.params_)[-2:] == ["epoch_tau", "epoch_kappa"]
+    assert law.bounded and list(law.params_)[-3:] == ["epoch_tau", "epoch_kappa",
+                                                      "epoch_steps"]
     again = ScalingLaw.from_json(law.to_json())
     np.testing.assert_array_equal(again.predict(X), law.predict(X))
+    # a version 2 law (no epoch_steps) reads as training length in epochs: steps 0
+    v2 = json.loads(law.to_json())
+    v2["version"] = 2
+    v2["raw_params"] = v2["raw_params"][:-1]
+    del v2["params"]["epoch_steps"]
+    v2["pcov"] = [row[:-1] for row in v2["pcov"][:-1]]
+    read_v2 = ScalingLaw.from_dict(v2)
+    assert read_v2.params_["epoch_steps"] == 0.0 and read_v2.standard_errors()["epoch_steps"] == 0
+    in_epochs = law.raw_params_.copy()
+    in_epochs[-1] = 0.0
+    counts = X[law.class_columns_].to_numpy(float)
+    np.testing.assert_array_equal(read_v2.predict(X), law._problem(
+        counts, X["epoch"].to_numpy(float)).predict(in_epochs))
     assert again.bounded and again.shrinkage_ == law.shrinkage_ > 0
     assert again.effective_params_ == law.effective_params_
     assert again.identifiability_ == law.identifiability_ and again.shrink

@@ -216,7 +216,8 @@ def test_harder_dataset_fashion_mnist_on_an_eval_subset(readme: Readme) -> None:
         pytest.skip("apt-get install dataset-fashion-mnist")
     out = readme.mixscale([*fill(HARDER, {}), "--subset-sizes", "50,100", "--rows-per-size",
                            "2", "--val-rows-per-size", "1", "--iterations", "20",
-                           "--epochs", "2", "--eval-every", "1", "--batch-size", "8",
+                           # 3 evaluations of 4 training runs: m4-s2's 8 parameters need 9
+                           "--epochs", "3", "--eval-every", "1", "--batch-size", "8",
                            *LEAN_FIT, "--model-name", "harder"])
     design_id = re.search(r"design run:\s+(\w+)", out).group(1)
     rows = [readme.run(r.run_id) for r in tr.list_rows(readme.client, design_id)]

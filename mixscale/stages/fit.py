@@ -45,7 +45,7 @@ from mixscale.fit.classlaw import FAMILY as CLASS_FAMILY
 from mixscale.fit.classlaw import N_SHAPE, N_SHARED, ClassLaw, class_accuracy_column
 from mixscale.fit.classlaw import PREDICTOR as CLASS_PREDICTOR
 from mixscale.fit.ensemble import ENSEMBLE, EnsembleLaw, fit_ensemble
-from mixscale.fit.laws import PREDICTORS
+from mixscale.fit.laws import FAMILIES, PREDICTORS, bounded_law
 from mixscale.serve import CHAMPION, log_law, set_alias
 
 if TYPE_CHECKING:
@@ -482,7 +482,12 @@ def fit_table_and_log(config: FitConfig, client: MlflowClient, experiment_id: st
     fit_seconds = time.perf_counter() - t0
     registered = {k: law for k, law in laws.items() if report.is_bounded(law)}
     if not registered:
-        raise MixscaleError(config.no_bounded_law("fitted"))
+        failed = [f"{_law_key(f, pr)}: {err}" for f, pr, err in
+                  zip(summary["family"], summary["predictor"], summary["error"], strict=True)
+                  if isinstance(err, str) and (f == CLASS_FAMILY
+                                               or (f in FAMILIES and bounded_law(f, pr)))]
+        raise MixscaleError(config.no_bounded_law("fitted") + (
+            " Why each bounded law failed: " + " ".join(failed) if failed else ""))
     calibration_notes = _calibrate(registered, residuals, table, config) if residuals else {}
     health = {key: report.law_health(law) for key, law in laws.items()}
     summary["health"] = [health[k][0] if k in health else None

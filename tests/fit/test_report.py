@@ -292,6 +292,19 @@ def test_no_bounded_law_is_refused_before_logging(store) -> None:
     assert store.client.search_runs([experiment]) == []
 
 
+def test_a_bounded_law_that_failed_says_why(store) -> None:
+    """The settings could register a law, but the rows are too few for m4-s2: the refusal
+    names the law and its own error (not only the settings), and nothing is logged."""
+    experiment = store.new_experiment()
+    table = fit_table(n_train=2)
+    table = table[table["epoch"] == table["epoch"].max()]  # 6 training rows: one per run
+    with pytest.raises(MixscaleError, match=r"no bounded law fitted .* Why each bounded law "
+                                            r"failed: m4-s2: fitting 'm4'/'s2' needs at least"):
+        fit_table_and_log(_config(), store.client, experiment, table,
+                          design_ids=["design-tiny"], dataset="tiny", echo=lambda _: None)
+    assert store.client.search_runs([experiment]) == []
+
+
 def test_backtest_figure_has_one_line_per_law() -> None:
     res = pd.DataFrame({"law": ["a", "a", "b", "b", "b"], "ratio": [1.5, 2.0, 1.5, 2.0, 2.0],
                         "residual": [0.01, 0.02, 0.03, 0.04, 0.0]})

@@ -91,6 +91,7 @@ from mixscale.fit.base import LawBase, check_design
 from mixscale.fit.bootstrap import BootstrapResult
 from mixscale.fit.inputs import check_options, read_features, read_target
 from mixscale.fit.lawjson import get_key
+from mixscale.fit.laws import length_saturation, training_length
 from mixscale.fit.metrics import mse, r2
 
 __all__ = ["ClassLaw", "FAMILY", "PREDICTOR", "N_SHAPE", "N_SHARED", "STRENGTHS",
@@ -176,18 +177,12 @@ def _natural_scale(raw: np.ndarray, n_classes: int) -> np.ndarray:
     return scale
 
 
-def _length(steps: float, u: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Training length ``v = u * t**steps`` and ``log t`` (0 where ``t`` is 0: no images, so
-    ``v`` is 0 and the gate makes the accuracy 0 anyway)."""
-    log_t = np.log(np.where(t > 0, t, 1.0))
-    return u * np.where(t > 0, np.exp(steps * log_t), 0.0), log_t
-
-
 def _epoch_factor(epoch_params: np.ndarray, u: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """``h = 1 - (1 + rate v / kappa)^-kappa`` at training length ``v = u t^steps``."""
+    """``h = 1 - (1 + rate v / kappa)^-kappa`` at the training length ``v = u t^steps``: the
+    saturating predictors' :func:`~mixscale.fit.laws.length_saturation` with ``tau = kappa /
+    rate`` (this law keeps ``rate``, the slope at 0, which its start grid is written in)."""
     rate, kappa, steps = epoch_params
-    v, _ = _length(steps, u, t)
-    return -np.expm1(-kappa * np.log1p(rate * v / kappa))
+    return length_saturation(u, t, kappa / rate, kappa, steps)
 
 
 def _curve(theta: np.ndarray, epoch_params: np.ndarray, x: np.ndarray, t: np.ndarray,
@@ -207,7 +202,8 @@ def _gradients(phi: np.ndarray, eps: np.ndarray, x: np.ndarray, t: np.ndarray,
     class's ``phi_c`` and ``(n, C, 3)`` by ``(log rate, log kappa, log steps)``."""
     a_max, m, w_own, p, w_total, q, k = _natural(phi).T
     rate, kappa, steps = np.exp(eps)
-    v, log_n = _length(steps, u, t)
+    v = training_length(u, t, steps)
+    log_n = np.log(np.where(t > 0, t, 1.0))  # v is 0 where t is 0: its term vanishes
     zo, zt = w_own * x, w_total * t[:, None]
     log_o, log_t = np.log1p(zo), np.log1p(zt)
     own, total = np.exp(-p * log_o), np.exp(-q * log_t)

@@ -42,6 +42,7 @@ from mixscale.fit.laws import (
     EPOCH_FACTOR_START,
     EPOCH_FACTOR_UPPER,
     Family,
+    length_saturation,
     length_saturation_gradient,
 )
 from mixscale.fit.priors import ShapePrior
@@ -149,8 +150,8 @@ class Problem:
         ``z_data = count @ w`` times the epoch factor ``h(epoch)``."""
         _, weights, epoch_weights = self.split(theta)
         if self.saturating:
-            h, _ = length_saturation_gradient(self.epoch[:, 0], self._size(), *epoch_weights)
-            return (self.count @ weights) * h
+            return (self.count @ weights) * length_saturation(self.epoch[:, 0], self._size(),
+                                                              *epoch_weights)
         return self.count @ weights + self.epoch @ epoch_weights
 
     def _size(self) -> np.ndarray:

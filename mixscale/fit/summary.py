@@ -11,7 +11,7 @@ import pandas as pd
 
 from mixscale.errors import FitError
 from mixscale.fit.inputs import read_features
-from mixscale.fit.laws import FAMILIES, PREDICTORS, get_family, get_predictor, n_raw_params
+from mixscale.fit.laws import FAMILIES, PREDICTORS, bounded_law, n_raw_params
 from mixscale.fit.scaling import ScalingLaw
 
 __all__ = ["fit_all", "parameter_table"]
@@ -96,7 +96,7 @@ def fit_all(
                 "val_mse": nan,
                 "val_r2": nan,
                 "error": None,
-                "bounded": get_family(fam).bounded and get_predictor(pred).saturating,
+                "bounded": bounded_law(fam, pred),
                 "effective_params": nan,
                 "shrinkage": nan,
                 "identifiability": None,

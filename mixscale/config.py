@@ -24,6 +24,7 @@ __all__ = [
     "AUGMENTS",
     "STEMS",
     "PRECISIONS",
+    "SCHEDULES",
     "RECIPES",
     "RECIPE_VALUES",
     "DEVICES",
@@ -63,16 +64,23 @@ MODELS: tuple[str, ...] = ("smallcnn", "resnet18")
 AUGMENTS: tuple[str, ...] = ("auto", "none", "crop-flip")
 STEMS: tuple[str, ...] = ("auto", "cifar", "imagenet")
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
+# Learning-rate schedules: "cosine" decays the rate smoothly from lr to 0 over the row's last
+# optimiser step (so a row's last evaluation is of an annealed network, and the evaluations
+# before it follow a smooth curve); "step" multiplies it by lr_gamma at each of lr_milestones.
+SCHEDULES: tuple[str, ...] = ("cosine", "step")
 # Training recipes: TrainConfig field values over its defaults (the fast digits recipe).
 # "paper" is the paper's CIFAR-10 recipe: torchvision's ResNet18 as in its model zoo (ImageNet
 # stem), SGD lr 0.1, momentum 0.9, weight decay 1e-4, lr x0.1 at epochs 100 and 150, random crop
 # + horizontal flip, 195 epochs, evaluation every 5. The paper does not state its batch size;
 # 128 is the usual choice for this recipe.
+# The paper trains every row for the same epochs, so a small row takes few optimiser steps; it
+# has no step floor (min_steps_per_epoch 0) and the step schedule.
 RECIPE_VALUES: dict[str, dict[str, Any]] = {
     "default": {},
     "paper": {"model": "resnet18", "epochs": 195, "eval_every": 5, "lr": 0.1, "momentum": 0.9,
               "weight_decay": 1e-4, "batch_size": 128, "lr_milestones": (100, 150),
-              "lr_gamma": 0.1, "augment": "crop-flip", "stem": "imagenet"},
+              "lr_gamma": 0.1, "augment": "crop-flip", "stem": "imagenet",
+              "schedule": "step", "min_steps_per_epoch": 0},
 }
 RECIPES: tuple[str, ...] = tuple(RECIPE_VALUES)
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
@@ -200,9 +208,9 @@ def parse_name_list(name: str, text: str | tuple[str, ...], allowed: tuple[str, 
 def milestones_within(milestones: tuple[int, ...], epochs: int) -> tuple[int, ...]:
     """The learning-rate milestones that act within ``epochs`` epochs (later ones dropped).
 
-    A recipe's milestones belong to its own length (the default recipe decays at epoch 20 of
-    30); trained for fewer epochs, the ones past the end would never act, so they are dropped
-    rather than refused. Milestones the user gives explicitly are checked instead.
+    A recipe's milestones belong to its own length (the paper recipe decays at epochs 100 and
+    150 of 195); trained for fewer epochs, the ones past the end would never act, so they are
+    dropped rather than refused. Milestones the user gives explicitly are checked instead.
     """
     return tuple(m for m in milestones if m <= epochs)
 
@@ -272,8 +280,17 @@ class TrainConfig:
     momentum: float = 0.9  # SGD momentum
     weight_decay: float = 5e-4  # L2 penalty
     batch_size: int = 32  # images per SGD step
-    lr_milestones: tuple[int, ...] = (20,)  # epochs where the learning rate is multiplied by gamma
-    lr_gamma: float = 0.1  # learning-rate factor at each milestone
+    # "cosine": lr decays smoothly to 0 at the row's last step; "step": x lr_gamma at each
+    # of lr_milestones (see SCHEDULES)
+    schedule: Literal["cosine", "step"] = "cosine"
+    # step schedule: epochs where lr is multiplied by lr_gamma (the cosine default has none)
+    lr_milestones: tuple[int, ...] = ()
+    lr_gamma: float = 0.1  # step schedule: learning-rate factor at each milestone
+    # Fewest optimiser steps in an epoch: an epoch of a subset smaller than this many batches
+    # draws more batches from further passes (the row's param steps_per_epoch), so a 60-image
+    # row is not scored after 60 steps while a 960-image row had 900 (and a shorter --epochs
+    # shortens every row alike). 0 = one pass per epoch.
+    min_steps_per_epoch: int = 30
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = cuda when available
     # Training-time augmentation, on whole batches on the device: "crop-flip" = random crop
     # from the image zero-padded by crop_padding pixels + random horizontal flip; "auto" =
@@ -302,6 +319,8 @@ class TrainConfig:
         check_choice("augment", self.augment, AUGMENTS)
         check_choice("stem", self.stem, STEMS)
         check_choice("precision", self.precision, PRECISIONS)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_int("min_steps_per_epoch", self.min_steps_per_epoch, low=0, high=1_000_000)
         check_int("epochs", self.epochs, low=1, high=100_000)
         check_int("eval_every", self.eval_every, low=1, high=self.epochs)
         check_int("eval_from", self.eval_from, low=0)
@@ -418,6 +437,20 @@ class TrainConfig:
         if not epochs or epochs[-1] != self.epochs:
             epochs.append(self.epochs)
         return epochs
+
+    def steps_per_epoch(self, steps_per_pass: int) -> int:
+        """Optimiser steps in one epoch of a row whose subset takes ``steps_per_pass`` steps
+        per pass (:func:`mixscale.train.loop.batch_bounds`): one pass, or
+        ``min_steps_per_epoch`` batches drawn from further passes when one pass has fewer.
+
+        Examples
+        --------
+        >>> TrainConfig(batch_size=32, min_steps_per_epoch=30).steps_per_epoch(2)  # 60 images
+        30
+        >>> TrainConfig(batch_size=32, min_steps_per_epoch=30).steps_per_epoch(40)  # 1,280
+        40
+        """
+        return max(steps_per_pass, self.min_steps_per_epoch)
 
     def skipped_epochs(self) -> list[int]:
         """The ``eval_every``-th epochs that ``eval_from`` leaves unevaluated."""

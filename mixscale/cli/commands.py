@@ -49,6 +49,7 @@ from mixscale.config import (
     MODELS,
     PRECISIONS,
     RECIPES,
+    SCHEDULES,
     STEMS,
     parse_int_list,
     split_list,
@@ -330,6 +331,11 @@ def _pair(rng: tuple[float, float]) -> str:
 @option("--recipe", click.Choice(RECIPES), "default", "Preset for the options marked [recipe].")
 @recipe_option("--model", click.Choice(MODELS))
 @recipe_option("--epochs", click.IntRange(1, 100_000), "Epochs per trial.")
+@recipe_option("--schedule", click.Choice(SCHEDULES),
+             "Learning-rate schedule: cosine = decays to 0 at the last step; step = "
+             "x --lr-gamma at each of --lr-milestones.")
+@recipe_option("--min-steps-per-epoch", click.IntRange(0, 1_000_000),
+             "Fewest optimiser steps in an epoch (small subsets take further passes).")
 @recipe_option("--lr-milestones", click.STRING,
              "Epochs where the learning rate is multiplied by --lr-gamma; recipe milestones "
              "past --epochs are dropped.")

@@ -24,6 +24,7 @@ from mixscale.config import (
     MODELS,
     PRECISIONS,
     RECIPES,
+    SCHEDULES,
     STEMS,
     DesignSpec,
     TrainConfig,
@@ -123,7 +124,8 @@ class _OrRecipe(click.ParamType):
 
 
 _RECIPE_FIELDS = ("model", "epochs", "eval_every", "lr", "momentum", "weight_decay",
-                  "batch_size", "lr_milestones", "lr_gamma", "augment", "stem")
+                  "batch_size", "schedule", "min_steps_per_epoch", "lr_milestones", "lr_gamma",
+                  "augment", "stem")
 
 
 def recipe_option(flag: str, kind: click.ParamType, help: str = "") -> Callable:
@@ -158,9 +160,17 @@ train_options = _options(
     recipe_option("--momentum", click.FloatRange(0, 0.999)),
     recipe_option("--weight-decay", click.FloatRange(0, 1)),
     recipe_option("--batch-size", click.IntRange(1, 65_536)),
+    recipe_option("--schedule", click.Choice(SCHEDULES),
+                "Learning-rate schedule: cosine = decays smoothly to 0 at the row's last step; "
+                "step = x --lr-gamma at each of --lr-milestones."),
+    recipe_option("--min-steps-per-epoch", click.IntRange(0, 1_000_000),
+                "Fewest optimiser steps in an epoch: a subset of fewer batches draws more "
+                "from further passes over its images (param steps_per_epoch); 0 = one pass "
+                "per epoch."),
     recipe_option("--lr-milestones", click.STRING,
-                "Comma-separated epochs where the learning rate is multiplied by --lr-gamma; "
-                "empty for none. Recipe milestones past --epochs are dropped."),
+                "Comma-separated epochs where the learning rate is multiplied by --lr-gamma "
+                "(--schedule step); empty for none. Recipe milestones past --epochs are "
+                "dropped."),
     recipe_option("--lr-gamma", click.FloatRange(0, 1, min_open=True)),
     recipe_option("--augment", click.Choice(AUGMENTS),
                 "Batch augmentation; auto = crop-flip for colour images, none for grey."),
@@ -219,8 +229,8 @@ def design_spec_from(kw: dict[str, Any]) -> DesignSpec:
 def train_config_from(kw: dict[str, Any], tuned: dict[str, Any] | None = None) -> TrainConfig:
     """The recipe, then ``tuned`` (a tune run's best values), then the explicit options.
 
-    The recipe's milestones past the epochs are dropped (``--epochs 10`` trains the default
-    recipe without its decay at epoch 20); an explicit ``--lr-milestones`` past ``--epochs``
+    The recipe's milestones past the epochs are dropped (``--recipe paper --epochs 120``
+    decays once, at 100); an explicit ``--lr-milestones`` past ``--epochs``
     is refused, naming the option.
     """
     values = TrainConfig.recipe_values(kw.get("recipe") or "default")

@@ -8,7 +8,13 @@ folders; torchvision and PIL only inside the loaders that need them), and
 from __future__ import annotations
 
 from mixscale.data.datasets import ImageDataset, design_dataset, load_dataset, sanitize_class_name
-from mixscale.data.subsets import EVAL_SEED, eval_subset, sample_subset, subset_hash
+from mixscale.data.subsets import (
+    EVAL_IMAGES_AUTO,
+    EVAL_SEED,
+    eval_subset,
+    sample_subset,
+    subset_hash,
+)
 
 __all__ = [
     "ImageDataset",
@@ -17,6 +23,7 @@ __all__ = [
     "sanitize_class_name",
     "EVAL_SEED",
     "eval_subset",
+    "EVAL_IMAGES_AUTO",
     "sample_subset",
     "subset_hash",
 ]

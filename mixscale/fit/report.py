@@ -227,3 +227,30 @@ def model_description(dataset: str, *, fit_run_id: str, seen: str, basis: str,
         f"Latest fit: run `{fit_run_id}` on {seen}. Champion: {champion} "
         f"(version {champion_version}, {basis} {champion_score:.4g}).",
     ])[:_MAX_DESCRIPTION]
+
+
+def row_health(table: pd.DataFrame) -> tuple[dict[str, float], list[str]]:
+    """How many of the fit table's rows measured their data, from the ``row_check`` column.
+
+    Returns
+    -------
+    metrics : dict
+        ``rows_checked`` (rows trained with the checks), ``rows_still_rising`` and
+        ``rows_below_baseline`` (logged on the fit run).
+    lines : list of str
+        One line per flagged row (its run id, size and what is wrong); empty when all are ok.
+    """
+    if "row_check" not in table.columns:
+        return {}, []
+    per_run = table.groupby("run_id", sort=False).agg(
+        check=("row_check", "first"), size=("total_n", "first"))
+    checked = per_run[per_run["check"].map(lambda c: isinstance(c, str) and bool(c))]
+    if checked.empty:
+        return {}, []
+    metrics = {"rows_checked": float(len(checked)),
+               "rows_still_rising": float(checked["check"].str.contains("still rising").sum()),
+               "rows_below_baseline": float(
+                   checked["check"].str.contains("below baseline").sum())}
+    lines = [f"{run_id[:8]} ({int(rec['size'])} images): {rec['check']}"
+             for run_id, rec in checked.iterrows() if rec["check"] != "ok"]
+    return metrics, lines

@@ -490,6 +490,7 @@ def fit_table_and_log(config: FitConfig, client: MlflowClient, experiment_id: st
             " Why each bounded law failed: " + " ".join(failed) if failed else ""))
     calibration_notes = _calibrate(registered, residuals, table, config) if residuals else {}
     health = {key: report.law_health(law) for key, law in laws.items()}
+    row_metrics, row_lines = report.row_health(table)
     summary["health"] = [health[k][0] if k in health else None
                          for k in zip(summary["family"], summary["predictor"], strict=True)]
     basis, eligible = choose_champion(summary, config.select, has_validation=bool(len(val)))
@@ -517,7 +518,8 @@ def fit_table_and_log(config: FitConfig, client: MlflowClient, experiment_id: st
         })
         metrics = {"fit_seconds": fit_seconds, "assemble_seconds": assemble_seconds,
                    "n_runs_train": train["run_id"].nunique(),
-                   "n_runs_validation": val["run_id"].nunique(), "n_points": len(table)}
+                   "n_runs_validation": val["run_id"].nunique(), "n_points": len(table),
+                   **row_metrics}
         for rec in summary.to_dict("records"):
             prefix = _metric_prefix(rec["family"], rec["predictor"])
             for key in _QUALITY:
@@ -565,6 +567,11 @@ def fit_table_and_log(config: FitConfig, client: MlflowClient, experiment_id: st
             champion_version=versions[champion], champion_score=best[basis]))
         client.set_tag(fit_id, "mixscale.champion", f"{champion} (v{versions[champion]})")
     _echo_summary(summary, health, basis, echo)
+    if row_lines:
+        echo(f"WARNING rows: {len(row_lines)} of {int(row_metrics['rows_checked'])} did not "
+             "measure their data (every law above is fitted to them; the runs' tag "
+             f"mixscale.row_check): " + "; ".join(row_lines[:6])
+             + (f"; and {len(row_lines) - 6} more" if len(row_lines) > 6 else ""))
     other = "val_mse" if basis != "val_mse" else SELECT_SCORE
     also = (f", {other} {best[other]:.4g}" if other in best and np.isfinite(best[other])
             else "")

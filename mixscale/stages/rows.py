@@ -49,12 +49,26 @@ import numpy as np
 
 from mixscale import track as tr
 from mixscale.config import RESOLVED_PARAMS, Echo, TrainConfig
-from mixscale.data import design_dataset, eval_subset, load_dataset, sample_subset, subset_hash
+from mixscale.data import (
+    EVAL_IMAGES_AUTO,
+    design_dataset,
+    eval_subset,
+    load_dataset,
+    sample_subset,
+    subset_hash,
+)
 from mixscale.data.datasets import ImageDataset
 from mixscale.errors import MixscaleError
 from mixscale.stages import checkpoints as ck
 from mixscale.stages.progress import Progress
-from mixscale.train import resolve_settings, set_threads, train_model
+from mixscale.train import (
+    baseline_accuracy,
+    check_row,
+    resolve_settings,
+    row_steps,
+    set_threads,
+    train_model,
+)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -171,8 +185,9 @@ def configure_http_retries() -> None:
 
 
 def resolve_eval(config: TrainConfig, dataset: ImageDataset) -> TrainConfig:
-    """``config`` with ``eval_images`` set to the number of test images each evaluation of
-    ``dataset`` scores (0, the whole split, becomes the split's size): what a row logs.
+    """``config`` with ``eval_images`` set to the number of test images each evaluation before
+    the last scores (what a row logs): 0 (auto) becomes :data:`mixscale.data.EVAL_IMAGES_AUTO`
+    or the whole split, whichever is smaller. The last evaluation always scores the whole split.
 
     Raises
     ------
@@ -180,7 +195,8 @@ def resolve_eval(config: TrainConfig, dataset: ImageDataset) -> TrainConfig:
         If ``eval_images`` is neither 0 nor in [number of classes, test split size]
         (:func:`mixscale.data.eval_subset`); callers check it before anything is logged.
     """
-    idx = eval_subset(dataset.test_labels, config.eval_images, n_classes=dataset.n_classes)
+    n = config.eval_images or min(EVAL_IMAGES_AUTO, len(dataset.test_labels))
+    idx = eval_subset(dataset.test_labels, n, n_classes=dataset.n_classes)
     return dataclasses.replace(config, eval_images=len(idx))
 
 
@@ -282,10 +298,10 @@ def run_row(client: MlflowClient, row: tr.RowSpec, run_id: str, *, dataset: Any,
         eval_idx = eval_subset(dataset.test_labels, config.eval_images,
                                n_classes=dataset.n_classes)
         whole = len(eval_idx) == len(dataset.test_labels)
-        test_x = dataset.test_images if whole else dataset.test_images[eval_idx]
-        test_y = dataset.test_labels if whole else dataset.test_labels[eval_idx]
         data_seconds = time.perf_counter() - t_data
-        extra = {**params, "subset_hash": subset_hash(idx)}
+        per_epoch, steps = row_steps(config, len(idx))
+        extra = {**params, "subset_hash": subset_hash(idx), "steps_per_epoch": per_epoch,
+                 "train_steps": steps, "eval_final_images": len(dataset.test_labels)}
         t_log = time.perf_counter()
         if config.checkpoint_every:
             start = ck.prepare_resume(client, run_id, extra)
@@ -293,25 +309,30 @@ def run_row(client: MlflowClient, row: tr.RowSpec, run_id: str, *, dataset: Any,
             tr.with_retries(lambda: tr.log_params(client, run_id, extra), what="logging params")
             tr.log_row_inputs(client, run_id, dataset=dataset.name, source=config.data_dir,
                               digest=extra["subset_hash"], train_labels=dataset.train_labels[idx],
-                              test_labels=test_y, class_keys=dataset.class_keys,
+                              test_labels=dataset.test_labels[eval_idx],
+                              class_keys=dataset.class_keys,
                               eval_digest=None if whole else subset_hash(eval_idx))
         elif echo is not None:
             echo(f"row {row.row}: resuming run {run_id} from its checkpoint at epoch "
                  f"{start.state['epoch']}/{config.epochs}")
         tracking[0] += time.perf_counter() - t_log
         result = train_model(
-            train_x, train_y, test_x, test_y,
+            train_x, train_y, dataset.test_images, dataset.test_labels,
             config=config, class_keys=dataset.class_keys, seed=row.seed,
             mean=dataset.mean, std=dataset.std, callback=_on_eval, on_epoch=on_epoch,
             on_checkpoint=_on_checkpoint if config.checkpoint_every else None,
-            resume=start.state,
+            resume=start.state, eval_index=None if whole else eval_idx,
         )
         _tracked(sender.close)  # every step is stored before the run ends
         result = dataclasses.replace(result, data_seconds=result.data_seconds + data_seconds,
                                      tracking_seconds=tracking[0])
+        check = check_row(result.history, config.epochs, baseline=baseline_accuracy(
+            train_x, train_y, dataset.test_images, dataset.test_labels))
         final = {"train_seconds": result.seconds, "images_per_second": result.images_per_second,
-                 **result.time_metrics()}
+                 **result.time_metrics(), **check.metrics()}
         tr.with_retries(lambda: tr.log_metrics(client, run_id, final), what="logging timings")
+        tr.with_retries(lambda: tr.tag_row_check(client, run_id, check.verdict),
+                        what="tagging the row's checks")
     except BaseException as exc:
         try:
             sender.close()  # keep the evaluations that were made

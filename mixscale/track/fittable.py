@@ -28,15 +28,18 @@ def assemble_table(client: MlflowClient, design_ids: Iterable[str], *,
     :class:`mixscale.fit.classlaw.ClassLaw`; that costs one more request per run and class.
 
     Every row must have been scored on the same test images: ``eval_images`` (the number
-    each evaluation scored, the whole split's size or an ``--eval-images`` subset's) is a
-    column, and rows with different values are refused.
+    each evaluation scored: the ``--eval-images`` subset's size before a row's last
+    evaluation, the whole split's at the last) is a column, and rows whose evaluations before
+    the last scored different numbers are refused. ``row_check`` is each row's tag
+    ``mixscale.row_check`` (``ok``, or why the row did not measure its data; empty for rows
+    trained before the checks).
 
     Returns
     -------
     DataFrame
         Columns ``accuracy, n_<class>..., epoch, total_n, subset_size, eval_images, role,
-        run_id, design_id`` [, ``accuracy_<class>...``], one row per (run, logged epoch), sorted
-        by run and epoch.
+        run_id, design_id, row_check`` [, ``accuracy_<class>...``], one row per (run, logged
+        epoch), sorted by run and epoch.
 
     Raises
     ------
@@ -47,6 +50,7 @@ def assemble_table(client: MlflowClient, design_ids: Iterable[str], *,
     design_ids = list(design_ids)
     keys = None
     frames = []
+    scored: dict[str, int | None] = {}  # run -> test images its evaluations before the last scored
     for design_id in design_ids:
         design_keys = design_class_keys(client, design_id)
         if keys is not None and design_keys != keys:
@@ -74,27 +78,31 @@ def assemble_table(client: MlflowClient, design_ids: Iterable[str], *,
             frame["total_n"] = int(row.counts.sum())
             frame["subset_size"] = row.subset_size
             frame["eval_images"] = row.eval_images
+            if row.eval_final_images is not None:  # the last evaluation scored the whole split
+                frame.loc[frame.index[-1], "eval_images"] = row.eval_final_images
+            frame["row_check"] = row.check
             frame["role"] = row.role
             frame["run_id"] = row.run_id
             frame["design_id"] = design_id
             frames.append(frame)
+            scored[row.run_id] = row.eval_images
     if not frames:
         raise MixscaleError(
             f"design(s) {', '.join(design_ids)} have no FINISHED rows with a {metric!r} "
             "history; train them first (`mixscale train --design-id ...`)."
         )
     table = pd.concat(frames, ignore_index=True)
-    _check_eval_images(table)
+    _check_eval_images(pd.Series(scored, dtype=object))
     cols = ["accuracy", *[f"n_{k}" for k in keys], "epoch", "total_n", "subset_size",
-            "eval_images", "role", "run_id", "design_id",
+            "eval_images", "role", "run_id", "design_id", "row_check",
             *([f"accuracy_{k}" for k in keys] if class_metrics else [])]
     return table[cols].sort_values(["run_id", "epoch"], kind="stable").reset_index(drop=True)
 
 
-def _check_eval_images(table: pd.DataFrame) -> None:
-    """Refuse a table whose rows were scored on different numbers of test images."""
-    found = table.groupby(table["eval_images"].astype(object).where(
-        table["eval_images"].notna(), "not logged"), sort=False)["run_id"].nunique()
+def _check_eval_images(scored: pd.Series) -> None:
+    """Refuse rows (``scored``: run id -> param ``eval_images``) scored on different numbers
+    of test images."""
+    found = scored.where(scored.notna(), "not logged").value_counts(sort=False)
     if len(found) > 1:
         values = ", ".join(f"{v} ({n} row(s))" for v, n in found.items())
         raise MixscaleError(

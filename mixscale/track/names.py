@@ -8,7 +8,8 @@ back into one table.
 from __future__ import annotations
 
 __all__ = ["KIND", "DESIGN", "ROLE", "SUBSET_SIZE", "DATASET", "ROW", "ERROR", "SUPERSEDED_BY",
-           "RESTART_OF", "HEARTBEAT", "CLAIM", "CHECKPOINT", "RESUMED_FROM", "RESUME_SKIPPED",
+           "RESTART_OF", "HEARTBEAT", "ROW_CHECK", "CLAIM", "CHECKPOINT", "RESUMED_FROM",
+           "RESUME_SKIPPED",
            "PARENT", "LEDGER", "LINK", "CLAIMED", "DESIGN_CSV", "FIT_TABLE_CSV", "FIT_SUMMARY_CSV",
            "SKIPPED_IMAGES", "MAX_TAG", "DESIGN_PARAMS", "ROW_PARAMS"]
 
@@ -22,6 +23,9 @@ ROW = "mixscale.row"
 ERROR = "mixscale.error"  # the exception that failed a row
 SUPERSEDED_BY = "mixscale.superseded_by"  # on a failed row run: the run that restarted it
 RESTART_OF = "mixscale.restart_of"  # on a restarted row run: the run it supersedes
+# On a FINISHED row: "ok", or why it did not measure its data ("still rising: ...", "below
+# baseline: ..."; mixscale.train.checks), so `tags."mixscale.row_check" != 'ok'` lists them
+ROW_CHECK = "mixscale.row_check"
 HEARTBEAT = "mixscale.heartbeat"  # on a RUNNING row: unix seconds of its last claim/evaluation
 CLAIM = "mixscale.claim"  # on a row run: a token new at every claim (who trains it now)
 CHECKPOINT = "mixscale.checkpoint"  # on a row run: its stored checkpoint (track.checkpoints)

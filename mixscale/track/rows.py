@@ -24,6 +24,7 @@ from mixscale.track.names import (
     RESTART_OF,
     ROLE,
     ROW,
+    ROW_CHECK,
     ROW_PARAMS,
     SUBSET_SIZE,
     SUPERSEDED_BY,
@@ -50,6 +51,9 @@ class RowSpec:
     heartbeat: float | None = None  # unix seconds of the last sign of life (tag, else start)
     claim: str | None = None  # the run's mixscale.claim token when listed (None: never claimed)
     eval_images: int | None = None  # test images each evaluation scored (None: not logged yet)
+    # test images the last evaluation scored (None: as every other, eval_images)
+    eval_final_images: int | None = None
+    check: str | None = None  # the row's tag mixscale.row_check (None: rows before the checks)
 
 
 def create_design_rows(client: MlflowClient, design_id: str, table: pd.DataFrame, *,
@@ -188,7 +192,10 @@ def list_rows(client: MlflowClient, design_id: str) -> list[RowSpec]:
             counts=np.array([int(params[f"n_{k}"]) for k in keys], dtype=np.int64),
             heartbeat=float(beat) if beat else (r.info.start_time or 0) / 1000 or None,
             claim=r.data.tags.get(CLAIM),
-            eval_images=int(params["eval_images"]) if "eval_images" in params else None))
+            eval_images=int(params["eval_images"]) if "eval_images" in params else None,
+            eval_final_images=(int(params["eval_final_images"])
+                               if "eval_final_images" in params else None),
+            check=r.data.tags.get(ROW_CHECK)))
     return rows
 
 

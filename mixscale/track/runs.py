@@ -17,11 +17,12 @@ from mlflow import MlflowClient
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 
-from mixscale.track.names import ERROR, HEARTBEAT, KIND, MAX_TAG, PARENT
+from mixscale.track.names import ERROR, HEARTBEAT, KIND, MAX_TAG, PARENT, ROW_CHECK
 from mixscale.track.store import with_retries
 
 __all__ = ["experiment_for", "start_stage_run", "stage_run", "end_run", "has_child_run",
-           "log_params", "log_metrics", "log_artifacts", "log_eval", "log_row_inputs",
+                  "log_params", "log_metrics", "tag_row_check", "log_artifacts", "log_eval",
+           "log_row_inputs",
            "dataset_race"]
 
 
@@ -119,6 +120,11 @@ def log_metrics(client: MlflowClient, run_id: str, metrics: Mapping[str, float],
     batch = [Metric(k, float(v), ts, step) for k, v in metrics.items() if np.isfinite(v)]
     for i in range(0, len(batch), 1000):
         client.log_batch(run_id, metrics=batch[i:i + 1000])
+
+
+def tag_row_check(client: MlflowClient, run_id: str, verdict: str) -> None:
+    """Set a row run's :data:`~mixscale.track.names.ROW_CHECK` tag (``ok`` or what is wrong)."""
+    client.set_tag(run_id, ROW_CHECK, verdict[:MAX_TAG])
 
 
 def log_artifacts(client: MlflowClient, run_id: str, files: Mapping[str, object],

@@ -15,6 +15,7 @@ module never imports mlflow.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,11 +27,13 @@ from torch import nn
 
 from mixscale.config import TrainConfig
 from mixscale.errors import MixscaleError
+from mixscale.train.checks import SUBSET_ACCURACY
 from mixscale.train.nets import build_model, resolve_stem
 from mixscale.train.state import capture_state, restore_state
 
 __all__ = ["TrainResult", "TrainSettings", "resolve_device", "resolve_settings", "lr_at_epoch",
-           "prepare_images", "random_crop_flip", "evaluate", "train_model", "set_threads"]
+           "lr_at_step", "row_steps", "batch_bounds", "prepare_images", "random_crop_flip",
+           "evaluate", "train_model", "set_threads"]
 
 MetricsCallback = Callable[[int, dict[str, float]], None]
 EpochCallback = Callable[[int], None]
@@ -124,6 +127,37 @@ def resolve_settings(config: TrainConfig, *, image_shape: Sequence[int]) -> Trai
 def lr_at_epoch(epoch: int, *, lr: float, milestones: Sequence[int], gamma: float) -> float:
     """Step schedule: ``lr * gamma ** (number of milestones <= epoch)`` (epoch is 0-based)."""
     return lr * gamma ** sum(1 for m in milestones if epoch >= m)
+
+
+def lr_at_step(step: int, total: int, *, lr: float) -> float:
+    """Cosine schedule: ``lr * (1 + cos(pi * step / total)) / 2`` (step is 0-based), from
+    ``lr`` at the first step to 0 after the last (its last step has a rate near 0)."""
+    return lr * 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
+
+
+def row_steps(config: TrainConfig, n_images: int) -> tuple[int, int]:
+    """``(optimiser steps per epoch, steps in all)`` of a row of ``n_images`` images: one pass
+    per epoch, or ``config.min_steps_per_epoch`` when one pass has fewer
+    (:meth:`TrainConfig.steps_per_epoch`)."""
+    per_epoch = config.steps_per_epoch(len(batch_bounds(n_images, config.batch_size)))
+    return per_epoch, config.epochs * per_epoch
+
+
+def epoch_batches(n: int, batch_size: int, steps: int, generator: torch.Generator
+                  ) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """One epoch's image order and its batches' ``(start, stop)`` in it.
+
+    With ``steps`` no more than one pass takes, one random permutation in
+    :func:`batch_bounds`' batches; with more, ``steps`` batches of ``min(batch_size, n)`` from
+    consecutive random permutations (an image recurs only in a later pass).
+    """
+    bounds = batch_bounds(n, batch_size)
+    if steps <= len(bounds):
+        return torch.randperm(n, generator=generator), bounds
+    size = min(batch_size, n)
+    passes = math.ceil(steps * size / n)
+    order = torch.cat([torch.randperm(n, generator=generator) for _ in range(passes)])
+    return order[:steps * size], [(i * size, (i + 1) * size) for i in range(steps)]
 
 
 def prepare_images(images: np.ndarray, *, mean: Sequence[float] | None = None,
@@ -245,6 +279,7 @@ def train_model(
     on_epoch: EpochCallback | None = None,
     on_checkpoint: CheckpointCallback | None = None,
     resume: dict[str, Any] | None = None,
+    eval_index: np.ndarray | None = None,
 ) -> TrainResult:
     """Train a fresh network on one subset (or continue one) and evaluate it on the test split.
 
@@ -281,6 +316,12 @@ def train_model(
         training continues after its epoch. ``callback`` and ``on_epoch`` see the later epochs
         only; the result's history holds the earlier evaluations too. On CPU the result equals
         that of an uninterrupted run (with the same torch thread count).
+    eval_index : ndarray of int, optional
+        Positions in the test split that every evaluation but the last scores (a fixed subset,
+        :func:`mixscale.data.eval_subset`); the last scores the whole split and also reports
+        its accuracy on the subset as ``subset_test_accuracy``
+        (:data:`mixscale.train.checks.SUBSET_ACCURACY`). None = every evaluation scores the
+        whole split.
 
     Returns
     -------
@@ -311,6 +352,12 @@ def train_model(
     x_test = prepare_images(test_images, mean=mean, std=std, device=store)
     y_train = torch.from_numpy(np.array(train_labels, dtype=np.int64)).to(device)
     y_test = torch.from_numpy(np.array(test_labels, dtype=np.int64)).to(device)
+    partial = eval_index is not None and len(eval_index) < len(test_labels)
+    if partial:
+        sub = torch.from_numpy(np.asarray(eval_index, dtype=np.int64))
+        x_sub, y_sub = x_test[sub.to(x_test.device)], y_test[sub.to(device)]
+    else:
+        x_sub, y_sub = x_test, y_test
     data_seconds = time.perf_counter() - t_data
 
     model = build_model(config.model, num_classes=n_classes, in_channels=int(c),
@@ -320,11 +367,14 @@ def train_model(
                                 weight_decay=config.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=settings.precision == "fp16")
     eval_epochs = set(config.eval_epochs())
-    bounds = batch_bounds(n, config.batch_size)
+    per_epoch, total_steps = row_steps(config, n)
+    one_pass = per_epoch == len(batch_bounds(n, config.batch_size))
+    epoch_images = n if one_pass else per_epoch * min(config.batch_size, n)
+    cosine = config.schedule == "cosine"
 
     history: list[tuple[int, dict[str, float]]] = []
     first_epoch, seconds_before, train_seconds = 0, 0.0, 0.0
-    train_before, eval_seconds, n_evals = 0.0, 0.0, 0
+    train_before, eval_seconds, n_scored = 0.0, 0.0, 0
     loop: dict[str, Any] = {"device": device, "model": model, "optimizer": optimizer,
                             "scaler": scaler, "order_gen": order_gen, "aug_gen": aug_gen}
     if resume is not None:
@@ -335,16 +385,23 @@ def train_model(
     every = config.checkpoint_every if on_checkpoint is not None else 0
     t_start = time.perf_counter()
     for epoch in range(first_epoch, config.epochs):
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at_epoch(epoch, lr=config.lr, milestones=config.lr_milestones,
-                                      gamma=config.lr_gamma)
+        if not cosine:
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at_epoch(epoch, lr=config.lr, milestones=config.lr_milestones,
+                                          gamma=config.lr_gamma)
+        step = epoch * per_epoch
         t_epoch = time.perf_counter()
         model.train()
-        order = torch.randperm(n, generator=order_gen)
+        # a small subset takes further passes within the epoch (config.min_steps_per_epoch)
+        order, bounds = epoch_batches(n, config.batch_size, per_epoch, order_gen)
         order_store, order_dev = order.to(store), order.to(device)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
         for lo, hi in bounds:
+            if cosine:
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at_step(step, total_steps, lr=config.lr)
+            step += 1
             x = x_train[order_store[lo:hi]].to(device, non_blocking=True)
             y = y_train[order_dev[lo:hi]]
             if crop:
@@ -358,6 +415,7 @@ def train_model(
             scaler.update()
             loss_sum += loss.detach().float() * (hi - lo)
             correct += (logits.argmax(1) == y).sum()
+        seen = epoch_images  # images this epoch trained on (train_loss/accuracy average them)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         train_seconds += time.perf_counter() - t_epoch
@@ -366,17 +424,24 @@ def train_model(
 
         if epoch + 1 in eval_epochs:
             t_eval = time.perf_counter()
+            last = epoch + 1 == config.epochs
+            x_eval, y_eval = (x_test, y_test) if last else (x_sub, y_sub)
             test_loss, test_acc, per_class = evaluate(
-                model, x_test, y_test, n_classes=n_classes, precision=settings.precision,
+                model, x_eval, y_eval, n_classes=n_classes, precision=settings.precision,
                 channels_last=settings.channels_last)
-            eval_seconds += time.perf_counter() - t_eval
-            n_evals += 1
             metrics = {
-                "train_loss": (loss_sum / n).item(),
-                "train_accuracy": (correct / n).item(),
+                "train_loss": (loss_sum / seen).item(),
+                "train_accuracy": (correct / seen).item(),
                 "test_loss": test_loss,
                 "test_accuracy": test_acc,
             }
+            n_scored += len(y_eval)
+            if last and partial:  # the gain over the last third compares the same images
+                metrics[SUBSET_ACCURACY] = evaluate(
+                    model, x_sub, y_sub, n_classes=n_classes, precision=settings.precision,
+                    channels_last=settings.channels_last)[1]
+                n_scored += len(y_sub)
+            eval_seconds += time.perf_counter() - t_eval
             for key, acc in zip(class_keys, per_class, strict=True):
                 if np.isfinite(acc):
                     metrics[f"test_accuracy_{key}"] = float(acc)
@@ -389,11 +454,11 @@ def train_model(
                 seconds=seconds_before + time.perf_counter() - t_start, **loop))
     seconds = seconds_before + time.perf_counter() - t_start
     return TrainResult(history=history, seconds=seconds,
-                       images_per_second=n * config.epochs / max(train_seconds, 1e-9),
+                       images_per_second=epoch_images * config.epochs / max(train_seconds, 1e-9),
                        settings=settings, data_seconds=data_seconds,
                        train_seconds=train_seconds - train_before, eval_seconds=eval_seconds,
-                       train_images=n * (config.epochs - first_epoch),
-                       eval_images=len(test_labels) * n_evals)
+                       train_images=epoch_images * (config.epochs - first_epoch),
+                       eval_images=n_scored)
 
 
 def set_threads(n: int) -> None:

@@ -44,7 +44,7 @@ FEW_ROWS = ["--subset-sizes", "20", "--rows-per-size", "2", "--val-rows-per-size
             "--iterations", "5"]  # 2 rows, for commands that only train
 FAST_FIT = ["--min-epoch", "0", "--n-starts", "2", "--n-boot", "5"]
 LEAN_FIT = ["--min-epoch", "0", "--n-starts", "2", "--n-boot", "0", "--predictors", "s2",
-            "--class-law", "false", "--extrapolate", "false"]
+            "--class-law", "false", "--extrapolate", "false", "--select", "validation"]
 
 
 def documented_commands(text: str | None = None) -> list[str]:
@@ -201,8 +201,8 @@ STEP_BY_STEP = (
 )
 
 
-HARDER = ("mixscale main --dataset fashion-mnist --eval-images 2000 --subset-sizes "
-          "200,400,800,1600 --rows-per-size 4 --val-rows-per-size 2")
+HARDER = ("mixscale main --dataset fashion-mnist --subset-sizes 200,400,800,1600 "
+          "--rows-per-size 4 --val-rows-per-size 2 --min-steps-per-epoch 67")
 
 
 @pytest.mark.slow
@@ -222,9 +222,15 @@ def test_harder_dataset_fashion_mnist_on_an_eval_subset(readme: Readme) -> None:
     design_id = re.search(r"design run:\s+(\w+)", out).group(1)
     rows = [readme.run(r.run_id) for r in tr.list_rows(readme.client, design_id)]
     assert len(rows) == 6 and {r.info.status for r in rows} == {"FINISHED"}
+    # by default the evaluations before the last score 2,000 test images, the last all 10,000
     assert {r.data.params["eval_images"] for r in rows} == {"2000"}
+    assert {r.data.params["eval_final_images"] for r in rows} == {"10000"}
+    assert {r.data.params["steps_per_epoch"] for r in rows} == {"67"}
+    assert all(tr.ROW_CHECK in r.data.tags for r in rows)
     table = tr.assemble_table(readme.client, [design_id])
-    assert set(table["eval_images"]) == {2000}
+    last = table.groupby("run_id")["epoch"].transform("max") == table["epoch"]
+    assert set(table.loc[last, "eval_images"]) == {10000}
+    assert set(table.loc[~last, "eval_images"]) == {2000}
 
 
 # --- the guard: the README's commands are exactly those the tests run ----------------------
@@ -407,7 +413,8 @@ def test_mlflow_run_main(readme: Readme) -> None:
     argv = with_params(argv, subset_sizes="30,60", rows_per_size="2", val_rows_per_size="0",
                        iterations="20", epochs="3", eval_every="1", min_epoch="0",
                        n_starts="2", n_boot="0", predictors="s2", class_law="false",
-                       extrapolate="false", model_name="mlproject-main")
+                       extrapolate="false", select="validation",
+                       model_name="mlproject-main")
     out, run_id = readme.mlflow_run(argv)
     main = readme.run(run_id)  # the run `mlflow run` created is the pipeline run
     assert main.data.tags[tr.KIND] == "pipeline" and main.info.status == "FINISHED"
@@ -453,7 +460,8 @@ def test_mlflow_run_design_train_row_train_fit(readme: Readme) -> None:
 
     _, fit_id = readme.mlflow_run(with_params(
         fill(fit, {"<design id>": design_id}), min_epoch="0", n_starts="2", n_boot="0",
-        predictors="s2", class_law="false", extrapolate="false", model_name="mlproject-law"))
+        predictors="s2", class_law="false", extrapolate="false", select="validation",
+        model_name="mlproject-law"))
     assert readme.run(fit_id).data.tags[tr.KIND] == "fit"
     version = readme.client.get_model_version_by_alias("mlproject-law", "champion")
     assert version.run_id == fit_id

@@ -249,6 +249,8 @@ def main_cmd(**kw: Any) -> None:
     prepared = prepare_design(spec, data_dir=config.data_dir,
                               download=config.download)  # validated before any logging
     resolve_eval(config, prepared.dataset)  # --eval-images fits the test split
+    planned = prepared.table[prepared.table["role"] == "train"]
+    fit_config.check_design(train_runs=len(planned), sizes=planned["subset_size"].nunique())
     tuning = main_tune_setup(kw, spec.dataset) if kw["tune"] else None
     session = Session(kw)
     client = session.client

@@ -52,6 +52,11 @@ class FitConfig:
         check_int("n_starts", self.n_starts, low=1, high=10_000)
         check_choice("loss", self.loss, ("linear", "huber"))
         check_choice("select", self.select, SELECTS)
+        if self.select == "backtest" and not self.extrapolate:
+            raise MixscaleError(
+                "`select` 'backtest' ranks laws by their backtest, which `extrapolate` false "
+                "turns off; pass --select validation with --extrapolate false, or keep "
+                "--extrapolate true.")
         check_int("n_boot", self.n_boot, low=0, high=100_000)
         check_int("seed", self.seed, low=0, high=2**31 - 2)
         if not isinstance(self.class_law, bool):
@@ -82,6 +87,33 @@ class FitConfig:
                 "are registered and served; fit the bounded family m4 with a saturating "
                 "predictor (e.g. --families power,m4 --predictors m3,s2) or keep --class-law "
                 "true.")
+
+    def check_design(self, *, train_runs: int, sizes: int) -> None:
+        """Refuse, before anything is trained, a design this fit would refuse once trained.
+
+        Parameters
+        ----------
+        train_runs : int
+            Training rows (runs) the design has or will have.
+        sizes : int
+            Distinct subset sizes among them.
+
+        Raises
+        ------
+        MixscaleError
+            Fewer than 2 training runs (no law can be fitted to one), or ``select`` backtest
+            with fewer than 2 sizes (a backtest fits the smaller sizes and scores the larger).
+        """
+        if train_runs < 2:
+            raise MixscaleError(
+                f"fitting needs finished training rows from at least 2 runs, but the design "
+                f"has {train_runs}; train more of its rows, or design more (--rows-per-size, "
+                "--subset-sizes).")
+        if self.select == "backtest" and sizes < 2:
+            raise MixscaleError(
+                f"--select backtest needs at least 2 subset sizes (a backtest fits the smaller "
+                f"and scores the larger), but the design has {sizes}; add a size to "
+                "--subset-sizes, or pass --select validation.")
 
     def check_registrable(self) -> None:
         """Refuse, before anything is trained or logged, settings that cannot register a law.

@@ -471,11 +471,8 @@ def fit_table_and_log(config: FitConfig, client: MlflowClient, experiment_id: st
     model_name = config.model_name or default_model_name(dataset)
     train = table[table["role"] == "train"]
     val = table[table["role"] == "validation"]
-    if train["run_id"].nunique() < 2:
-        raise MixscaleError(
-            f"fitting needs FINISHED training rows from at least 2 runs, but the design(s) have "
-            f"{train['run_id'].nunique()}; train more rows first."
-        )
+    config.check_design(train_runs=train["run_id"].nunique(),
+                        sizes=train["subset_size"].nunique())
     features = [*count_cols, "epoch"]
     t0 = time.perf_counter()
     laws, summary, residuals = _fit_laws(table, features, config)

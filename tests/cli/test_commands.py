@@ -66,6 +66,14 @@ def fresh_dir(tmp_path, monkeypatch) -> Path:
         (["fit", "--design-id", "x", "--predictors", "m2,m3", "--class-law", "false"],
          "fit the bounded family m4 with a saturating predictor (e.g. --families power,m4 "
          "--predictors m3,s2)"),
+        # designs the fit would refuse once trained are refused before main trains a row
+        (["main", "--subset-sizes", "60", "--rows-per-size", "1", "--epochs", "3"],
+         "fitting needs finished training rows from at least 2 runs, but the design has 1"),
+        (["main", "--subset-sizes", "60", "--rows-per-size", "3"],
+         "--select backtest needs at least 2 subset sizes (a backtest fits the smaller and "
+         "scores the larger), but the design has 1"),
+        (["fit", "--design-id", "x", "--extrapolate", "false"],
+         "pass --select validation with --extrapolate false"),
     ],
 )
 def test_bad_input_is_refused_before_anything_is_logged(fresh_dir, args, message) -> None:

@@ -201,8 +201,11 @@ def test_a_row_logs_where_its_time_went_and_train_prints_the_shares(store) -> No
     times = [m[f"time_{p}_s"] for p in ("data", "train", "eval", "tracking")]
     assert min(times) > 0  # even digits' data and SQLite's tracking take some time
     assert sum(times) <= wall + 0.05
+    # 40 images are 5 batches of 8: each epoch draws 30 (min_steps_per_epoch) from 6 passes
+    params = client.get_run(row.run_id).data.params
+    assert (params["steps_per_epoch"], params["train_steps"]) == ("30", "90")
     assert m["train_images_per_s"] * m["time_train_s"] == pytest.approx(
-        row.subset_size * CONFIG.epochs, rel=1e-6)
+        30 * 8 * CONFIG.epochs, rel=1e-6)
     n_test = len(design_dataset(client.get_run(design.design_id).data.params).test_labels)
     assert m["eval_images_per_s"] * m["time_eval_s"] == pytest.approx(
         n_test * len(CONFIG.eval_epochs()), rel=1e-6)
@@ -242,7 +245,11 @@ def test_eval_images_scores_a_fixed_stratified_subset_and_logs_it(store) -> None
         run = client.get_run(row.run_id)
         assert run.data.params["eval_images"] == "50"
         m = run.data.metrics
-        assert m["eval_images_per_s"] * m["time_eval_s"] == pytest.approx(50 * 3, rel=1e-6)
+        # epochs 1 and 2 score the 50; epoch 3 the whole split and the 50 again (the row's
+        # gain over its last third compares the same images)
+        assert m["eval_images_per_s"] * m["time_eval_s"] == pytest.approx(50 * 3 + 450,
+                                                                          rel=1e-6)
+        assert run.data.params["eval_final_images"] == "450"
         test = _eval_input(client, row.run_id)
         assert test.name == "digits-test-subset" and test.digest == subset_hash(idx)
         profile = json.loads(test.profile)
@@ -251,7 +258,7 @@ def test_eval_images_scores_a_fixed_stratified_subset_and_logs_it(store) -> None
             ds.test_labels[idx], minlength=10).tolist() == [5] * 10
         digests.add(test.digest)
     assert len(digests) == 1  # every row scores the same images
-    full = client.get_run(third.run_id)
+    full = client.get_run(third.run_id)  # digits' 450 test images are fewer than 2,000
     assert full.data.params["eval_images"] == str(len(ds.test_labels)) == "450"
     assert _eval_input(client, third.run_id).name == "digits-test"
 

@@ -30,11 +30,16 @@ def test_the_fit_table_says_what_each_row_was_scored_on_and_never_mixes(store) -
                echo=lambda _: None)
     table = tr.assemble_table(client, [design_id])
     assert len(table) == 4  # two rows, two epochs each
-    assert table["eval_images"].tolist() == [40] * 4
+    assert table["eval_images"].tolist() == [40, 450] * 2  # the last epoch: the whole split
+    # every row was checked: its tag mixscale.row_check travels with it into the table
+    checks = {r.run_id: client.get_run(r.run_id).data.tags[tr.ROW_CHECK] for r in rows[:2]}
+    assert table.groupby("run_id")["row_check"].first().to_dict() == checks
+    assert all(c == "ok" or c.startswith(("still rising", "below baseline"))
+               for c in checks.values())
     assert list(table.columns).index("eval_images") == list(table.columns).index("subset_size") + 1
 
     train_rows(client, design_id, dataclasses.replace(CONFIG, eval_images=0),
-               run_ids=[rows[2].run_id], echo=lambda _: None)  # the whole split: 450 images
+               run_ids=[rows[2].run_id], echo=lambda _: None)  # auto: digits' whole 450
     with pytest.raises(MixscaleError, match=r"different numbers of test images \(param "
                        r"eval_images: 40 \(2 row\(s\)\), 450 \(1 row\(s\)\)\)"):
         tr.assemble_table(client, [design_id])

@@ -267,8 +267,8 @@ def test_main_tune_trains_the_design_with_the_best_values(store, tmp_path) -> No
                       "--val-rows-per-size", "1", "--iterations", "20", "--epochs", "2",
                       "--eval-every", "1", "--lr-milestones", "", "--families", "m4",
                       "--predictors", "s2", "--min-epoch", "0", "--n-starts", "1",
-                      "--n-boot", "0", "--extrapolate", "false", "--model-name",
-                      "mixscale-tune-e2e"])
+                      "--n-boot", "0", "--extrapolate", "false", "--select", "validation",
+                      "--model-name", "mixscale-tune-e2e"])
     assert result.exit_code == 0, result.output
     client = store.client
     exp_id = client.get_experiment_by_name(experiment).experiment_id

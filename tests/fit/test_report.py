@@ -403,3 +403,26 @@ def test_printed_table_cuts_long_notes_and_the_warning_keeps_them(healthy) -> No
     assert long  # the tiny table's shrunk per-class laws carry one
     for note in long:
         assert note not in table and note[:37] + "..." in table
+
+
+def test_rows_that_did_not_measure_their_data_are_warned_and_counted(store) -> None:
+    table = fit_table()
+    runs = sorted(table["run_id"].unique())
+    checks = {run: "ok" for run in runs}
+    checks[runs[0]] = "still rising: +2.4 points over the last third of training (more than 1)"
+    checks[runs[1]] = "below baseline: 0.500 vs 1-NN on its pixels 0.550"
+    table["row_check"] = table["run_id"].map(checks)
+    result, out = _fit(store, table)
+    (line,) = [x for x in out.splitlines() if x.startswith("WARNING rows:")]
+    assert line.startswith(f"WARNING rows: 2 of {len(runs)} did not measure their data")
+    assert f"{runs[0][:8]} (" in line and "still rising: +2.4 points" in line
+    assert f"{runs[1][:8]} (" in line and "below baseline: 0.500" in line
+    metrics = store.client.get_run(result.fit_run_id).data.metrics
+    assert (metrics["rows_checked"], metrics["rows_still_rising"],
+            metrics["rows_below_baseline"]) == (len(runs), 1, 1)
+
+
+def test_rows_without_checks_are_not_warned_about(healthy, store) -> None:
+    result, out = healthy  # a table without row_check: rows trained before the checks
+    assert "WARNING rows:" not in out
+    assert "rows_checked" not in store.client.get_run(result.fit_run_id).data.metrics

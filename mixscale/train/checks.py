@@ -4,7 +4,8 @@ A row's accuracy feeds every law fitted to it, so it must be what its subset all
 the optimiser got:
 
 * **convergence**: the gain in test accuracy over the last third of training, in points, on
-  the same test images (the intermediate evaluations' subset). A row that still gains more than
+  the same test images (the intermediate evaluations' subset): the last evaluation against the
+  best one up to two thirds of training. A row that still gains more than
   :data:`RISING_POINTS` there was stopped on the rise.
 * **a classifier that needs no training**: 1-nearest-neighbour on the raw pixels of the same
   subset, scored on the same test images as the row's last evaluation. A network that loses to
@@ -69,16 +70,19 @@ class RowCheck:
 
 
 def last_third_gain(history: Sequence[tuple[int, dict[str, float]]], epochs: int) -> float:
-    """Points of test accuracy gained from the last evaluation at or before two thirds of
-    training to the end, both on the same test images; nan with fewer than two evaluations.
+    """Points of test accuracy the last evaluation gained over the best evaluation up to two
+    thirds of training (epoch ``2 * epochs // 3``), both on the same test images; nan with
+    fewer than two evaluations.
 
-    With no evaluation at or before ``2 * epochs // 3`` the first one is the reference. The last
+    The best, not the last, evaluation before the cut is the reference: evaluations while the
+    learning rate is still high swing by several points, and one low swing would read as a
+    gain. With no evaluation up to the cut the first one is the reference. The last
     evaluation's :data:`SUBSET_ACCURACY` is used when present (it scored the whole split, the
     others a subset).
 
     Examples
     --------
-    >>> h = [(12, {"test_accuracy": 0.70}), (18, {"test_accuracy": 0.80}),
+    >>> h = [(12, {"test_accuracy": 0.80}), (18, {"test_accuracy": 0.70}),
     ...      (24, {"test_accuracy": 0.82}), (30, {"test_accuracy": 0.9, SUBSET_ACCURACY: 0.83})]
     >>> round(last_third_gain(h, 30), 6)
     3.0
@@ -87,10 +91,10 @@ def last_third_gain(history: Sequence[tuple[int, dict[str, float]]], epochs: int
         return float("nan")
     *before, (_, last) = history
     cut = 2 * epochs // 3
-    early = [m for e, m in before if e <= cut]
-    reference = early[-1] if early else before[0][1]
+    early = [m["test_accuracy"] for e, m in before if e <= cut]
+    reference = max(early) if early else before[0][1]["test_accuracy"]
     end = last.get(SUBSET_ACCURACY, last["test_accuracy"])
-    return 100.0 * (float(end) - float(reference["test_accuracy"]))
+    return 100.0 * (float(end) - float(reference))
 
 
 def baseline_accuracy(train_images: np.ndarray, train_labels: np.ndarray,

@@ -14,9 +14,11 @@ def _history(values, epochs=(12, 15, 18, 21, 24, 27, 30)):
     return [(e, {"test_accuracy": v}) for e, v in zip(epochs, values, strict=True)]
 
 
-def test_gain_is_measured_from_the_last_evaluation_at_two_thirds() -> None:
+def test_gain_is_measured_from_the_best_evaluation_up_to_two_thirds() -> None:
     h = _history([0.5, 0.6, 0.70, 0.72, 0.74, 0.75, 0.76])  # epoch 18 is the last <= 20
     assert last_third_gain(h, 30) == pytest.approx(6.0)
+    swing = _history([0.74, 0.62, 0.70, 0.72, 0.74, 0.75, 0.76])  # a low swing at epoch 15
+    assert last_third_gain(swing, 30) == pytest.approx(2.0)  # measured from 0.74, not 0.70
     assert last_third_gain(h[-1:], 30) != last_third_gain(h[-1:], 30)  # nan: one evaluation
     late = _history([0.6, 0.7], epochs=(24, 30))  # nothing before 2/3: the first one
     assert last_third_gain(late, 30) == pytest.approx(10.0)

@@ -10,12 +10,26 @@ from mixscale.errors import MixscaleError
 from mixscale.train.nets import build_model, resolve_stem
 
 
-@pytest.mark.parametrize(("channels", "size"), [(1, 8), (3, 32)])
+@pytest.mark.parametrize(("channels", "size"), [(1, 8), (1, 28), (3, 32)])
 def test_smallcnn_shapes(channels: int, size: int) -> None:
-    model = build_model("smallcnn", num_classes=7, in_channels=channels)
+    model = build_model("smallcnn", num_classes=7, in_channels=channels, image_size=size)
     out = model(torch.randn(4, channels, size, size))
     assert out.shape == (4, 7)
     assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize(("size", "pools", "last_map"), [(8, 1, 4), (15, 1, 7), (16, 2, 4),
+                                                         (28, 2, 7)])
+def test_smallcnn_pools_early_only_on_images_of_16_px_or_more(size, pools, last_map) -> None:
+    model = build_model("smallcnn", num_classes=10, in_channels=1, image_size=size)
+    found = [m for m in model.features if isinstance(m, nn.MaxPool2d)]
+    assert len(found) == pools
+    # the feature map the average pool sees: digits keep 4x4, Fashion-MNIST's 28 px give 7x7
+    trunk = nn.Sequential(*list(model.features)[:-2])
+    assert trunk(torch.randn(2, 1, size, size)).shape[-1] == last_map
+    # the same parameters either way: the early pool has none
+    assert sum(p.numel() for p in model.parameters()) == sum(
+        p.numel() for p in build_model("smallcnn", num_classes=10, in_channels=1).parameters())
 
 
 @pytest.mark.parametrize(("channels", "size", "stem"),

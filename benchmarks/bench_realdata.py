@@ -53,9 +53,9 @@ LEVEL = 0.9
 RATIOS = (1.5, 2.0)
 # The README's Fashion-MNIST command (section "A harder dataset"), as written there.
 README_MAIN = ["main", "--dataset", "fashion-mnist", "--subset-sizes", "200,400,800,1600",
-               "--rows-per-size", "4", "--val-rows-per-size", "2", "--min-steps-per-epoch",
-               "67"]
-RECIPE = ["--min-steps-per-epoch", "67"]  # the recipe options of README_MAIN, for train-row
+               "--rows-per-size", "4", "--val-rows-per-size", "2", "--min-share", "0.8",
+               "--min-steps-per-epoch", "100"]
+RECIPE = ["--min-steps-per-epoch", "100"]  # the recipe options of README_MAIN, for train-row
 MODEL = "mixscale-fashion-mnist"
 
 

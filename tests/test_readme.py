@@ -202,7 +202,7 @@ STEP_BY_STEP = (
 
 
 HARDER = ("mixscale main --dataset fashion-mnist --subset-sizes 200,400,800,1600 "
-          "--rows-per-size 4 --val-rows-per-size 2 --min-steps-per-epoch 67")
+          "--rows-per-size 4 --val-rows-per-size 2 --min-share 0.8 --min-steps-per-epoch 100")
 
 
 @pytest.mark.slow
@@ -225,7 +225,7 @@ def test_harder_dataset_fashion_mnist_on_an_eval_subset(readme: Readme) -> None:
     # by default the evaluations before the last score 2,000 test images, the last all 10,000
     assert {r.data.params["eval_images"] for r in rows} == {"2000"}
     assert {r.data.params["eval_final_images"] for r in rows} == {"10000"}
-    assert {r.data.params["steps_per_epoch"] for r in rows} == {"67"}
+    assert {r.data.params["steps_per_epoch"] for r in rows} == {"100"}
     assert all(tr.ROW_CHECK in r.data.tags for r in rows)
     table = tr.assemble_table(readme.client, [design_id])
     last = table.groupby("run_id")["epoch"].transform("max") == table["epoch"]

@@ -247,3 +247,11 @@ def test_90_percent_interval_covers_80_to_95_percent_of_held_out_runs() -> None:
     assert binom.sf(0.80 * n - 1, n, 0.75) < 0.05 and binom.cdf(0.95 * n, n, 0.98) < 0.005
     assert 0.80 <= covered <= 0.95, (covered, by_ratio)
     assert float(np.mean(inside_truth)) >= covered
+
+
+def test_noise_sd_reads_each_runs_last_evaluation_only() -> None:
+    # two seeds of one mix: far apart at epoch 15 (a high learning rate), close at the end
+    table = pd.DataFrame({"accuracy": [0.60, 0.80, 0.80, 0.82], "n_a": 9, "n_b": 10,
+                          "epoch": [15, 15, 30, 30], "run_id": ["a", "b", "a", "b"]})
+    assert noise_sd(table) == pytest.approx(np.std([0.80, 0.82], ddof=1))
+    assert noise_sd(table.iloc[[0, 1]]) == pytest.approx(np.std([0.60, 0.80], ddof=1))

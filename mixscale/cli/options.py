@@ -149,8 +149,9 @@ train_options = _options(
     recipe_option("--eval-every", click.IntRange(1),
                 "Evaluate on the test split every N epochs (and at the last)."),
     option("--eval-images", click.IntRange(0), T.eval_images,
-         "Score every evaluation on a fixed, seeded, stratified subset of N test images; 0 = "
-         "the whole test split. Rows log the number scored (param eval_images)."),
+         "Score every evaluation but the last on a fixed, seeded, stratified subset of N test "
+         "images; 0 = 2,000 or the whole split if smaller. The last evaluation scores the "
+         "whole split. Rows log both (params eval_images, eval_final_images)."),
     click.option("--eval-early", type=click.BOOL, default=False, is_flag=False, flag_value=True,
                  show_default=True,
                  help="Also evaluate the epochs below the fit's --min-epoch (10 for `train`), "

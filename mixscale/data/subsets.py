@@ -99,7 +99,7 @@ def eval_subset(labels: np.ndarray, n: int, *, n_classes: int, seed: int = EVAL_
     if isinstance(n, bool) or not isinstance(n, int | np.integer) or not (
             n == 0 or n_classes <= n <= total):
         raise MixscaleError(
-            f"--eval-images must be 0 (the whole test split) or in [{n_classes}, {total}] (at "
+            f"--eval-images must be 0 (the default) or in [{n_classes}, {total}] (at "
             f"least one image per class, at most the test split's {total}), but got "
             f"eval_images={n!r}.")
     if n in (0, total):

@@ -30,6 +30,6 @@ def test_eval_subset_gives_every_class_its_share_and_at_least_one() -> None:
 @pytest.mark.parametrize("n", [9, 451, -1])
 def test_eval_subset_refuses_sizes_outside_the_split(n: int) -> None:
     labels = load_dataset("digits").test_labels
-    with pytest.raises(MixscaleError, match=rf"--eval-images must be 0 \(the whole test split\) "
+    with pytest.raises(MixscaleError, match=rf"--eval-images must be 0 \(the default\) "
                        rf"or in \[10, 450\].*eval_images={n}\."):
         eval_subset(labels, n, n_classes=10)

@@ -228,7 +228,7 @@ def test_eval_images_scores_a_fixed_stratified_subset_and_logs_it(store) -> None
     ds = design_dataset(client.get_run(design.design_id).data.params)
     first, second, third = tr.list_rows(client, design.design_id)[:3]
     config = dataclasses.replace(CONFIG, eval_images=50)
-    with pytest.raises(MixscaleError, match=r"--eval-images must be 0 \(the whole test split\) "
+    with pytest.raises(MixscaleError, match=r"--eval-images must be 0 \(the default\) "
                        r"or in \[10, 450\].*eval_images=451"):
         train_rows(client, design.design_id, dataclasses.replace(config, eval_images=451),
                    run_ids=[first.run_id], echo=lambda _: None)
